@@ -1,0 +1,702 @@
+//! The command line: parsing with clap and dispatch to the library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::approval::{ApprovalPolicy, Decision};
+use crate::config::{Config, DEFAULT_CONFIG_PATH, RuleLimits};
+use crate::output::{Format, render};
+use crate::plan::Decision as PlanDecision;
+use crate::policy::{RuleSet, rule_test};
+use crate::run::{RunOptions, TenantOutcome};
+use crate::scan::ScanRequest;
+use crate::store::{self, DecisionRequest, Filter, Store};
+
+/// Policy-driven remediation for Microsoft Entra ID.
+///
+/// Reads the newest identity-security scan for each configured tenant, applies
+/// the rule files in the policies directory, and plans remediation actions. The
+/// default mode is dry-run: nothing is changed, every decision is recorded in the
+/// history store. Start with `entra-remediator plan`, then `run --once`.
+#[derive(Debug, Parser)]
+#[command(name = "entra-remediator", version, about, long_about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "ENTRA_REMEDIATOR_CONFIG",
+        default_value = DEFAULT_CONFIG_PATH
+    )]
+    pub config: PathBuf,
+    /// Log filter for messages on stderr (error, warn, info, debug).
+    #[arg(
+        long,
+        global = true,
+        env = "ENTRA_REMEDIATOR_LOG",
+        default_value = "warn"
+    )]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Preview the plan for the newest scan; writes nothing.
+    Plan(PlanArgs),
+    /// Run one full cycle (scan, rules, plan, record) under the configured modes.
+    Run(RunArgs),
+    /// List, show, approve or reject actions waiting for approval.
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
+    /// Show the audit history, filtered.
+    History(HistoryArgs),
+    /// Check the integrity of the audit history.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Check rule files or run their tests.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Check the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+/// Which scan to use.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Only this tenant (by its configured name); default all tenants.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Use this scan file instead of the tenant's source (needs --tenant when several are configured).
+    #[arg(long, value_name = "FILE")]
+    pub scan: Option<PathBuf>,
+    /// Use the scan taken at this time (RFC 3339) from the tenant's directory.
+    #[arg(long, value_name = "TIME", conflicts_with = "scan")]
+    pub scanned_at: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Scan selection.
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run one cycle now and exit (the scheduled daemon is a separate command).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// Process the scan even if this exact scan was processed before.
+    #[arg(long)]
+    pub force: bool,
+    /// Scan selection.
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+/// `approvals` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// List actions waiting for approval (or all with --all).
+    List {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Every action, whatever its state.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show one action with its reasons, approvals and history.
+    Show {
+        /// Action id.
+        id: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Approve actions by id, or all bulk-approvable pending actions of a run.
+    Approve(DecideArgs),
+    /// Reject actions by id, or all pending actions of a run.
+    Reject(DecideArgs),
+}
+
+/// Arguments of approve and reject.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// Action ids.
+    #[arg(required_unless_present = "run")]
+    pub ids: Vec<i64>,
+    /// Every pending action of this run (role and group removals are never approved in bulk).
+    #[arg(long, conflicts_with = "ids")]
+    pub run: Option<String>,
+    /// Who decides (recorded in history).
+    #[arg(long)]
+    pub by: String,
+    /// Why (recorded in history).
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+/// Arguments of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this identity (object id or UPN).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Only this action (disable_user, revoke_sessions, ...).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only events that set this state (planned, pending, approved, refused, ...).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// At or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only the newest N events.
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Recompute the history's hash chain; exits 1 if anything was edited.
+    Verify,
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Check every rule file: syntax, metadata, unknown functions and actions.
+    Check {
+        /// Rules directory (default: policies_dir from the config).
+        dir: Option<PathBuf>,
+    },
+    /// Run the rule tests in DIR/tests/*.json.
+    Test {
+        /// Rules directory (default: policies_dir from the config).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Parse and validate the config, its rules and exceptions.
+    Check,
+}
+
+fn time_arg(name: &str, s: &Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.as_deref()
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| {
+                    format!("--{name} {v:?} is not an RFC 3339 time like 2026-11-20T06:00:00Z")
+                })
+        })
+        .transpose()
+}
+
+fn actor() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Policy(cmd) => policy(&cli.config, cmd),
+        Command::Config(ConfigCmd::Check) => {
+            let cfg = Config::load(&cli.config)?;
+            let (rules, exceptions) = crate::run::load_rules(&cfg)?;
+            println!(
+                "{}: OK ({} tenant(s), {} rule(s) in {}, {} exception(s), store {})",
+                cli.config.display(),
+                cfg.tenants.len(),
+                rules.rules.len(),
+                cfg.policies_dir.display(),
+                exceptions.items.len(),
+                cfg.store.url
+            );
+            Ok(0)
+        }
+        Command::Plan(args) => {
+            let cfg = Config::load(&cli.config)?;
+            let opts = run_options(&cfg, &args.scan, false)?;
+            let outcomes = crate::run::run(&cfg, None, &opts).await?;
+            print_outcomes(&outcomes, args.scan.format, false);
+            Ok(exit_for(&outcomes))
+        }
+        Command::Run(args) => {
+            let cfg = Config::load(&cli.config)?;
+            let store = store::open(&cfg.store.url).await?;
+            let opts = run_options(&cfg, &args.scan, args.force)?;
+            let outcomes = crate::run::run(&cfg, Some(store.as_ref()), &opts).await?;
+            print_outcomes(&outcomes, args.scan.format, true);
+            Ok(exit_for(&outcomes))
+        }
+        Command::Approvals(cmd) => {
+            let cfg = Config::load(&cli.config)?;
+            let store = store::open(&cfg.store.url).await?;
+            approvals(&cfg, store.as_ref(), cmd).await
+        }
+        Command::History(a) => {
+            let cfg = Config::load(&cli.config)?;
+            let store = store::open(&cfg.store.url).await?;
+            let filter = Filter {
+                tenant: a.tenant,
+                identity: a.identity,
+                action: a.action,
+                state: a.state,
+                rule: a.rule,
+                run: a.run,
+                since: time_arg("since", &a.since)?,
+                until: time_arg("until", &a.until)?,
+                limit: a.limit,
+                action_id: None,
+            };
+            let events = store.events(&filter).await?;
+            let recs: Vec<Value> = events
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                .collect();
+            print!(
+                "{}",
+                render(
+                    a.format,
+                    &[
+                        "seq",
+                        "at",
+                        "tenant",
+                        "kind",
+                        "action_id",
+                        "action_kind",
+                        "identity_id",
+                        "rule",
+                        "state",
+                        "actor",
+                        "detail"
+                    ],
+                    &recs
+                )
+            );
+            Ok(0)
+        }
+        Command::Audit(AuditCmd::Verify) => {
+            let cfg = Config::load(&cli.config)?;
+            let store = store::open(&cfg.store.url).await?;
+            let report = store.verify().await?;
+            if report.problems.is_empty() {
+                println!(
+                    "history intact: {} events, hash chain verified",
+                    report.events
+                );
+                Ok(0)
+            } else {
+                for p in &report.problems {
+                    println!("TAMPERED: {p}");
+                }
+                println!(
+                    "history NOT intact: {} problem(s) in {} events",
+                    report.problems.len(),
+                    report.events
+                );
+                Ok(1)
+            }
+        }
+    }
+}
+
+fn run_options(cfg: &Config, a: &ScanArgs, force: bool) -> Result<RunOptions> {
+    if a.scan.is_some() && a.tenant.is_none() && cfg.tenants.len() != 1 {
+        bail!(
+            "--scan FILE needs --tenant NAME when the config has {} tenants",
+            cfg.tenants.len()
+        );
+    }
+    if cfg.tenants.is_empty() {
+        bail!("{}: no [[tenant]] configured", cfg.path.display());
+    }
+    Ok(RunOptions {
+        tenant: a.tenant.clone(),
+        scan: ScanRequest {
+            file: a.scan.clone(),
+            scanned_at: time_arg("scanned-at", &a.scanned_at)?,
+        },
+        force,
+        actor: actor(),
+        now: Utc::now(),
+    })
+}
+
+fn exit_for(outcomes: &[TenantOutcome]) -> i32 {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, TenantOutcome::Rejected { .. }))
+    {
+        2
+    } else {
+        0
+    }
+}
+
+fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
+    for o in outcomes {
+        match o {
+            TenantOutcome::Rejected { tenant, error } => {
+                eprintln!("tenant {tenant}: scan refused, nothing planned: {error}");
+            }
+            TenantOutcome::AlreadyProcessed {
+                tenant,
+                scan_source,
+            } => {
+                eprintln!(
+                    "tenant {tenant}: {scan_source} was already processed; nothing to do (use --force to process it again)"
+                );
+            }
+            TenantOutcome::Planned {
+                tenant,
+                run_id,
+                scan_source,
+                plan,
+                ids,
+                failures,
+                rule_set_hash,
+            } => {
+                let recs: Vec<Value> = plan
+                    .actions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let why = match &a.decision {
+                            PlanDecision::Proceed => a
+                                .reasons
+                                .iter()
+                                .map(|r| format!("[{}] {}", r.rule, r.reason))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                            PlanDecision::Refused(w) | PlanDecision::Excepted(w) => w.clone(),
+                        };
+                        json!({
+                            "id": ids.get(i),
+                            "tenant": tenant,
+                            "run_id": run_id,
+                            "state": a.state(),
+                            "mode": a.mode.as_str(),
+                            "action": a.kind.as_str(),
+                            "identity_id": a.identity_id,
+                            "upn": a.identity_upn,
+                            "targets": a.targets.join(" "),
+                            "rules": a.reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>().join(","),
+                            "reasons": a.reasons,
+                            "why": why,
+                        })
+                    })
+                    .collect();
+                let cols: &[&str] = if recorded {
+                    &["id", "state", "action", "upn", "targets", "why"]
+                } else {
+                    &["state", "action", "upn", "targets", "why"]
+                };
+                print!("{}", render(format, cols, &recs));
+                let count = |s: &str| plan.actions.iter().filter(|a| a.state() == s).count();
+                eprintln!(
+                    "\ntenant {tenant}: scan {scan_source}\n  run {run_id} ({}), mode {}, rule set {}\n  {} action(s): {} planned (dry-run), {} pending approval, {} ready to execute, {} refused by guardrails, {} skipped by exceptions; {} rule error(s)",
+                    if recorded {
+                        "recorded in history"
+                    } else {
+                        "preview, nothing recorded"
+                    },
+                    plan.mode,
+                    &rule_set_hash[..12.min(rule_set_hash.len())],
+                    plan.actions.len(),
+                    count("planned"),
+                    count("pending"),
+                    count("ready"),
+                    count("refused"),
+                    count("skipped"),
+                    failures.len()
+                );
+                for d in &plan.downgrades {
+                    eprintln!("  run downgraded to approval: {d}");
+                }
+                for f in failures {
+                    eprintln!(
+                        "  rule error: {} for identity {}: {}",
+                        f.rule, f.identity_id, f.message
+                    );
+                }
+                if count("ready") > 0 {
+                    eprintln!(
+                        "  note: this build plans and records only; Graph execution of ready and approved actions is not available yet"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn load_rules_for(config: &Path, dir: Option<PathBuf>) -> Result<(PathBuf, RuleSet)> {
+    // With an explicit DIR the config is optional (its rule limits apply if present).
+    let (dir, limits) = match dir {
+        Some(d) => {
+            let limits = if config.exists() {
+                Config::load(config)?.rules
+            } else {
+                RuleLimits::default()
+            };
+            (d, limits)
+        }
+        None => {
+            let cfg = Config::load(config)?;
+            (cfg.policies_dir.clone(), cfg.rules.clone())
+        }
+    };
+    let rules = RuleSet::load(&dir, &limits)?;
+    Ok((dir, rules))
+}
+
+fn policy(config: &Path, cmd: PolicyCmd) -> Result<i32> {
+    match cmd {
+        PolicyCmd::Check { dir } => {
+            let (dir, rules) = load_rules_for(config, dir)?;
+            crate::exceptions::Exceptions::load(&dir.join("exceptions.toml"))?;
+            for r in &rules.rules {
+                println!(
+                    "ok  {:<40} {}{}{}",
+                    r.name,
+                    r.file.display(),
+                    r.mode.map(|m| format!(" (mode {m})")).unwrap_or_default(),
+                    if r.enabled { "" } else { " (disabled)" }
+                );
+            }
+            println!("{} rule file(s) OK in {}", rules.rules.len(), dir.display());
+            Ok(0)
+        }
+        PolicyCmd::Test { dir } => {
+            let (dir, rules) = load_rules_for(config, dir)?;
+            let outcomes = rule_test::run_dir(&dir, &rules)?;
+            let failed = outcomes.iter().filter(|o| !o.problems.is_empty()).count();
+            for o in &outcomes {
+                if o.problems.is_empty() {
+                    println!("PASS {} — {}", o.file.display(), o.description);
+                } else {
+                    println!("FAIL {} — {}", o.file.display(), o.description);
+                    for p in &o.problems {
+                        println!("     {p}");
+                    }
+                }
+            }
+            println!("{} passed, {} failed", outcomes.len() - failed, failed);
+            Ok(if failed > 0 || outcomes.is_empty() {
+                1
+            } else {
+                0
+            })
+        }
+    }
+}
+
+async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result<i32> {
+    let now = Utc::now();
+    store.expire_due(now).await?;
+    let policy = ApprovalPolicy::from(&cfg.approvals);
+    let action_cols = [
+        "id",
+        "tenant",
+        "state",
+        "action",
+        "identity_upn",
+        "targets",
+        "rules",
+        "expires_at",
+    ];
+    match cmd {
+        ApprovalsCmd::List {
+            tenant,
+            run,
+            all,
+            format,
+        } => {
+            let rows = store
+                .actions(&Filter {
+                    tenant,
+                    run,
+                    state: (!all).then(|| "pending".to_string()),
+                    ..Filter::default()
+                })
+                .await?;
+            let recs: Vec<Value> = rows.iter().map(action_json).collect();
+            print!("{}", render(format, &action_cols, &recs));
+            Ok(0)
+        }
+        ApprovalsCmd::Show { id, format } => {
+            let a = store
+                .action(id)
+                .await?
+                .with_context(|| format!("action {id} does not exist"))?;
+            let approvals = store.approvals(id).await?;
+            let events = store
+                .events(&Filter {
+                    action_id: Some(id),
+                    ..Filter::default()
+                })
+                .await?;
+            let mut rec = action_json(&a);
+            rec["approvals"] = serde_json::to_value(&approvals).unwrap_or(Value::Null);
+            rec["history"] = serde_json::to_value(&events).unwrap_or(Value::Null);
+            match format {
+                Format::Table => {
+                    for (k, v) in rec.as_object().into_iter().flatten() {
+                        if k != "history" && k != "approvals" {
+                            println!(
+                                "{k:<14} {}",
+                                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                            );
+                        }
+                    }
+                    println!("approvals:");
+                    for ap in &approvals {
+                        println!(
+                            "  {} {} at {}: {}",
+                            ap.approver,
+                            ap.decision,
+                            ap.at,
+                            ap.comment.as_deref().unwrap_or("")
+                        );
+                    }
+                    println!("history:");
+                    for e in &events {
+                        println!(
+                            "  {} {} {} by {}: {}",
+                            e.at,
+                            e.kind,
+                            e.state.as_deref().unwrap_or(""),
+                            e.actor,
+                            e.detail
+                        );
+                    }
+                }
+                _ => print!("{}", render(format, &action_cols, &[rec])),
+            }
+            Ok(0)
+        }
+        ApprovalsCmd::Approve(a) => decide(store, &policy, a, Decision::Approve, now).await,
+        ApprovalsCmd::Reject(a) => decide(store, &policy, a, Decision::Reject, now).await,
+    }
+}
+
+fn action_json(a: &crate::store::ActionRow) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    if let Ok(t) = serde_json::from_str::<Vec<String>>(&a.targets) {
+        v["targets"] = json!(t.join(" "));
+    }
+    v["rules"] = json!(a.rules.trim_matches(','));
+    v["action"] = json!(a.kind);
+    if let Ok(r) = serde_json::from_str::<Value>(&a.reasons) {
+        v["reasons"] = r;
+    }
+    v
+}
+
+async fn decide(
+    store: &dyn Store,
+    policy: &ApprovalPolicy,
+    a: DecideArgs,
+    decision: Decision,
+    now: DateTime<Utc>,
+) -> Result<i32> {
+    let (ids, bulk) = match &a.run {
+        Some(run) => {
+            let pending = store
+                .actions(&Filter {
+                    run: Some(run.clone()),
+                    state: Some("pending".into()),
+                    ..Filter::default()
+                })
+                .await?;
+            let mut ids = Vec::new();
+            for p in &pending {
+                let single =
+                    crate::action::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
+                if decision == Decision::Approve && single {
+                    eprintln!(
+                        "skipped action {} ({} for {}): single-identity actions must be approved on their own",
+                        p.id, p.kind, p.identity_upn
+                    );
+                } else {
+                    ids.push(p.id);
+                }
+            }
+            if ids.is_empty() {
+                bail!("run {run} has no pending actions that can be decided in bulk");
+            }
+            (ids, true)
+        }
+        None => (a.ids.clone(), false),
+    };
+    let req = DecisionRequest {
+        ids,
+        decision,
+        by: a.by.clone(),
+        comment: a.comment.clone(),
+        bulk,
+        now,
+    };
+    let rows = store.decide(&req, policy).await?;
+    for r in &rows {
+        let note = if r.state == "pending" {
+            " (first approval recorded; a second approver is required)"
+        } else {
+            ""
+        };
+        println!(
+            "action {}: {} {} for {}: now {}{note}",
+            r.id,
+            r.kind,
+            decision.as_str(),
+            r.identity_upn,
+            r.state
+        );
+    }
+    Ok(0)
+}

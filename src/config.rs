@@ -1,0 +1,388 @@
+//! The TOML configuration: what to scan, which rules to apply, how strict to be.
+//!
+//! Every table denies unknown keys, so a typo is an error that names the key and
+//! line rather than a setting silently ignored. Relative paths are resolved against
+//! the directory of the config file, so a config works wherever it is run from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mode::Mode;
+use crate::plan::ActionKind;
+
+/// Default config path when neither `--config` nor `ENTRA_REMEDIATOR_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/entra-remediator/config.toml";
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type or is unknown.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, which names the key, line and column.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("invalid config {path}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key at fault.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A duration written as `"24h"`, `"7d"`, `"90s"` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+/// The whole configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Mode for every tenant unless a tenant or rule is stricter. Default: dry-run.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Directory of Rhai rule files.
+    #[serde(default = "default_policies_dir")]
+    pub policies_dir: PathBuf,
+    /// File of exceptions; default `<policies_dir>/exceptions.toml` (optional file).
+    #[serde(default)]
+    pub exceptions_file: Option<PathBuf>,
+    /// Scans older than this are refused. Default 7 days.
+    #[serde(default = "default_max_scan_age")]
+    pub max_scan_age: HumanDuration,
+    /// Scan files larger than this many bytes are refused. Default 512 MiB.
+    #[serde(default = "default_max_scan_bytes")]
+    pub max_scan_bytes: u64,
+    /// How long an approval item stays pending before it expires. Default 24h.
+    #[serde(default = "default_approval_ttl")]
+    pub approval_ttl: HumanDuration,
+    /// Where history is kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Sandbox limits for rule evaluation.
+    #[serde(default)]
+    pub rules: RuleLimits,
+    /// Limits that downgrade a run to approval.
+    #[serde(default)]
+    pub guardrails: Guardrails,
+    /// Identities that are never acted on.
+    #[serde(default)]
+    pub protected: Protected,
+    /// Who may approve, and which actions need two approvers.
+    #[serde(default)]
+    pub approvals: ApprovalConfig,
+    /// The tenants to remediate.
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+    /// Where the config was read from (set by the loader).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_policies_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+fn default_max_scan_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(7 * 24 * 3600))
+}
+fn default_max_scan_bytes() -> u64 {
+    512 * 1024 * 1024
+}
+fn default_approval_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+
+/// The history store location.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative to the config file) or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://entra-remediator.db".into(),
+        }
+    }
+}
+
+/// Sandbox limits applied to every rule evaluation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleLimits {
+    /// Maximum Rhai operations per evaluation.
+    pub max_operations: u64,
+    /// Wall-clock limit per evaluation, in milliseconds.
+    pub timeout_ms: u64,
+    /// Maximum function call depth.
+    pub max_call_depth: usize,
+    /// Maximum string length in bytes.
+    pub max_string_size: usize,
+    /// Maximum array length.
+    pub max_array_size: usize,
+    /// Maximum map size.
+    pub max_map_size: usize,
+}
+
+impl Default for RuleLimits {
+    fn default() -> Self {
+        Self {
+            max_operations: 200_000,
+            timeout_ms: 250,
+            max_call_depth: 32,
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+        }
+    }
+}
+
+/// Limits on how much one run may do before a person must look.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guardrails {
+    /// More actions than this in one run downgrades the run to approval.
+    pub max_actions_per_run: usize,
+    /// More actions than this percentage of the scan's identities downgrades the run.
+    pub max_actions_percent: f64,
+    /// A run planning more than `factor` times the previous scan's actions is downgraded.
+    pub circuit_breaker_factor: f64,
+    /// The circuit breaker ignores runs with fewer actions than this.
+    pub circuit_breaker_min_actions: usize,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Self {
+            max_actions_per_run: 100,
+            max_actions_percent: 20.0,
+            circuit_breaker_factor: 3.0,
+            circuit_breaker_min_actions: 10,
+        }
+    }
+}
+
+/// Identities that no action may ever touch (break-glass accounts and the like).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protected {
+    /// Object ids.
+    pub ids: Vec<String>,
+    /// User principal names (case-insensitive).
+    pub upns: Vec<String>,
+    /// Group ids or display names whose members are protected.
+    pub groups: Vec<String>,
+}
+
+/// Approval policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Names allowed to approve or reject; empty means anyone.
+    pub approvers: Vec<String>,
+    /// Actions that need two distinct approvers.
+    pub four_eyes: Vec<ActionKind>,
+}
+
+/// One Entra tenant to remediate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Short name used on the command line and in history.
+    pub name: String,
+    /// The Entra tenant id (GUID) scans must carry.
+    pub tenant_id: String,
+    /// Mode for this tenant; can only make the default stricter.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Overrides the global `max_scan_age` for this tenant.
+    #[serde(default)]
+    pub max_scan_age: Option<HumanDuration>,
+    /// Where its scans come from.
+    pub source: SourceConfig,
+}
+
+/// Where a tenant's scan results are found: exactly one of `dir` or `url`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A directory of scan files; the newest by `scanned_at` wins.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// An HTTP(S) URL returning one scan.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding a bearer token for `url`, optional.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.path = path.to_path_buf();
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.policies_dir = resolve(&base, &cfg.policies_dir);
+        cfg.exceptions_file = cfg.exceptions_file.as_ref().map(|p| resolve(&base, p));
+        if let Some(rest) = cfg.store.url.strip_prefix("sqlite://") {
+            let p = resolve(&base, Path::new(rest));
+            cfg.store.url = format!("sqlite://{}", p.display());
+        }
+        for t in &mut cfg.tenants {
+            t.source.dir = t.source.dir.as_ref().map(|d| resolve(&base, d));
+            t.source.token_file = t.source.token_file.as_ref().map(|p| resolve(&base, p));
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(self.invalid(
+                "store.url",
+                format!("{url:?} must start with sqlite:// or postgres://"),
+            ));
+        }
+        let g = &self.guardrails;
+        if !(g.max_actions_percent > 0.0 && g.max_actions_percent <= 100.0) {
+            return Err(self.invalid(
+                "guardrails.max_actions_percent",
+                "must be above 0 and at most 100",
+            ));
+        }
+        if g.circuit_breaker_factor < 1.0 || g.circuit_breaker_factor.is_nan() {
+            return Err(self.invalid("guardrails.circuit_breaker_factor", "must be at least 1"));
+        }
+        if self.rules.timeout_ms == 0 || self.rules.max_operations == 0 {
+            return Err(self.invalid("rules", "timeout_ms and max_operations must be above 0"));
+        }
+        if self.approval_ttl.0.is_zero() {
+            return Err(self.invalid("approval_ttl", "must be above 0"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let key = format!("tenant[{i}]");
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.invalid(
+                    &format!("{key}.name"),
+                    format!("{:?} must be non-empty letters, digits, '-' or '_'", t.name),
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(self.invalid(
+                    &format!("{key}.name"),
+                    format!("tenant name {:?} is used twice", t.name),
+                ));
+            }
+            if !crate::scan::is_guid(&t.tenant_id) {
+                return Err(self.invalid(
+                    &format!("{key}.tenant_id"),
+                    format!("{:?} is not a GUID", t.tenant_id),
+                ));
+            }
+            match (&t.source.dir, &t.source.url) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(
+                        self.invalid(&format!("{key}.source"), "give exactly one of dir or url")
+                    );
+                }
+            }
+            if t.source.token_file.is_some() && t.source.url.is_none() {
+                return Err(self.invalid(
+                    &format!("{key}.source.token_file"),
+                    "only applies to a url source",
+                ));
+            }
+            if let Some(url) = &t.source.url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(self.invalid(
+                    &format!("{key}.source.url"),
+                    format!("{url:?} must be an http:// or https:// URL"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The exceptions file: the configured one or `<policies_dir>/exceptions.toml`.
+    pub fn exceptions_path(&self) -> PathBuf {
+        self.exceptions_file
+            .clone()
+            .unwrap_or_else(|| self.policies_dir.join("exceptions.toml"))
+    }
+
+    /// Finds a tenant by its configured name.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}

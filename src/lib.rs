@@ -1,0 +1,24 @@
+//! entra-remediator: policy-driven remediation for Microsoft Entra ID.
+//!
+//! The flow, one module per step: [`config`] -> [`scan`] -> [`policy`] ->
+//! [`plan`] (with [`guard`] and [`exceptions`]) -> [`approval`] -> [`store`];
+//! [`run`] ties one cycle together and [`cli`] is the command line.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod approval;
+pub mod cli;
+pub mod config;
+pub mod exceptions;
+pub mod guard;
+pub mod mode;
+pub mod output;
+pub mod plan;
+pub mod policy;
+pub mod run;
+pub mod scan;
+pub mod store;

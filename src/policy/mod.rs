@@ -1,0 +1,556 @@
+//! Rule files: loading and checking a directory of Rhai rules once, then
+//! evaluating them for every (finding, identity) pair of a scan.
+
+mod api;
+pub mod rule_test;
+mod sandbox;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+use sha2::{Digest, Sha256};
+
+use crate::action::ActionKind;
+use crate::config::RuleLimits;
+use crate::mode::Mode;
+use crate::scan::Scan;
+
+use api::{FindingRef, IdentityRef, RuleAction};
+
+/// One problem in one rule file, with its place.
+#[derive(Debug, Clone)]
+pub struct RuleFileError {
+    /// The rule file.
+    pub file: PathBuf,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+/// Why a rule set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The directory could not be listed or a file read.
+    #[error("cannot read rules in {path}: {message}")]
+    Read {
+        /// Directory or file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// One or more rule files are invalid; the whole set is refused.
+    #[error("{} invalid rule file(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<RuleFileError>),
+}
+
+/// One compiled rule file.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique rule name from its metadata.
+    pub name: String,
+    /// What it does, for people.
+    pub description: String,
+    /// Disabled rules are loaded and checked but not evaluated.
+    pub enabled: bool,
+    /// A mode that can only make runs stricter.
+    pub mode: Option<Mode>,
+    /// Only evaluated for these finding ids (all when empty).
+    pub findings: BTreeSet<String>,
+    /// The file it came from.
+    pub file: PathBuf,
+    ast: Arc<AST>,
+}
+
+/// A compiled, checked set of rules with the engine that runs them.
+pub struct RuleSet {
+    engine: Arc<Engine>,
+    /// The rules, sorted by file name.
+    pub rules: Vec<Rule>,
+    /// SHA-256 over the rule files' names and contents, recorded with each run.
+    pub hash: String,
+    timeout: Duration,
+}
+
+/// An action a rule proposed, before guardrails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The rule's name.
+    pub rule: String,
+    /// The finding it was evaluated for.
+    pub finding: String,
+    /// Index of the identity in the scan.
+    pub identity: usize,
+    /// The action.
+    pub kind: ActionKind,
+    /// Role assignment ids or group ids, for the removal actions.
+    pub targets: Vec<String>,
+    /// Why, in the rule's words.
+    pub reason: String,
+}
+
+/// A rule that failed for one identity; recorded, and the other rules go on.
+#[derive(Debug, Clone)]
+pub struct RuleFailure {
+    /// The rule's name.
+    pub rule: String,
+    /// The finding.
+    pub finding: String,
+    /// The identity's object id.
+    pub identity_id: String,
+    /// What went wrong, with the file and place.
+    pub message: String,
+}
+
+/// Everything the rules said about a scan.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Proposed actions in evaluation order.
+    pub proposals: Vec<Proposal>,
+    /// Errors and limit hits, one per (rule, finding, identity).
+    pub failures: Vec<RuleFailure>,
+    /// How many `evaluate` calls were made.
+    pub calls: u64,
+}
+
+/// Functions that exist in every script without being registered.
+const KEYWORD_FUNCTIONS: &[&str] = &[
+    "type_of",
+    "print",
+    "debug",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+    "throw",
+];
+
+impl RuleSet {
+    /// Loads and checks every `*.rhai` file in `dir`; any invalid file refuses the set.
+    pub fn load(dir: &Path, limits: &RuleLimits) -> Result<RuleSet, PolicyError> {
+        let read = |path: &Path, e: std::io::Error| PolicyError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| read(dir, e))? {
+            let path = entry.map_err(|e| read(dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("rhai") && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        let mut sources = Vec::with_capacity(files.len());
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| read(&f, e))?;
+            sources.push((f, text));
+        }
+        Self::from_sources(sources, limits)
+    }
+
+    /// Compiles rules from (file, text) pairs; used by `load` and by tests.
+    pub fn from_sources(
+        sources: Vec<(PathBuf, String)>,
+        limits: &RuleLimits,
+    ) -> Result<RuleSet, PolicyError> {
+        let mut engine = sandbox::engine(limits);
+        api::register(&mut engine);
+        let known: HashSet<String> = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|s| s.split('(').next())
+            .map(|s| s.trim().to_string())
+            .chain(KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()))
+            .collect();
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        let mut hasher = Sha256::new();
+        let mut errors = Vec::new();
+        let mut rules: Vec<Rule> = Vec::new();
+        for (file, text) in sources {
+            hasher.update(
+                file.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+            match compile_rule(&engine, &known, &file, &text, timeout) {
+                Ok(rule) => {
+                    if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
+                        errors.push(RuleFileError {
+                            file: file.clone(),
+                            line: 0,
+                            column: 0,
+                            message: format!(
+                                "rule name {:?} is already used by {}",
+                                rule.name,
+                                other.file.display()
+                            ),
+                        });
+                    } else {
+                        rules.push(rule);
+                    }
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PolicyError::Invalid(errors));
+        }
+        Ok(RuleSet {
+            engine: Arc::new(engine),
+            rules,
+            hash: hex::encode(hasher.finalize()),
+            timeout,
+        })
+    }
+
+    /// Evaluates every enabled rule for every (finding, affected identity) pair.
+    /// Blocking: call it from `spawn_blocking`.
+    pub fn evaluate(&self, scan: &Arc<Scan>, only: Option<&[String]>) -> Evaluation {
+        let mut out = Evaluation::default();
+        let tenant = Dynamic::from_map(api::tenant_map(scan));
+        let index: std::collections::HashMap<&str, usize> = scan
+            .identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.id.0.as_str(), i))
+            .collect();
+        let rules: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.enabled && only.is_none_or(|o| o.contains(&r.name)))
+            .collect();
+        for (fi, finding) in scan.findings.iter().enumerate() {
+            let applicable: Vec<&&Rule> = rules
+                .iter()
+                .filter(|r| r.findings.is_empty() || r.findings.contains(&finding.id))
+                .collect();
+            if applicable.is_empty() {
+                continue;
+            }
+            for affected in &finding.affected_identities {
+                // The loader guarantees the id exists; match case-insensitively as it does.
+                let Some(ii) = index.get(affected.0.as_str()).copied().or_else(|| {
+                    scan.identities
+                        .iter()
+                        .position(|x| x.id.0.eq_ignore_ascii_case(&affected.0))
+                }) else {
+                    continue;
+                };
+                for rule in &applicable {
+                    out.calls += 1;
+                    let args = (
+                        FindingRef {
+                            scan: scan.clone(),
+                            idx: fi,
+                        },
+                        IdentityRef {
+                            scan: scan.clone(),
+                            idx: ii,
+                        },
+                        tenant.clone(),
+                    );
+                    let result = sandbox::with_deadline(self.timeout, || {
+                        let mut scope = Scope::new();
+                        self.engine.call_fn_with_options::<Dynamic>(
+                            CallFnOptions::new().eval_ast(false).rewind_scope(false),
+                            &mut scope,
+                            &rule.ast,
+                            "evaluate",
+                            args,
+                        )
+                    });
+                    let fail = |message: String| RuleFailure {
+                        rule: rule.name.clone(),
+                        finding: finding.id.clone(),
+                        identity_id: affected.0.clone(),
+                        message,
+                    };
+                    match result
+                        .map_err(|e| describe(&e, self.timeout))
+                        .and_then(actions_of)
+                    {
+                        Ok(actions) => {
+                            for a in actions {
+                                out.proposals.push(Proposal {
+                                    rule: rule.name.clone(),
+                                    finding: finding.id.clone(),
+                                    identity: ii,
+                                    kind: a.kind,
+                                    targets: a.targets,
+                                    reason: a.reason,
+                                });
+                            }
+                        }
+                        Err(msg) => out
+                            .failures
+                            .push(fail(format!("{}: {msg}", rule.file.display()))),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn describe(e: &EvalAltResult, timeout: Duration) -> String {
+    let mut inner = e;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, err, _) = inner {
+        inner = err;
+    }
+    match inner {
+        EvalAltResult::ErrorTerminated(token, _)
+            if token.clone().into_immutable_string().ok().as_deref()
+                == Some(sandbox::TIMEOUT_TOKEN) =>
+        {
+            format!(
+                "exceeded the wall-clock limit of {} ms",
+                timeout.as_millis()
+            )
+        }
+        _ => {
+            let pos = inner.position();
+            if pos.is_none() {
+                inner.to_string()
+            } else {
+                format!(
+                    "line {}:{}: {}",
+                    pos.line().unwrap_or(0),
+                    pos.position().unwrap_or(0),
+                    strip_pos(&inner.to_string())
+                )
+            }
+        }
+    }
+}
+
+fn strip_pos(msg: &str) -> String {
+    match msg.rfind(" (line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn actions_of(value: Dynamic) -> Result<Vec<RuleAction>, String> {
+    if value.is_unit() {
+        return Ok(Vec::new());
+    }
+    if value.is::<RuleAction>() {
+        return value
+            .try_cast::<RuleAction>()
+            .map(|a| vec![a])
+            .ok_or_else(|| "could not read the returned action".to_string());
+    }
+    if value.is_array() {
+        let arr = value
+            .into_array()
+            .map_err(|t| format!("expected an array, got {t}"))?;
+        let mut out = Vec::with_capacity(arr.len());
+        for (i, v) in arr.into_iter().enumerate() {
+            let t = v.type_name();
+            match v.try_cast::<RuleAction>() {
+                Some(a) => out.push(a),
+                None => {
+                    return Err(format!(
+                        "evaluate returned an array whose item {i} is a {t}, not an action"
+                    ));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    Err(format!(
+        "evaluate must return an action, an array of actions or (), not a {}",
+        value.type_name()
+    ))
+}
+
+fn pos_err(file: &Path, pos: Position, message: impl Into<String>) -> RuleFileError {
+    RuleFileError {
+        file: file.to_path_buf(),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+        message: message.into(),
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> Position {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(Position::NONE, |i| Position::new((i + 1) as u16, 1))
+}
+
+fn compile_rule(
+    engine: &Engine,
+    known: &HashSet<String>,
+    file: &Path,
+    text: &str,
+    timeout: Duration,
+) -> Result<Rule, Vec<RuleFileError>> {
+    let ast = engine
+        .compile(text)
+        .map_err(|e| vec![pos_err(file, e.1, strip_pos(&e.0.to_string()))])?;
+    let mut errors = Vec::new();
+    if let Some(stmt) = ast.statements().first() {
+        errors.push(pos_err(
+            file,
+            stmt.position(),
+            "top-level statements are not run; put everything inside fn metadata() and fn evaluate(finding, identity, tenant)",
+        ));
+    }
+    let script_fns: HashSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+    let has = |name: &str, arity: usize| {
+        ast.iter_functions()
+            .any(|f| f.name == name && f.params.len() == arity)
+    };
+    if !has("metadata", 0) {
+        errors.push(pos_err(file, Position::NONE, "missing fn metadata()"));
+    }
+    if !has("evaluate", 3) {
+        errors.push(pos_err(
+            file,
+            Position::NONE,
+            "missing fn evaluate(finding, identity, tenant)",
+        ));
+    }
+    // Static check: every called function must exist (catches misspelt action names).
+    ast.walk(&mut |path| {
+        let (name, pos, op) = match path.last() {
+            Some(rhai::ASTNode::Expr(rhai::Expr::FnCall(call, pos)))
+            | Some(rhai::ASTNode::Expr(rhai::Expr::MethodCall(call, pos))) => {
+                (call.name.to_string(), *pos, call.op_token.is_some())
+            }
+            _ => return true,
+        };
+        if !op && !known.contains(&name) && !script_fns.contains(&name) {
+            let hint = if ActionKind::ALL
+                .iter()
+                .any(|k| k.as_str().starts_with(&name[..name.len().min(6)]))
+            {
+                format!(
+                    "; actions are {}",
+                    ActionKind::ALL.map(|k| k.as_str()).join(", ")
+                )
+            } else {
+                String::new()
+            };
+            errors.push(pos_err(
+                file,
+                pos,
+                format!("unknown function or action {name:?}{hint}"),
+            ));
+        }
+        true
+    });
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let meta_pos = line_of(text, "fn metadata");
+    let meta_err = |m: String| vec![pos_err(file, meta_pos, m)];
+    let meta = sandbox::with_deadline(timeout, || {
+        engine.call_fn_with_options::<Dynamic>(
+            CallFnOptions::new().eval_ast(false),
+            &mut Scope::new(),
+            &ast,
+            "metadata",
+            (),
+        )
+    })
+    .map_err(|e| meta_err(format!("metadata() failed: {}", describe(&e, timeout))))?;
+    let meta: Map = meta.try_cast::<Map>().ok_or_else(|| {
+        meta_err("metadata() must return a map #{ name: ..., description: ... }".into())
+    })?;
+    let get_str = |key: &str| -> Result<Option<String>, Vec<RuleFileError>> {
+        match meta.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .clone()
+                .into_immutable_string()
+                .map(|s| Some(s.to_string()))
+                .map_err(|t| meta_err(format!("metadata {key} must be a string, not {t}"))),
+        }
+    };
+    for key in meta.keys() {
+        if !["name", "description", "enabled", "mode", "findings"].contains(&key.as_str()) {
+            return Err(meta_err(format!(
+                "unknown metadata key {key:?} (allowed: name, description, enabled, mode, findings)"
+            )));
+        }
+    }
+    let name = get_str("name")?.ok_or_else(|| meta_err("metadata needs a name".into()))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(meta_err(format!(
+            "rule name {name:?} must be lowercase letters, digits and '-'"
+        )));
+    }
+    let description = get_str("description")?
+        .filter(|d| !d.trim().is_empty())
+        .ok_or_else(|| meta_err("metadata needs a non-empty description".into()))?;
+    let enabled = match meta.get("enabled") {
+        None => true,
+        Some(v) => v
+            .as_bool()
+            .map_err(|t| meta_err(format!("metadata enabled must be true or false, not {t}")))?,
+    };
+    let mode = match get_str("mode")? {
+        None => None,
+        Some(m) => Some(Mode::parse(&m).ok_or_else(|| {
+            meta_err(format!(
+                "metadata mode {m:?} must be \"dry-run\", \"approval\" or \"enforce\""
+            ))
+        })?),
+    };
+    let mut findings = BTreeSet::new();
+    if let Some(v) = meta.get("findings") {
+        let arr = v.clone().into_array().map_err(|t| {
+            meta_err(format!(
+                "metadata findings must be an array of finding ids, not {t}"
+            ))
+        })?;
+        for f in arr {
+            let s = f
+                .into_immutable_string()
+                .map_err(|t| meta_err(format!("metadata findings must hold strings, not {t}")))?;
+            findings.insert(s.to_string());
+        }
+    }
+    Ok(Rule {
+        name,
+        description,
+        enabled,
+        mode,
+        findings,
+        file: file.to_path_buf(),
+        ast: Arc::new(ast),
+    })
+}

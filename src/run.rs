@@ -1,0 +1,260 @@
+//! One cycle for one tenant: config -> scan -> policy -> plan -> record.
+//! `plan` runs it without a store (writes nothing); `run --once` records it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, TenantConfig};
+use crate::exceptions::{ExceptionError, Exceptions};
+use crate::plan::{self, Decision, Plan};
+use crate::policy::{PolicyError, RuleFailure, RuleSet};
+use crate::scan::{self, ScanError, ScanRequest};
+use crate::store::{NewAction, NewEvent, NewRuleError, NewRun, Store, StoreError};
+
+/// Why a cycle could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The rule set is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The exceptions file is invalid.
+    #[error(transparent)]
+    Exceptions(#[from] ExceptionError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such tenant in the config.
+    #[error("no tenant named {0:?} in the config")]
+    UnknownTenant(String),
+    /// The rule evaluation thread failed.
+    #[error("rule evaluation stopped unexpectedly: {0}")]
+    Join(String),
+}
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Only this tenant (all when `None`).
+    pub tenant: Option<String>,
+    /// Which scan.
+    pub scan: ScanRequest,
+    /// Process a scan again even if it was already processed.
+    pub force: bool,
+    /// Who started the run, for history.
+    pub actor: String,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// What happened for one tenant.
+#[derive(Debug)]
+pub enum TenantOutcome {
+    /// The scan was planned (and recorded when a store was given).
+    Planned {
+        /// Tenant name.
+        tenant: String,
+        /// Run id.
+        run_id: String,
+        /// The scan's source.
+        scan_source: String,
+        /// The plan.
+        plan: Plan,
+        /// Recorded action ids, in plan order (empty without a store).
+        ids: Vec<i64>,
+        /// Rule errors.
+        failures: Vec<RuleFailure>,
+        /// Rule-set hash.
+        rule_set_hash: String,
+    },
+    /// This exact scan was processed before; nothing was done.
+    AlreadyProcessed {
+        /// Tenant name.
+        tenant: String,
+        /// The scan's source.
+        scan_source: String,
+    },
+    /// The scan was refused (recorded in history when a store was given).
+    Rejected {
+        /// Tenant name.
+        tenant: String,
+        /// Why.
+        error: ScanError,
+    },
+}
+
+/// Loads rules and exceptions as configured.
+pub fn load_rules(cfg: &Config) -> Result<(Arc<RuleSet>, Arc<Exceptions>), RunError> {
+    let rules = RuleSet::load(&cfg.policies_dir, &cfg.rules)?;
+    let exceptions = Exceptions::load(&cfg.exceptions_path())?;
+    Ok((Arc::new(rules), Arc::new(exceptions)))
+}
+
+/// Runs one cycle for the selected tenants, in config order.
+pub async fn run(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    opts: &RunOptions,
+) -> Result<Vec<TenantOutcome>, RunError> {
+    let tenants: Vec<&TenantConfig> = match &opts.tenant {
+        Some(name) => vec![
+            cfg.tenant(name)
+                .ok_or_else(|| RunError::UnknownTenant(name.clone()))?,
+        ],
+        None => cfg.tenants.iter().collect(),
+    };
+    let (rules, exceptions) = match load_rules(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(store) = store {
+                store
+                    .record_event(NewEvent {
+                        kind: "rule_set_refused".into(),
+                        actor: opts.actor.clone(),
+                        detail: e.to_string(),
+                        ..NewEvent::default()
+                    })
+                    .await?;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(store) = store {
+        store.expire_due(opts.now).await?;
+    }
+    let mut out = Vec::with_capacity(tenants.len());
+    for t in tenants {
+        out.push(run_tenant(cfg, store, t, &rules, &exceptions, opts).await?);
+    }
+    Ok(out)
+}
+
+async fn run_tenant(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    tenant: &TenantConfig,
+    rules: &Arc<RuleSet>,
+    exceptions: &Exceptions,
+    opts: &RunOptions,
+) -> Result<TenantOutcome, RunError> {
+    let loaded = match scan::load_for_tenant(cfg, tenant, &opts.scan, opts.now).await {
+        Ok(l) => l,
+        Err(error) => {
+            tracing::warn!(tenant = %tenant.name, %error, "scan refused");
+            if let Some(store) = store {
+                store
+                    .record_event(NewEvent {
+                        tenant: Some(tenant.name.clone()),
+                        kind: "scan_rejected".into(),
+                        actor: opts.actor.clone(),
+                        detail: error.to_string(),
+                        ..NewEvent::default()
+                    })
+                    .await?;
+            }
+            return Ok(TenantOutcome::Rejected {
+                tenant: tenant.name.clone(),
+                error,
+            });
+        }
+    };
+    if let Some(store) = store
+        && !opts.force
+        && store.scan_processed(&tenant.name, &loaded.sha256).await?
+    {
+        return Ok(TenantOutcome::AlreadyProcessed {
+            tenant: tenant.name.clone(),
+            scan_source: loaded.source_name,
+        });
+    }
+    let scan = Arc::new(loaded.scan);
+    let eval = {
+        let rules = rules.clone();
+        let scan = scan.clone();
+        tokio::task::spawn_blocking(move || rules.evaluate(&scan, None))
+            .await
+            .map_err(|e| RunError::Join(e.to_string()))?
+    };
+    for f in &eval.failures {
+        tracing::warn!(tenant = %tenant.name, rule = %f.rule, identity = %f.identity_id, error = %f.message, "rule failed");
+    }
+    let previous = match store {
+        Some(s) => s.previous_action_count(&tenant.name).await?,
+        None => None,
+    };
+    let plan = plan::build(
+        cfg,
+        tenant,
+        &plan::Inputs {
+            scan: &scan,
+            rules,
+            eval: &eval,
+            exceptions,
+            previous,
+            now: opts.now,
+        },
+    );
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let mut ids = Vec::new();
+    if let Some(store) = store {
+        let expires = opts.now
+            + chrono::Duration::from_std(cfg.approval_ttl.0)
+                .unwrap_or_else(|_| chrono::Duration::hours(24));
+        let new_run = NewRun {
+            id: run_id.clone(),
+            tenant: tenant.name.clone(),
+            scan_source: loaded.source_name.clone(),
+            scan_sha256: loaded.sha256.clone(),
+            scanned_at: scan.scanned_at,
+            rule_set_hash: rules.hash.clone(),
+            mode: plan.mode.to_string(),
+            downgrades: plan.downgrades.clone(),
+            identities: scan.identities.len() as i64,
+            findings: scan.findings.len() as i64,
+            started_at: opts.now,
+            actor: opts.actor.clone(),
+        };
+        let actions: Vec<NewAction> = plan
+            .actions
+            .iter()
+            .map(|a| {
+                let state = a.state();
+                NewAction {
+                    identity_id: a.identity_id.clone(),
+                    identity_upn: a.identity_upn.clone(),
+                    identity_name: a.identity_name.clone(),
+                    kind: a.kind.to_string(),
+                    targets: a.targets.clone(),
+                    reasons: a.reasons.clone(),
+                    mode: a.mode.to_string(),
+                    state: state.to_string(),
+                    state_reason: match &a.decision {
+                        Decision::Proceed => None,
+                        Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
+                    },
+                    expires_at: (state == "pending").then_some(expires),
+                }
+            })
+            .collect();
+        let errors: Vec<NewRuleError> = eval
+            .failures
+            .iter()
+            .map(|f| NewRuleError {
+                rule: f.rule.clone(),
+                finding: f.finding.clone(),
+                identity_id: f.identity_id.clone(),
+                message: f.message.clone(),
+            })
+            .collect();
+        ids = store.record_run(&new_run, &actions, &errors).await?;
+    }
+    Ok(TenantOutcome::Planned {
+        tenant: tenant.name.clone(),
+        run_id,
+        scan_source: loaded.source_name,
+        plan,
+        ids,
+        failures: eval.failures,
+        rule_set_hash: rules.hash.clone(),
+    })
+}

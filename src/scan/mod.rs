@@ -1,0 +1,462 @@
+//! Scan results: the typed, strict loader for the version 1 input contract
+//! (`schemas/scan-v1.schema.json`, `docs/scan-format.md`).
+//!
+//! Loading rejects everything the schema rejects, plus what a schema cannot say:
+//! duplicate ids and findings naming identities that are not in the file. Errors
+//! name the file and the line/column or JSON path at fault.
+
+mod source;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use source::{LoadedScan, ScanRequest, load_for_tenant};
+
+/// The template id of the Global Administrator role.
+pub const GLOBAL_ADMIN_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
+
+/// Why a scan was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The file or URL could not be read.
+    #[error("{source_name}: cannot read scan: {message}")]
+    Read {
+        /// File path or URL.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The scan is bigger than `max_scan_bytes`.
+    #[error(
+        "{source_name}: scan is {size} bytes, over the limit of {limit} bytes (max_scan_bytes)"
+    )]
+    TooLarge {
+        /// File path or URL.
+        source_name: String,
+        /// Its size, or the size read so far.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("{source_name}:{line}:{column}: at {json_path}: {message}")]
+    Json {
+        /// File path or URL.
+        source_name: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// JSON path of the offending value, such as `identities[3].risk_score`.
+        json_path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Well-formed but inconsistent (duplicates, dangling references).
+    #[error("{source_name}: at {json_path}: {message}")]
+    Invalid {
+        /// File path or URL.
+        source_name: String,
+        /// JSON path of the offending value.
+        json_path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The scan is for another tenant than the one configured.
+    #[error(
+        "{source_name}: scan is for tenant {found}, but tenant {tenant:?} is configured as {expected}"
+    )]
+    WrongTenant {
+        /// File path or URL.
+        source_name: String,
+        /// Configured tenant name.
+        tenant: String,
+        /// Configured tenant id.
+        expected: String,
+        /// The scan's tenant id.
+        found: String,
+    },
+    /// The scan is older than `max_scan_age`.
+    #[error("{source_name}: scan from {scanned_at} is older than max_scan_age ({max_age})")]
+    TooOld {
+        /// File path or URL.
+        source_name: String,
+        /// The scan's time.
+        scanned_at: DateTime<Utc>,
+        /// The configured limit, human-readable.
+        max_age: String,
+    },
+    /// No scan matched the request.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A string that must be a GUID (tenant ids, object ids, role template ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Guid(pub String);
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Guid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if is_guid(&s) {
+            Ok(Guid(s))
+        } else {
+            Err(serde::de::Error::custom(format!("{s:?} is not a GUID")))
+        }
+    }
+}
+
+/// True for the 8-4-4-4-12 hexadecimal GUID form.
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let s = String::deserialize(d)?;
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}")))
+}
+
+fn rfc3339_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => DateTime::parse_from_rfc3339(&s)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}"))),
+    }
+}
+
+fn version_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v == 1 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "unsupported schema_version {v}: this build reads version 1"
+        )))
+    }
+}
+
+fn risk<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v <= 100 {
+        Ok(Some(v as u8))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "risk_score {v} is outside 0..=100"
+        )))
+    }
+}
+
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        Err(serde::de::Error::custom("must not be empty"))
+    } else {
+        Ok(s)
+    }
+}
+
+/// One scan of one tenant, as the scanner reported it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scan {
+    /// Always 1 for this contract.
+    #[serde(deserialize_with = "version_one")]
+    pub schema_version: u32,
+    /// The Entra tenant id.
+    pub tenant_id: Guid,
+    /// The tenant's display name.
+    #[serde(deserialize_with = "non_empty")]
+    pub tenant_name: String,
+    /// When the scanner took this picture of the tenant.
+    #[serde(deserialize_with = "rfc3339")]
+    pub scanned_at: DateTime<Utc>,
+    /// Every identity the findings refer to.
+    pub identities: Vec<Identity>,
+    /// The posture findings.
+    pub findings: Vec<Finding>,
+}
+
+/// Member or guest, as Entra's `userType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum UserType {
+    /// A member of the tenant.
+    Member,
+    /// An invited external user.
+    Guest,
+}
+
+/// One user in the scan.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Entra object id.
+    pub id: Guid,
+    /// UPN.
+    #[serde(deserialize_with = "non_empty")]
+    pub user_principal_name: String,
+    /// Display name.
+    pub display_name: String,
+    /// Member or Guest.
+    pub user_type: UserType,
+    /// Whether sign-in is allowed.
+    pub account_enabled: bool,
+    /// 0-100 risk score, if the scanner has one.
+    #[serde(default, deserialize_with = "risk")]
+    pub risk_score: Option<u8>,
+    /// Last interactive sign-in, or null if never.
+    #[serde(deserialize_with = "rfc3339_or_null")]
+    pub last_sign_in: Option<DateTime<Utc>>,
+    /// Whether MFA methods are registered, if known.
+    #[serde(default)]
+    pub mfa_registered: Option<bool>,
+    /// Directory role assignments.
+    pub roles: Vec<RoleAssignment>,
+    /// Group memberships.
+    pub groups: Vec<GroupMembership>,
+    /// Scanner-specific values.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// Whether a role assignment is in force or only eligible (PIM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignmentType {
+    /// In force now.
+    Active,
+    /// Can be activated through PIM.
+    Eligible,
+}
+
+/// A directory role assignment of an identity.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAssignment {
+    /// The assignment's id (what removal deletes).
+    #[serde(deserialize_with = "non_empty")]
+    pub assignment_id: String,
+    /// The role template id.
+    pub role_definition_id: Guid,
+    /// The role's display name.
+    pub role_name: String,
+    /// Scope, `/` for the whole directory.
+    #[serde(deserialize_with = "non_empty")]
+    pub directory_scope_id: String,
+    /// Active or eligible.
+    pub assignment_type: AssignmentType,
+}
+
+/// A group an identity is a member of.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMembership {
+    /// Group object id.
+    pub id: Guid,
+    /// Group display name.
+    pub display_name: String,
+    /// Dynamic-membership group (membership is computed by a rule).
+    pub dynamic: bool,
+    /// Synced from on-premises AD (membership is mastered there).
+    #[serde(default)]
+    pub on_premises_synced: Option<bool>,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Severity {
+    /// Parses a severity name as written in scans and rules.
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "low" => Some(Severity::Low),
+            "medium" => Some(Severity::Medium),
+            "high" => Some(Severity::High),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
+    /// The name used in scans and rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One posture finding and the identities it affects.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    /// The scanner's finding id.
+    #[serde(deserialize_with = "non_empty")]
+    pub id: String,
+    /// Short title.
+    #[serde(deserialize_with = "non_empty")]
+    pub title: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Category.
+    pub category: String,
+    /// The scanner's recommendation.
+    pub recommendation: String,
+    /// Ids of affected identities (all present in `identities`).
+    pub affected_identities: Vec<Guid>,
+}
+
+impl Identity {
+    /// True for guests (`userType` Guest or an `#EXT#` UPN).
+    pub fn is_guest(&self) -> bool {
+        self.user_type == UserType::Guest || self.user_principal_name.contains("#EXT#")
+    }
+
+    /// True when the identity holds an active Global Administrator assignment.
+    pub fn is_global_admin(&self) -> bool {
+        self.roles.iter().any(|r| {
+            r.assignment_type == AssignmentType::Active
+                && r.role_definition_id
+                    .0
+                    .eq_ignore_ascii_case(GLOBAL_ADMIN_TEMPLATE)
+        })
+    }
+}
+
+impl Scan {
+    /// Parses and validates a scan from bytes; `source_name` names it in errors.
+    pub fn from_slice(bytes: &[u8], source_name: &str) -> Result<Scan, ScanError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let scan: Scan = match serde_path_to_error::deserialize(&mut de) {
+            Ok(s) => s,
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                return Err(ScanError::Json {
+                    source_name: source_name.to_string(),
+                    line: inner.line(),
+                    column: inner.column(),
+                    json_path: path,
+                    message: strip_position(&inner.to_string()),
+                });
+            }
+        };
+        de.end().map_err(|e| ScanError::Json {
+            source_name: source_name.to_string(),
+            line: e.line(),
+            column: e.column(),
+            json_path: ".".into(),
+            message: strip_position(&e.to_string()),
+        })?;
+        scan.check_references(source_name)?;
+        Ok(scan)
+    }
+
+    fn check_references(&self, source_name: &str) -> Result<(), ScanError> {
+        let invalid = |json_path: String, message: String| ScanError::Invalid {
+            source_name: source_name.to_string(),
+            json_path,
+            message,
+        };
+        let mut ids = HashSet::with_capacity(self.identities.len());
+        for (i, ident) in self.identities.iter().enumerate() {
+            if !ids.insert(ident.id.0.to_ascii_lowercase()) {
+                return Err(invalid(
+                    format!("identities[{i}].id"),
+                    format!("duplicate identity id {}", ident.id),
+                ));
+            }
+        }
+        let mut fids = HashSet::with_capacity(self.findings.len());
+        for (i, f) in self.findings.iter().enumerate() {
+            if !fids.insert(f.id.as_str()) {
+                return Err(invalid(
+                    format!("findings[{i}].id"),
+                    format!("duplicate finding id {:?}", f.id),
+                ));
+            }
+            for (j, a) in f.affected_identities.iter().enumerate() {
+                if !ids.contains(&a.0.to_ascii_lowercase()) {
+                    return Err(invalid(
+                        format!("findings[{i}].affected_identities[{j}]"),
+                        format!(
+                            "finding {:?} names identity {a}, which is not in the scan's identities",
+                            f.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_json appends " at line L column C"; we report the position separately.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Hex SHA-256 of a scan's bytes: its identity for "already processed".
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_shape_is_checked_exactly() {
+        assert!(is_guid("62e90394-69f5-4237-9190-012177145e10"));
+        assert!(!is_guid("62e90394-69f5-4237-9190-012177145e1"));
+        assert!(!is_guid("62e90394x69f5-4237-9190-012177145e10"));
+        assert!(!is_guid("zze90394-69f5-4237-9190-012177145e10"));
+    }
+
+    #[test]
+    fn json_errors_name_line_column_and_path() {
+        let text = br#"{"schema_version": 1, "tenant_id": "nope"}"#;
+        let err = Scan::from_slice(text, "x.json").unwrap_err().to_string();
+        assert!(err.starts_with("x.json:1:"), "{err}");
+        assert!(err.contains("at tenant_id"), "{err}");
+        assert!(err.contains("not a GUID"), "{err}");
+    }
+}

@@ -1,0 +1,234 @@
+//! Where scans come from: a directory (newest `scanned_at` wins) or an HTTP(S) URL,
+//! and the checks that refuse foreign or stale scans.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{Scan, ScanError, digest};
+use crate::config::{Config, TenantConfig};
+
+/// What the user asked for: the newest scan, a given file, or a given `scanned_at`.
+#[derive(Debug, Clone, Default)]
+pub struct ScanRequest {
+    /// Use this file instead of the tenant's source.
+    pub file: Option<PathBuf>,
+    /// Pick the scan with this `scanned_at` from the tenant's directory.
+    pub scanned_at: Option<DateTime<Utc>>,
+}
+
+/// A scan that passed every check, with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedScan {
+    /// The parsed scan.
+    pub scan: Scan,
+    /// File path or URL.
+    pub source_name: String,
+    /// SHA-256 of the bytes, to recognise a scan already processed.
+    pub sha256: String,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    scanned_at: Option<String>,
+}
+
+/// Loads the scan for a tenant as requested, refusing foreign and stale scans.
+///
+/// `now` is passed in so that age checks are testable.
+pub async fn load_for_tenant(
+    cfg: &Config,
+    tenant: &TenantConfig,
+    req: &ScanRequest,
+    now: DateTime<Utc>,
+) -> Result<LoadedScan, ScanError> {
+    let limit = cfg.max_scan_bytes;
+    let (bytes, source_name) = if let Some(file) = &req.file {
+        (read_file(file, limit)?, file.display().to_string())
+    } else {
+        match (&tenant.source.dir, &tenant.source.url) {
+            (Some(dir), _) => {
+                let file = pick_in_dir(dir, req.scanned_at)?;
+                (read_file(&file, limit)?, file.display().to_string())
+            }
+            (None, None) => {
+                return Err(ScanError::NotFound(format!(
+                    "tenant {:?} has no scan source",
+                    tenant.name
+                )));
+            }
+            (None, Some(url)) => {
+                if req.scanned_at.is_some() {
+                    return Err(ScanError::NotFound(format!(
+                        "tenant {:?} reads its scan from a URL; --scanned-at needs a directory source (use --scan FILE)",
+                        tenant.name
+                    )));
+                }
+                (
+                    fetch(url, tenant.source.token_file.as_deref(), limit).await?,
+                    url.clone(),
+                )
+            }
+        }
+    };
+    let sha256 = digest(&bytes);
+    let scan = Scan::from_slice(&bytes, &source_name)?;
+    drop(bytes);
+    if !scan.tenant_id.0.eq_ignore_ascii_case(&tenant.tenant_id) {
+        return Err(ScanError::WrongTenant {
+            source_name,
+            tenant: tenant.name.clone(),
+            expected: tenant.tenant_id.clone(),
+            found: scan.tenant_id.0.clone(),
+        });
+    }
+    let max_age = tenant.max_scan_age.unwrap_or(cfg.max_scan_age).0;
+    let age = now.signed_duration_since(scan.scanned_at);
+    if age.to_std().is_ok_and(|a| a > max_age) {
+        return Err(ScanError::TooOld {
+            source_name,
+            scanned_at: scan.scanned_at,
+            max_age: humantime::format_duration(max_age).to_string(),
+        });
+    }
+    Ok(LoadedScan {
+        scan,
+        source_name,
+        sha256,
+    })
+}
+
+fn read_err(path: &Path, e: impl std::fmt::Display) -> ScanError {
+    ScanError::Read {
+        source_name: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ScanError> {
+    let f = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+    let len = f.metadata().map_err(|e| read_err(path, e))?.len();
+    if len > limit {
+        return Err(ScanError::TooLarge {
+            source_name: path.display().to_string(),
+            size: len,
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // take() guards against a file that grows while we read it.
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| read_err(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(ScanError::TooLarge {
+            source_name: path.display().to_string(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Chooses the file with the newest (or the requested) `scanned_at` in a directory.
+fn pick_in_dir(dir: &Path, wanted: Option<DateTime<Utc>>) -> Result<PathBuf, ScanError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| read_err(dir, e))?;
+    let mut best: Option<(DateTime<Utc>, PathBuf)> = None;
+    for entry in entries {
+        let path = entry.map_err(|e| read_err(dir, e))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") || !path.is_file() {
+            continue;
+        }
+        let f = std::fs::File::open(&path).map_err(|e| read_err(&path, e))?;
+        let header: Header =
+            serde_json::from_reader(std::io::BufReader::new(f)).map_err(|e| ScanError::Json {
+                source_name: path.display().to_string(),
+                line: e.line(),
+                column: e.column(),
+                json_path: ".".into(),
+                message: format!(
+                    "{} (a malformed file in the scan directory blocks choosing the newest scan)",
+                    super::strip_position(&e.to_string())
+                ),
+            })?;
+        let at = header
+            .scanned_at
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| ScanError::Invalid {
+                source_name: path.display().to_string(),
+                json_path: "scanned_at".into(),
+                message: "missing or not an RFC 3339 time".into(),
+            })?;
+        if wanted.is_some_and(|w| w != at) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(b, _)| at > *b) {
+            best = Some((at, path));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        ScanError::NotFound(match wanted {
+            Some(w) => format!(
+                "no scan in {} has scanned_at {}",
+                dir.display(),
+                w.to_rfc3339()
+            ),
+            None => format!("no scan files (*.json) in {}", dir.display()),
+        })
+    })
+}
+
+async fn fetch(url: &str, token_file: Option<&Path>, limit: u64) -> Result<Vec<u8>, ScanError> {
+    let err = |m: String| ScanError::Read {
+        source_name: url.to_string(),
+        message: m,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let mut req = client.get(url);
+    if let Some(tf) = token_file {
+        let token = std::fs::read_to_string(tf)
+            .map_err(|e| err(format!("cannot read token file {}: {e}", tf.display())))?;
+        req = req.bearer_auth(token.trim());
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| err(e.without_url().to_string()))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("HTTP status {}", resp.status())));
+    }
+    if let Some(len) = resp.content_length()
+        && len > limit
+    {
+        return Err(ScanError::TooLarge {
+            source_name: url.to_string(),
+            size: len,
+            limit,
+        });
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| err(e.without_url().to_string()))?
+    {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > limit {
+            return Err(ScanError::TooLarge {
+                source_name: url.to_string(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,357 @@
+//! The history store: one trait, one implementation per database.
+//!
+//! Runs and actions hold current state; the `events` table is the append-only,
+//! hash-chained history of every decision and state change. The database itself
+//! refuses updates and deletes of history rows.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use sqlite::SqliteStore;
+
+use crate::approval::{ApprovalError, ApprovalPolicy, Decision};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("store error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names a backend this build does not support yet.
+    #[error(
+        "unsupported store url {0:?}: this build supports sqlite:// (PostgreSQL comes with the daemon operations work)"
+    )]
+    Unsupported(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt store row: {0}")]
+    Corrupt(String),
+    /// An approval request was refused; nothing changed.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+}
+
+/// Formats a time the way the store keeps it (UTC, milliseconds, sortable as text).
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A run about to be recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewRun {
+    /// Run id (UUID).
+    pub id: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// Scan file path or URL.
+    pub scan_source: String,
+    /// SHA-256 of the scan bytes.
+    pub scan_sha256: String,
+    /// The scan's `scanned_at`.
+    pub scanned_at: DateTime<Utc>,
+    /// Hash of the rule set used.
+    pub rule_set_hash: String,
+    /// The run's mode after downgrades.
+    pub mode: String,
+    /// Why the run was downgraded, if it was.
+    pub downgrades: Vec<String>,
+    /// Identities in the scan.
+    pub identities: i64,
+    /// Findings in the scan.
+    pub findings: i64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Who started it (`system`, or the CLI user).
+    pub actor: String,
+}
+
+/// A planned action about to be recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewAction {
+    /// Identity object id.
+    pub identity_id: String,
+    /// Identity UPN.
+    pub identity_upn: String,
+    /// Identity display name.
+    pub identity_name: String,
+    /// Action name.
+    pub kind: String,
+    /// Role assignment / group ids for removals.
+    pub targets: Vec<String>,
+    /// Every (rule, finding, reason) that asked for it.
+    pub reasons: Vec<crate::plan::Reason>,
+    /// Effective mode.
+    pub mode: String,
+    /// Initial state: planned, pending, ready, refused or skipped.
+    pub state: String,
+    /// Why refused or skipped.
+    pub state_reason: Option<String>,
+    /// When a pending approval expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A rule error to record with a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewRuleError {
+    /// Rule name.
+    pub rule: String,
+    /// Finding id.
+    pub finding: String,
+    /// Identity id.
+    pub identity_id: String,
+    /// The error.
+    pub message: String,
+}
+
+/// A recorded action.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ActionRow {
+    /// Short numeric id used on the command line.
+    pub id: i64,
+    /// The run that planned it.
+    pub run_id: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// Identity object id.
+    pub identity_id: String,
+    /// Identity UPN.
+    pub identity_upn: String,
+    /// Identity display name.
+    pub identity_name: String,
+    /// Action name.
+    pub kind: String,
+    /// JSON array of target ids.
+    pub targets: String,
+    /// JSON array of reasons.
+    pub reasons: String,
+    /// `,rule1,rule2,` for filtering.
+    pub rules: String,
+    /// Effective mode.
+    pub mode: String,
+    /// Current state.
+    pub state: String,
+    /// Why it is in that state, when relevant.
+    pub state_reason: Option<String>,
+    /// When recorded.
+    pub created_at: String,
+    /// When a pending approval expires.
+    pub expires_at: Option<String>,
+}
+
+/// A recorded approval or rejection.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ApprovalRow {
+    /// The action.
+    pub action_id: i64,
+    /// Who.
+    pub approver: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// When.
+    pub at: String,
+}
+
+/// A history event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    /// Position in the chain.
+    pub seq: i64,
+    /// When.
+    pub at: String,
+    /// Tenant name.
+    pub tenant: Option<String>,
+    /// Run id.
+    pub run_id: Option<String>,
+    /// Action id.
+    pub action_id: Option<i64>,
+    /// Identity object id.
+    pub identity_id: Option<String>,
+    /// Action name.
+    pub action_kind: Option<String>,
+    /// Rule name (rule errors).
+    pub rule: Option<String>,
+    /// What happened.
+    pub kind: String,
+    /// Who did it.
+    pub actor: String,
+    /// The state after the event, for action events.
+    pub state: Option<String>,
+    /// Details: reasons, error text, counts.
+    pub detail: String,
+    /// Hash of the previous event.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+/// An event before it is chained.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    /// Tenant name.
+    pub tenant: Option<String>,
+    /// Run id.
+    pub run_id: Option<String>,
+    /// Action id.
+    pub action_id: Option<i64>,
+    /// Identity id.
+    pub identity_id: Option<String>,
+    /// Action name.
+    pub action_kind: Option<String>,
+    /// Rule name.
+    pub rule: Option<String>,
+    /// What happened.
+    pub kind: String,
+    /// Who.
+    pub actor: String,
+    /// New state.
+    pub state: Option<String>,
+    /// Details.
+    pub detail: String,
+}
+
+/// The first event's `prev_hash`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chained hash of an event: covers every column but the hash itself.
+pub fn event_hash(seq: i64, at: &str, e: &NewEvent, prev: &str) -> String {
+    let canonical = serde_json::json!([
+        seq,
+        at,
+        e.tenant,
+        e.run_id,
+        e.action_id,
+        e.identity_id,
+        e.action_kind,
+        e.rule,
+        e.kind,
+        e.actor,
+        e.state,
+        e.detail,
+        prev
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+impl EventRow {
+    /// The event's content, to recompute its hash.
+    pub fn content(&self) -> NewEvent {
+        NewEvent {
+            tenant: self.tenant.clone(),
+            run_id: self.run_id.clone(),
+            action_id: self.action_id,
+            identity_id: self.identity_id.clone(),
+            action_kind: self.action_kind.clone(),
+            rule: self.rule.clone(),
+            kind: self.kind.clone(),
+            actor: self.actor.clone(),
+            state: self.state.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// Filters for `history` and `approvals list`; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Tenant name.
+    pub tenant: Option<String>,
+    /// Identity id or UPN.
+    pub identity: Option<String>,
+    /// Action name.
+    pub action: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// Rule name.
+    pub rule: Option<String>,
+    /// Run id.
+    pub run: Option<String>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many rows (newest first when limited).
+    pub limit: Option<i64>,
+    /// Only events of this action (history only).
+    pub action_id: Option<i64>,
+}
+
+/// What `audit verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Events checked.
+    pub events: i64,
+    /// Every problem found; empty when history is intact.
+    pub problems: Vec<String>,
+}
+
+/// A request to approve or reject actions, all or nothing.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    /// The actions.
+    pub ids: Vec<i64>,
+    /// Approve or reject.
+    pub decision: Decision,
+    /// Who.
+    pub by: String,
+    /// Why.
+    pub comment: Option<String>,
+    /// Bulk approval of a run (single-identity actions are refused).
+    pub bulk: bool,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// The history store.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// True when this exact scan (by hash) already produced a run for the tenant.
+    async fn scan_processed(&self, tenant: &str, sha256: &str) -> Result<bool, StoreError>;
+    /// Number of actions the tenant's previous run planned to carry out, if any.
+    async fn previous_action_count(&self, tenant: &str) -> Result<Option<i64>, StoreError>;
+    /// Appends one standalone event (scan rejected, rule set refused, ...).
+    async fn record_event(&self, event: NewEvent) -> Result<(), StoreError>;
+    /// Records a run, its actions and rule errors in one transaction.
+    async fn record_run(
+        &self,
+        run: &NewRun,
+        actions: &[NewAction],
+        rule_errors: &[NewRuleError],
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Actions matching a filter, oldest first.
+    async fn actions(&self, filter: &Filter) -> Result<Vec<ActionRow>, StoreError>;
+    /// One action.
+    async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError>;
+    /// The approvals recorded for an action.
+    async fn approvals(&self, id: i64) -> Result<Vec<ApprovalRow>, StoreError>;
+    /// Marks pending actions past their expiry as expired; returns how many.
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Approves or rejects actions atomically: all change, or none.
+    async fn decide(
+        &self,
+        req: &DecisionRequest,
+        policy: &ApprovalPolicy,
+    ) -> Result<Vec<ActionRow>, StoreError>;
+    /// History events matching a filter, in order.
+    async fn events(&self, filter: &Filter) -> Result<Vec<EventRow>, StoreError>;
+    /// Re-computes the hash chain and checks current state against history.
+    async fn verify(&self) -> Result<VerifyReport, StoreError>;
+}
+
+/// Opens the store named by a URL and applies migrations.
+pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Box::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else {
+        Err(StoreError::Unsupported(url.to_string()))
+    }
+}

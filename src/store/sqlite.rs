@@ -1,0 +1,555 @@
+//! The embedded SQLite store: WAL mode, a busy timeout, and `BEGIN IMMEDIATE` for
+//! every transaction that reads then writes.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::{
+    ActionRow, ApprovalRow, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent,
+    NewRuleError, NewRun, Store, StoreError, VerifyReport, event_hash, ts,
+};
+use crate::approval::{self, ApprovalError, ApprovalPolicy};
+
+/// History kept in a local SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The tail of the hash chain while a transaction appends to it.
+struct Chain {
+    seq: i64,
+    hash: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Db(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", dir.display()).into(),
+                ))
+            })?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn chain(tx: &mut Transaction<'_, Sqlite>) -> Result<Chain, StoreError> {
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(match last {
+            Some((seq, hash)) => Chain { seq, hash },
+            None => Chain {
+                seq: 0,
+                hash: GENESIS.to_string(),
+            },
+        })
+    }
+
+    async fn append(
+        tx: &mut Transaction<'_, Sqlite>,
+        chain: &mut Chain,
+        at: &str,
+        e: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let seq = chain.seq + 1;
+        let hash = event_hash(seq, at, e, &chain.hash);
+        sqlx::query(
+            "INSERT INTO events (seq, at, tenant, run_id, action_id, identity_id, action_kind, \
+             rule, kind, actor, state, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(&e.tenant)
+        .bind(&e.run_id)
+        .bind(e.action_id)
+        .bind(&e.identity_id)
+        .bind(&e.action_kind)
+        .bind(&e.rule)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(&e.state)
+        .bind(&e.detail)
+        .bind(&chain.hash)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        chain.seq = seq;
+        chain.hash = hash;
+        Ok(())
+    }
+
+    async fn action_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: i64,
+    ) -> Result<Option<ActionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?)
+    }
+
+    async fn approvals_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: i64,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM approvals WHERE action_id = ? ORDER BY rowid")
+                .bind(id)
+                .fetch_all(&mut **tx)
+                .await?,
+        )
+    }
+}
+
+fn state_event(a: &ActionRow, kind: &str, actor: &str, state: &str, detail: String) -> NewEvent {
+    NewEvent {
+        tenant: Some(a.tenant.clone()),
+        run_id: Some(a.run_id.clone()),
+        action_id: Some(a.id),
+        identity_id: Some(a.identity_id.clone()),
+        action_kind: Some(a.kind.clone()),
+        rule: None,
+        kind: kind.into(),
+        actor: actor.into(),
+        state: Some(state.into()),
+        detail,
+    }
+}
+
+const FILTER_SQL: &str = "(?1 IS NULL OR tenant = ?1) \
+     AND (?2 IS NULL OR identity_id = ?2 OR lower(identity_upn) = lower(?2)) \
+     AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4) \
+     AND (?5 IS NULL OR rules LIKE '%,' || ?5 || ',%') AND (?6 IS NULL OR run_id = ?6) \
+     AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at < ?8)";
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(skip_all)]
+    async fn scan_processed(&self, tenant: &str, sha256: &str) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE tenant = ? AND scan_sha256 = ?")
+                .bind(tenant)
+                .bind(sha256)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn previous_action_count(&self, tenant: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT actionable FROM runs WHERE tenant = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        Self::append(&mut tx, &mut chain, &ts(Utc::now()), &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run.id, actions = actions.len()))]
+    async fn record_run(
+        &self,
+        run: &NewRun,
+        actions: &[NewAction],
+        rule_errors: &[NewRuleError],
+    ) -> Result<Vec<i64>, StoreError> {
+        let at = ts(run.started_at);
+        let actionable = actions
+            .iter()
+            .filter(|a| matches!(a.state.as_str(), "pending" | "ready"))
+            .count() as i64;
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO runs (id, tenant, scan_source, scan_sha256, scanned_at, rule_set_hash, \
+             mode, downgrades, identities, findings, actionable, started_at, actor) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.id)
+        .bind(&run.tenant)
+        .bind(&run.scan_source)
+        .bind(&run.scan_sha256)
+        .bind(ts(run.scanned_at))
+        .bind(&run.rule_set_hash)
+        .bind(&run.mode)
+        .bind(serde_json::to_string(&run.downgrades).unwrap_or_default())
+        .bind(run.identities)
+        .bind(run.findings)
+        .bind(actionable)
+        .bind(&at)
+        .bind(&run.actor)
+        .execute(&mut *tx)
+        .await?;
+        let run_event = |kind: &str, detail: String| NewEvent {
+            tenant: Some(run.tenant.clone()),
+            run_id: Some(run.id.clone()),
+            kind: kind.into(),
+            actor: run.actor.clone(),
+            detail,
+            ..NewEvent::default()
+        };
+        let detail = serde_json::json!({
+            "scan": run.scan_source, "scan_sha256": run.scan_sha256,
+            "scanned_at": ts(run.scanned_at), "rule_set_hash": run.rule_set_hash,
+            "mode": run.mode, "identities": run.identities, "findings": run.findings,
+            "actions": actions.len(), "actionable": actionable,
+        });
+        Self::append(
+            &mut tx,
+            &mut chain,
+            &at,
+            &run_event("run_recorded", detail.to_string()),
+        )
+        .await?;
+        for reason in &run.downgrades {
+            Self::append(
+                &mut tx,
+                &mut chain,
+                &at,
+                &run_event("run_downgraded", reason.clone()),
+            )
+            .await?;
+        }
+        for e in rule_errors {
+            let ev = NewEvent {
+                identity_id: Some(e.identity_id.clone()),
+                rule: Some(e.rule.clone()),
+                ..run_event(
+                    "rule_error",
+                    serde_json::json!({"finding": e.finding, "error": e.message}).to_string(),
+                )
+            };
+            Self::append(&mut tx, &mut chain, &at, &ev).await?;
+        }
+        let mut ids = Vec::with_capacity(actions.len());
+        for a in actions {
+            let rules: Vec<&str> = a.reasons.iter().map(|r| r.rule.as_str()).collect();
+            let rules = format!(",{},", rules.join(","));
+            let targets = serde_json::to_string(&a.targets).unwrap_or_default();
+            let reasons = serde_json::to_string(&a.reasons).unwrap_or_default();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO actions (run_id, tenant, identity_id, identity_upn, identity_name, \
+                 kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&run.id)
+            .bind(&run.tenant)
+            .bind(&a.identity_id)
+            .bind(&a.identity_upn)
+            .bind(&a.identity_name)
+            .bind(&a.kind)
+            .bind(&targets)
+            .bind(&reasons)
+            .bind(&rules)
+            .bind(&a.mode)
+            .bind(&a.state)
+            .bind(&a.state_reason)
+            .bind(&at)
+            .bind(a.expires_at.map(ts))
+            .fetch_one(&mut *tx)
+            .await?;
+            let detail = serde_json::json!({
+                "upn": a.identity_upn, "targets": a.targets, "reasons": a.reasons,
+                "mode": a.mode, "why": a.state_reason, "expires_at": a.expires_at.map(ts),
+            });
+            let ev = NewEvent {
+                tenant: Some(run.tenant.clone()),
+                run_id: Some(run.id.clone()),
+                action_id: Some(id),
+                identity_id: Some(a.identity_id.clone()),
+                action_kind: Some(a.kind.clone()),
+                rule: None,
+                kind: "action_recorded".into(),
+                actor: run.actor.clone(),
+                state: Some(a.state.clone()),
+                detail: detail.to_string(),
+            };
+            Self::append(&mut tx, &mut chain, &at, &ev).await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn actions(&self, f: &Filter) -> Result<Vec<ActionRow>, StoreError> {
+        let sql = if f.limit.is_some() {
+            "SELECT * FROM (SELECT * FROM actions WHERE {F} ORDER BY id DESC LIMIT ?9) ORDER BY id"
+        } else {
+            "SELECT * FROM actions WHERE {F} AND ?9 IS NULL ORDER BY id"
+        };
+        let sql = sql.replace("{F}", FILTER_SQL);
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&f.tenant)
+            .bind(&f.identity)
+            .bind(&f.action)
+            .bind(&f.state)
+            .bind(&f.rule)
+            .bind(&f.run)
+            .bind(f.since.map(ts))
+            .bind(f.until.map(ts))
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM actions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn approvals(&self, id: i64) -> Result<Vec<ApprovalRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM approvals WHERE action_id = ? ORDER BY rowid")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let at = ts(now);
+        let mut tx = self.begin().await?;
+        let due: Vec<ActionRow> = sqlx::query_as(
+            "SELECT * FROM actions WHERE state = 'pending' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY id",
+        )
+        .bind(&at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        for a in &due {
+            sqlx::query("UPDATE actions SET state = 'expired', state_reason = ? WHERE id = ?")
+                .bind("approval window passed without a decision")
+                .bind(a.id)
+                .execute(&mut *tx)
+                .await?;
+            let detail = format!(
+                "pending since {}; expired at {} without a decision",
+                a.created_at,
+                a.expires_at.as_deref().unwrap_or("?")
+            );
+            Self::append(
+                &mut tx,
+                &mut chain,
+                &at,
+                &state_event(a, "state_changed", "system", "expired", detail),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(due.len() as u64)
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = ?req.ids))]
+    async fn decide(
+        &self,
+        req: &DecisionRequest,
+        policy: &ApprovalPolicy,
+    ) -> Result<Vec<ActionRow>, StoreError> {
+        approval::check_approver(policy, &req.by)?;
+        if req.ids.is_empty() {
+            return Err(ApprovalError::Empty.into());
+        }
+        let at = ts(req.now);
+        let several = req.bulk || req.ids.len() > 1;
+        let mut tx = self.begin().await?;
+        let mut plans = Vec::with_capacity(req.ids.len());
+        // Validate everything first: all change, or none.
+        for &id in &req.ids {
+            let action = Self::action_in(&mut tx, id)
+                .await?
+                .ok_or(ApprovalError::UnknownId(id))?;
+            let prior = Self::approvals_in(&mut tx, id).await?;
+            let t = approval::transition(
+                &action,
+                &prior,
+                req.decision,
+                &req.by,
+                several,
+                policy,
+                req.now,
+            )?;
+            plans.push((action, t));
+        }
+        let mut chain = Self::chain(&mut tx).await?;
+        let mut out = Vec::with_capacity(plans.len());
+        for (action, t) in plans {
+            sqlx::query(
+                "INSERT INTO approvals (action_id, approver, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(action.id)
+            .bind(&req.by)
+            .bind(req.decision.as_str())
+            .bind(&req.comment)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+            let detail = serde_json::json!({
+                "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
+            });
+            match t.new_state {
+                Some(state) => {
+                    sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
+                        .bind(state)
+                        .bind(format!("{} by {}", req.decision.as_str(), req.by))
+                        .bind(action.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Self::append(
+                        &mut tx,
+                        &mut chain,
+                        &at,
+                        &state_event(&action, "state_changed", &req.by, state, detail.to_string()),
+                    )
+                    .await?;
+                }
+                None => {
+                    Self::append(
+                        &mut tx,
+                        &mut chain,
+                        &at,
+                        &state_event(
+                            &action,
+                            "approval_recorded",
+                            &req.by,
+                            "pending",
+                            format!("{detail}; a second approver is required (four eyes)"),
+                        ),
+                    )
+                    .await?;
+                }
+            }
+            if let Some(row) = Self::action_in(&mut tx, action.id).await? {
+                out.push(row);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn events(&self, f: &Filter) -> Result<Vec<EventRow>, StoreError> {
+        let cond = "(?1 IS NULL OR e.tenant = ?1) \
+             AND (?2 IS NULL OR e.identity_id = ?2 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND lower(a.identity_upn) = lower(?2))) \
+             AND (?3 IS NULL OR e.action_kind = ?3) AND (?4 IS NULL OR e.state = ?4) \
+             AND (?5 IS NULL OR e.rule = ?5 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND a.rules LIKE '%,' || ?5 || ',%')) \
+             AND (?6 IS NULL OR e.run_id = ?6) AND (?7 IS NULL OR e.at >= ?7) AND (?8 IS NULL OR e.at < ?8) \
+             AND (?10 IS NULL OR e.action_id = ?10)";
+        let sql = if f.limit.is_some() {
+            format!(
+                "SELECT * FROM (SELECT e.* FROM events e WHERE {cond} ORDER BY e.seq DESC LIMIT ?9) ORDER BY seq"
+            )
+        } else {
+            format!("SELECT e.* FROM events e WHERE {cond} AND ?9 IS NULL ORDER BY e.seq")
+        };
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&f.tenant)
+            .bind(&f.identity)
+            .bind(&f.action)
+            .bind(&f.state)
+            .bind(&f.rule)
+            .bind(&f.run)
+            .bind(f.since.map(ts))
+            .bind(f.until.map(ts))
+            .bind(f.limit)
+            .bind(f.action_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let events: Vec<EventRow> = sqlx::query_as("SELECT * FROM events ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut problems = Vec::new();
+        let mut prev = GENESIS.to_string();
+        let mut expect_seq = 1;
+        let mut last_state = std::collections::HashMap::new();
+        for e in &events {
+            if e.seq != expect_seq {
+                problems.push(format!(
+                    "event {}: expected event {expect_seq} here: events are missing",
+                    e.seq
+                ));
+            }
+            expect_seq = e.seq + 1;
+            if e.prev_hash != prev {
+                problems.push(format!(
+                    "event {}: prev_hash does not match the previous event's hash",
+                    e.seq
+                ));
+            }
+            let h = event_hash(e.seq, &e.at, &e.content(), &e.prev_hash);
+            if h != e.hash {
+                problems.push(format!(
+                    "event {}: content does not match its hash (edited)",
+                    e.seq
+                ));
+            }
+            prev = e.hash.clone();
+            if let (Some(a), Some(s)) = (e.action_id, &e.state) {
+                last_state.insert(a, s.clone());
+            }
+        }
+        let actions: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, state FROM actions ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        for (id, state) in actions {
+            match last_state.get(&id) {
+                Some(s) if *s == state => {}
+                Some(s) => problems.push(format!(
+                    "action {id}: state is {state} but history last recorded {s}"
+                )),
+                None => problems.push(format!("action {id}: has no history events")),
+            }
+        }
+        Ok(VerifyReport {
+            events: events.len() as i64,
+            problems,
+        })
+    }
+}
