@@ -334,6 +334,15 @@ fn describe(e: &EvalAltResult, timeout: Duration) -> String {
                 timeout.as_millis()
             )
         }
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "too many operations (limit: rules.max_operations)".to_string()
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            "function calls nested too deep (limit: rules.max_call_depth)".to_string()
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => format!(
+            "{what} too large (limits: rules.max_string_size, max_array_size, max_map_size)"
+        ),
         _ => {
             let pos = inner.position();
             if pos.is_none() {
@@ -443,7 +452,8 @@ fn compile_rule(
     ast.walk(&mut |path| {
         let (name, pos, op) = match path.last() {
             Some(rhai::ASTNode::Expr(rhai::Expr::FnCall(call, pos)))
-            | Some(rhai::ASTNode::Expr(rhai::Expr::MethodCall(call, pos))) => {
+            | Some(rhai::ASTNode::Expr(rhai::Expr::MethodCall(call, pos)))
+            | Some(rhai::ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => {
                 (call.name.to_string(), *pos, call.op_token.is_some())
             }
             _ => return true,

@@ -1,0 +1,254 @@
+//! Shared test support: a temporary workspace with a config, rules and scans,
+//! scan builders, and a runner for the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+/// The tenant id every test scan uses.
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+/// Global Administrator role template id.
+pub const GA: &str = "62e90394-69f5-4237-9190-012177145e10";
+
+/// A GUID made from a number, readable in test output.
+pub fn guid(n: u32) -> String {
+    format!("00000000-0000-0000-0000-{n:012x}")
+}
+
+/// A member identity with sensible defaults; tweak the JSON as needed.
+pub fn ident(n: u32, upn: &str) -> Value {
+    json!({
+        "id": guid(n),
+        "user_principal_name": upn,
+        "display_name": upn.split('@').next().unwrap_or(upn),
+        "user_type": "Member",
+        "account_enabled": true,
+        "last_sign_in": "2026-11-19T06:00:00Z",
+        "roles": [],
+        "groups": []
+    })
+}
+
+/// A guest identity.
+pub fn guest(n: u32, upn: &str) -> Value {
+    let mut v = ident(n, upn);
+    v["user_type"] = json!("Guest");
+    v
+}
+
+/// Adds an active Global Administrator assignment.
+pub fn with_ga(mut v: Value, assignment: &str) -> Value {
+    v["roles"].as_array_mut().unwrap().push(json!({
+        "assignment_id": assignment,
+        "role_definition_id": GA,
+        "role_name": "Global Administrator",
+        "directory_scope_id": "/",
+        "assignment_type": "active"
+    }));
+    v
+}
+
+/// Adds a group membership.
+pub fn with_group(mut v: Value, gid: u32, name: &str, dynamic: bool, synced: bool) -> Value {
+    v["groups"].as_array_mut().unwrap().push(json!({
+        "id": guid(gid), "display_name": name, "dynamic": dynamic, "on_premises_synced": synced
+    }));
+    v
+}
+
+/// A finding affecting the given identity numbers.
+pub fn finding(id: &str, severity: &str, affected: &[u32]) -> Value {
+    json!({
+        "id": id,
+        "title": format!("Finding {id}"),
+        "severity": severity,
+        "category": "test",
+        "recommendation": "fix it",
+        "affected_identities": affected.iter().map(|n| guid(*n)).collect::<Vec<_>>()
+    })
+}
+
+/// A whole scan document.
+pub fn scan(scanned_at: &str, identities: Vec<Value>, findings: Vec<Value>) -> Value {
+    json!({
+        "schema_version": 1,
+        "tenant_id": TENANT,
+        "tenant_name": "Test Tenant",
+        "scanned_at": scanned_at,
+        "identities": identities,
+        "findings": findings
+    })
+}
+
+/// The current time as RFC 3339, for scans that must be fresh.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// A rule file proposing `action_expr` for every identity of the given finding.
+pub fn rule(name: &str, finding: &str, action_expr: &str) -> String {
+    format!(
+        r#"fn metadata() {{ #{{ name: "{name}", description: "test rule {name}", findings: ["{finding}"] }} }}
+fn evaluate(finding, identity, tenant) {{ {action_expr} }}
+"#
+    )
+}
+
+/// A temporary workspace: config, policies/, scans/, and the SQLite file.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the config (top-level keys before tables).
+    pub top: String,
+    /// Extra TOML tables appended to the config.
+    pub tables: String,
+    /// Extra keys for the tenant table.
+    pub tenant_extra: String,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("policies/tests")).unwrap();
+        std::fs::create_dir_all(dir.path().join("scans")).unwrap();
+        let ws = Workspace {
+            dir,
+            top: String::new(),
+            tables: String::new(),
+            tenant_extra: String::new(),
+        };
+        ws.write_config();
+        ws
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path().join("history.db")
+    }
+
+    /// Rewrites config.toml from the current settings.
+    pub fn write_config(&self) {
+        let text = format!(
+            r#"{top}
+policies_dir = "policies"
+[store]
+url = "sqlite://history.db"
+{tables}
+[[tenant]]
+name = "test"
+tenant_id = "{TENANT}"
+source = {{ dir = "scans" }}
+{extra}
+"#,
+            top = self.top,
+            tables = self.tables,
+            extra = self.tenant_extra
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn set_top(&mut self, top: &str) {
+        self.top = top.to_string();
+        self.write_config();
+    }
+
+    pub fn set_tables(&mut self, tables: &str) {
+        self.tables = tables.to_string();
+        self.write_config();
+    }
+
+    pub fn set_tenant_extra(&mut self, extra: &str) {
+        self.tenant_extra = extra.to_string();
+        self.write_config();
+    }
+
+    pub fn add_rule(&self, file: &str, text: &str) {
+        std::fs::write(self.path().join("policies").join(file), text).unwrap();
+    }
+
+    pub fn add_scan(&self, file: &str, scan: &Value) -> PathBuf {
+        let p = self.path().join("scans").join(file);
+        std::fs::write(&p, serde_json::to_vec_pretty(scan).unwrap()).unwrap();
+        p
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs the binary with `--config` set to this workspace's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let cfg = self.config_path();
+        let mut full = vec!["--config", cfg.to_str().unwrap()];
+        full.extend_from_slice(args);
+        run_bin(self.path(), &full)
+    }
+
+    /// Runs `history --format json` and parses the events.
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.cli(&["history", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json_lines()
+    }
+
+    /// Runs `approvals list --all --format json` and parses the actions.
+    pub fn actions(&self) -> Vec<Value> {
+        let out = self.cli(&["approvals", "list", "--all", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json_lines()
+    }
+}
+
+/// What the binary did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs the real binary in `cwd`.
+pub fn run_bin(cwd: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_entra-remediator"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("ENTRA_REMEDIATOR_CONFIG")
+        .env("USER", "tester")
+        .output()
+        .unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The repository root (for the shipped config, policies and example).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary with modules, because every file under `tests/`
+//! is a separate binary to link, and links are slow on small machines.
+
+mod approvals;
+mod common;
+mod config;
+mod history;
+mod plan;
+mod policy;
+mod scan;
