@@ -142,8 +142,12 @@ pub fn transition(
             new_state: Some("rejected"),
         });
     }
-    let approvals: Vec<&ApprovalRow> = prior.iter().filter(|a| a.decision == "approve").collect();
-    if approvals.iter().any(|a| a.approver == by) {
+    let approvers: std::collections::BTreeSet<&str> = prior
+        .iter()
+        .filter(|a| a.decision == "approve")
+        .map(|a| a.approver.as_str())
+        .collect();
+    if approvers.contains(by) {
         return Err(ApprovalError::SameApprover {
             id: action.id,
             by: by.to_string(),
@@ -155,6 +159,6 @@ pub fn transition(
         1
     };
     Ok(Transition {
-        new_state: (approvals.len() + 1 >= needed).then_some("approved"),
+        new_state: (approvers.len() + 1 >= needed).then_some("approved"),
     })
 }

@@ -457,7 +457,9 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                     failures.len()
                 );
                 for d in &plan.downgrades {
-                    eprintln!("  run downgraded to approval: {d}");
+                    eprintln!(
+                        "  run-size guardrail: {d}; actions that would execute are held for approval"
+                    );
                 }
                 for f in failures {
                     eprintln!(

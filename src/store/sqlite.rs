@@ -148,7 +148,7 @@ fn state_event(a: &ActionRow, kind: &str, actor: &str, state: &str, detail: Stri
 const FILTER_SQL: &str = "(?1 IS NULL OR tenant = ?1) \
      AND (?2 IS NULL OR identity_id = ?2 OR lower(identity_upn) = lower(?2)) \
      AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4) \
-     AND (?5 IS NULL OR rules LIKE '%,' || ?5 || ',%') AND (?6 IS NULL OR run_id = ?6) \
+     AND (?5 IS NULL OR instr(rules, ',' || ?5 || ',') > 0) AND (?6 IS NULL OR run_id = ?6) \
      AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at < ?8)";
 
 #[async_trait]
@@ -393,11 +393,15 @@ impl Store for SqliteStore {
             return Err(ApprovalError::Empty.into());
         }
         let at = ts(req.now);
-        let several = req.bulk || req.ids.len() > 1;
+        // The same id twice is one decision.
+        let mut ids = req.ids.clone();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        let several = req.bulk || ids.len() > 1;
         let mut tx = self.begin().await?;
         let mut plans = Vec::with_capacity(req.ids.len());
         // Validate everything first: all change, or none.
-        for &id in &req.ids {
+        for &id in &ids {
             let action = Self::action_in(&mut tx, id)
                 .await?
                 .ok_or(ApprovalError::UnknownId(id))?;
@@ -472,9 +476,9 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all)]
     async fn events(&self, f: &Filter) -> Result<Vec<EventRow>, StoreError> {
         let cond = "(?1 IS NULL OR e.tenant = ?1) \
-             AND (?2 IS NULL OR e.identity_id = ?2 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND lower(a.identity_upn) = lower(?2))) \
+             AND (?2 IS NULL OR e.identity_id = ?2 OR e.identity_id IN (SELECT a.identity_id FROM actions a WHERE lower(a.identity_upn) = lower(?2))) \
              AND (?3 IS NULL OR e.action_kind = ?3) AND (?4 IS NULL OR e.state = ?4) \
-             AND (?5 IS NULL OR e.rule = ?5 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND a.rules LIKE '%,' || ?5 || ',%')) \
+             AND (?5 IS NULL OR e.rule = ?5 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND instr(a.rules, ',' || ?5 || ',') > 0)) \
              AND (?6 IS NULL OR e.run_id = ?6) AND (?7 IS NULL OR e.at >= ?7) AND (?8 IS NULL OR e.at < ?8) \
              AND (?10 IS NULL OR e.action_id = ?10)";
         let sql = if f.limit.is_some() {
