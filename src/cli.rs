@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::approval::{ApprovalPolicy, Decision};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, RuleLimits};
-use crate::output::{Format, render};
+use std::io::Write;
+
+use crate::output::{Format, render, write_records};
 use crate::plan::Decision as PlanDecision;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
@@ -402,7 +404,7 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                 failures,
                 rule_set_hash,
             } => {
-                let recs: Vec<Value> = plan
+                let recs = plan
                     .actions
                     .iter()
                     .enumerate()
@@ -430,14 +432,19 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                             "reasons": a.reasons,
                             "why": why,
                         })
-                    })
-                    .collect();
+                    });
                 let cols: &[&str] = if recorded {
                     &["id", "state", "action", "upn", "targets", "why"]
                 } else {
                     &["state", "action", "upn", "targets", "why"]
                 };
-                print!("{}", render(format, cols, &recs));
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                if let Err(e) =
+                    write_records(&mut out, format, cols, recs).and_then(|()| out.flush())
+                {
+                    tracing::warn!("cannot write the plan to stdout: {e}");
+                }
                 let count = |s: &str| plan.actions.iter().filter(|a| a.state() == s).count();
                 eprintln!(
                     "\ntenant {tenant}: scan {scan_source}\n  run {run_id} ({}), mode {}, rule set {}\n  {} action(s): {} planned (dry-run), {} pending approval, {} ready to execute, {} refused by guardrails, {} skipped by exceptions; {} rule error(s)",

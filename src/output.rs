@@ -22,30 +22,41 @@ fn cell(v: Option<&Value>) -> String {
     }
 }
 
-/// Renders records: `columns` choose and order the table and CSV columns; JSON
-/// prints each record whole.
+/// Renders records into a string (small outputs and tests).
 pub fn render(format: Format, columns: &[&str], records: &[Value]) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_records(&mut out, format, columns, records.iter().cloned());
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes records as they come: `columns` choose and order the table and CSV
+/// columns; JSON prints each record whole. JSON and CSV stream record by record;
+/// a table keeps only its cells to align them.
+pub fn write_records<W: std::io::Write>(
+    w: &mut W,
+    format: Format,
+    columns: &[&str],
+    records: impl Iterator<Item = Value>,
+) -> std::io::Result<()> {
     match format {
         Format::Json => {
             for r in records {
-                out.push_str(&r.to_string());
-                out.push('\n');
+                serde_json::to_writer(&mut *w, &r)?;
+                w.write_all(b"\n")?;
             }
         }
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let _ = w.write_record(columns);
+            let mut c = csv::Writer::from_writer(&mut *w);
+            c.write_record(columns)?;
             for r in records {
-                let _ = w.write_record(columns.iter().map(|c| cell(r.get(c))));
+                c.write_record(columns.iter().map(|col| cell(r.get(col))))?;
             }
-            let bytes = w.into_inner().unwrap_or_default();
-            out.push_str(&String::from_utf8_lossy(&bytes));
+            c.flush()?;
         }
         Format::Table => {
             const MAX: usize = 70;
             let rows: Vec<Vec<String>> = records
-                .iter()
                 .map(|r| {
                     columns
                         .iter()
@@ -63,36 +74,25 @@ pub fn render(format: Format, columns: &[&str], records: &[Value]) -> String {
                 .collect();
             let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
             for row in &rows {
-                for (w, c) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(c.chars().count());
+                for (wd, c) in widths.iter_mut().zip(row) {
+                    *wd = (*wd).max(c.chars().count());
                 }
             }
-            let line = |cells: Vec<&str>| {
+            let header: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+            for row in std::iter::once(&header).chain(rows.iter()) {
                 let mut l = String::new();
-                for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-                    if i + 1 == cells.len() {
+                for (i, (c, wd)) in row.iter().zip(&widths).enumerate() {
+                    if i + 1 == row.len() {
                         l.push_str(c);
                     } else {
-                        l.push_str(&format!("{c:<w$}  ", w = *w));
+                        l.push_str(&format!("{c:<wd$}  ", wd = *wd));
                     }
                 }
-                l.trim_end().to_string() + "\n"
-            };
-            out.push_str(&line(
-                columns
-                    .iter()
-                    .map(|c| c.to_uppercase())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect(),
-            ));
-            for row in &rows {
-                out.push_str(&line(row.iter().map(|s| s.as_str()).collect()));
+                writeln!(w, "{}", l.trim_end())?;
             }
         }
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]

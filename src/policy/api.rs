@@ -207,7 +207,14 @@ pub(crate) fn register(engine: &mut Engine) {
                 .map_or(Dynamic::UNIT, |t| Dynamic::from(t.to_rfc3339()))
         })
         .register_get("attributes", |i: &mut IdentityRef| -> RhaiResult<Dynamic> {
-            rhai::serde::to_dynamic(&i.get().attributes)
+            match &i.get().attributes {
+                None => Ok(Dynamic::from_map(Map::new())),
+                Some(raw) => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(raw.get()).map_err(|e| format!("attributes: {e}"))?;
+                    rhai::serde::to_dynamic(&v)
+                }
+            }
         })
         .register_get("roles", |i: &mut IdentityRef| -> RhaiResult<Dynamic> {
             rhai::serde::to_dynamic(&i.get().roles)

@@ -7,7 +7,7 @@
 
 mod source;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -165,6 +165,17 @@ fn risk<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
     }
 }
 
+fn json_object<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<serde_json::value::RawValue>>, D::Error> {
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    if raw.get().trim_start().starts_with('{') {
+        Ok(Some(raw))
+    } else {
+        Err(serde::de::Error::custom("attributes must be a JSON object"))
+    }
+}
+
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if s.is_empty() {
@@ -232,9 +243,10 @@ pub struct Identity {
     pub roles: Vec<RoleAssignment>,
     /// Group memberships.
     pub groups: Vec<GroupMembership>,
-    /// Scanner-specific values.
-    #[serde(default)]
-    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Scanner-specific values, a JSON object kept as text until a rule reads it
+    /// (most rules never do, and 100,000 parsed maps are costly).
+    #[serde(default, deserialize_with = "json_object")]
+    pub attributes: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Whether a role assignment is in force or only eligible (PIM).

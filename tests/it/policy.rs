@@ -132,6 +132,15 @@ fn eval_and_import_are_not_available() {
     assert!(load(&[("i.rhai", text)]).is_err());
 }
 
+/// Default limits, but a wall clock far away: tests of the other limits must not
+/// depend on how busy the machine is.
+fn no_clock() -> RuleLimits {
+    RuleLimits {
+        timeout_ms: 60_000,
+        ..RuleLimits::default()
+    }
+}
+
 fn eval_one(body: &str, limits: &RuleLimits) -> (usize, Vec<String>, u128) {
     let rules = load_with(
         &[
@@ -158,7 +167,7 @@ fn eval_one(body: &str, limits: &RuleLimits) -> (usize, Vec<String>, u128) {
 
 #[test]
 fn an_infinite_loop_hits_the_operation_limit_and_other_rules_go_on() {
-    let (good, failures, _) = eval_one("loop { }", &RuleLimits::default());
+    let (good, failures, _) = eval_one("loop { }", &no_clock());
     assert_eq!(good, 2, "the good rule still ran for both identities");
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(
@@ -186,27 +195,26 @@ fn a_slow_rule_hits_the_wall_clock_limit() {
 
 #[test]
 fn sleep_is_not_callable() {
-    let (good, failures, ms) = eval_one("sleep(5); disable_user(\"x\")", &RuleLimits::default());
+    let (good, failures, _) = eval_one("sleep(5); disable_user(\"x\")", &no_clock());
     assert_eq!(good, 2);
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(
         failures[0].contains("sleep is not available"),
         "{failures:?}"
     );
-    assert!(ms < 4000, "sleep actually slept: {ms} ms");
 }
 
 #[test]
 fn huge_allocations_and_deep_recursion_hit_their_limits() {
-    let (_, f, _) = eval_one("let s = \"x\"; loop { s += s; }", &RuleLimits::default());
+    let (_, f, _) = eval_one("let s = \"x\"; loop { s += s; }", &no_clock());
     assert!(
         f[0].contains("Length of string too large (limits: rules.max_string_size"),
         "{f:?}"
     );
-    let (_, f, _) = eval_one("let a = []; loop { a.push(1); }", &RuleLimits::default());
+    let (_, f, _) = eval_one("let a = []; loop { a.push(1); }", &no_clock());
     assert!(f[0].contains("Size of array"), "{f:?}");
     let rec = "fn deep(n) { deep(n + 1) }\nfn metadata() { #{ name: \"bad\", description: \"d\" } }\nfn evaluate(f, i, t) { deep(0) }";
-    let rules = load(&[("bad.rhai", rec.into())]).unwrap();
+    let rules = load_with(&[("bad.rhai", rec.into())], &no_clock()).unwrap();
     let eval = rules.evaluate(&small_scan(), None);
     assert_eq!(eval.failures.len(), 2);
     assert!(
@@ -218,15 +226,15 @@ fn huge_allocations_and_deep_recursion_hit_their_limits() {
 
 #[test]
 fn a_wrong_return_value_or_a_throw_is_a_rule_error() {
-    let (_, f, _) = eval_one("42", &RuleLimits::default());
+    let (_, f, _) = eval_one("42", &no_clock());
     assert!(f[0].contains("must return an action"), "{f:?}");
-    let (_, f, _) = eval_one("[disable_user(\"x\"), 3]", &RuleLimits::default());
+    let (_, f, _) = eval_one("[disable_user(\"x\"), 3]", &no_clock());
     assert!(f[0].contains("item 1 is a i64"), "{f:?}");
-    let (_, f, _) = eval_one("throw \"boom\"", &RuleLimits::default());
+    let (_, f, _) = eval_one("throw \"boom\"", &no_clock());
     assert!(f[0].contains("boom"), "{f:?}");
-    let (_, f, _) = eval_one("disable_user(\"\")", &RuleLimits::default());
+    let (_, f, _) = eval_one("disable_user(\"\")", &no_clock());
     assert!(f[0].contains("non-empty reason"), "{f:?}");
-    let (_, f, _) = eval_one("remove_group_membership([], \"x\")", &RuleLimits::default());
+    let (_, f, _) = eval_one("remove_group_membership([], \"x\")", &no_clock());
     assert!(f[0].contains("at least one group id"), "{f:?}");
 }
 
