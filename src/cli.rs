@@ -56,6 +56,22 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run one full cycle (scan, rules, plan, record) under the configured modes.
     Run(RunArgs),
+    /// Execute ready and approved actions through Microsoft Graph (after settling
+    /// any left in flight by a stopped process).
+    Execute {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Undo a done action (re-enable, re-add, re-create, take out of the MFA
+    /// policy); the tenant's mode applies: it may wait for approval.
+    Undo {
+        /// The action to undo.
+        id: i64,
+        /// Who asks (recorded in history).
+        #[arg(long)]
+        by: String,
+    },
     /// List, show, approve or reject actions waiting for approval.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
@@ -274,7 +290,38 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let opts = run_options(&cfg, &args.scan, args.force)?;
             let outcomes = crate::run::run(&cfg, Some(store.as_ref()), &opts).await?;
             print_outcomes(&outcomes, args.scan.format, true);
-            Ok(exit_for(&outcomes))
+            let code = exit_for(&outcomes);
+            let exec = execute(&cfg, store.as_ref(), opts.tenant.as_deref(), &opts.actor).await?;
+            Ok(code.max(exec))
+        }
+        Command::Execute { tenant } => {
+            let cfg = Config::load(&cli.config)?;
+            if let Some(t) = &tenant
+                && cfg.tenant(t).is_none()
+            {
+                bail!("no tenant named {t:?} in the config");
+            }
+            let store = store::open(&cfg.store.url).await?;
+            execute(&cfg, store.as_ref(), tenant.as_deref(), &actor()).await
+        }
+        Command::Undo { id, by } => {
+            let cfg = Config::load(&cli.config)?;
+            let store = store::open(&cfg.store.url).await?;
+            let (undo_id, state) =
+                crate::execute::request_undo(&cfg, store.as_ref(), id, &by, Utc::now()).await?;
+            println!("undo of action {id} recorded as action {undo_id}: {state}");
+            if state == "ready" {
+                let a = store
+                    .action(undo_id)
+                    .await?
+                    .context("undo action vanished")?;
+                let tenant = cfg.tenant(&a.tenant).context("tenant not configured")?;
+                let ex = crate::execute::Executor::new(&cfg, tenant, store.as_ref(), &by)?;
+                let report = ex.execute(&[undo_id]).await?;
+                print_exec(&a.tenant, &report);
+                return Ok(if report.count("failed") > 0 { 1 } else { 0 });
+            }
+            Ok(0)
         }
         Command::Approvals(cmd) => {
             let cfg = Config::load(&cli.config)?;
@@ -345,6 +392,74 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 Ok(1)
             }
         }
+    }
+}
+
+/// Settles in-flight actions and executes ready and approved ones for each
+/// tenant that has any; returns the exit code (1 when something failed).
+async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &str) -> Result<i32> {
+    let mut code = 0;
+    for t in cfg
+        .tenants
+        .iter()
+        .filter(|t| only.is_none_or(|o| o == t.name))
+    {
+        let mut waiting = 0;
+        for state in ["ready", "approved", "executing"] {
+            waiting += store
+                .actions(&Filter {
+                    tenant: Some(t.name.clone()),
+                    state: Some(state.into()),
+                    ..Filter::default()
+                })
+                .await?
+                .len();
+        }
+        if waiting == 0 {
+            continue;
+        }
+        let ex = match crate::execute::Executor::new(cfg, t, store, actor) {
+            Ok(ex) => ex,
+            Err(e) => {
+                eprintln!(
+                    "tenant {}: {waiting} action(s) cannot be executed: {e}",
+                    t.name
+                );
+                code = 1;
+                continue;
+            }
+        };
+        let settled = ex.reconcile().await?;
+        if !settled.results.is_empty() {
+            eprintln!(
+                "tenant {}: settled {} action(s) left in flight:",
+                t.name,
+                settled.results.len()
+            );
+            print_exec(&t.name, &settled);
+        }
+        let report = ex.run_pending().await?;
+        print_exec(&t.name, &report);
+        if report.count("failed") > 0 {
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+fn print_exec(tenant: &str, report: &crate::execute::ExecReport) {
+    for (id, state, why) in &report.results {
+        eprintln!("  action {id}: {state}: {why}");
+    }
+    if !report.results.is_empty() {
+        eprintln!(
+            "tenant {tenant}: executed {} action(s): {} done, {} already done, {} refused, {} failed",
+            report.results.len(),
+            report.count("done"),
+            report.count("already_done"),
+            report.count("refused"),
+            report.count("failed")
+        );
     }
 }
 
@@ -472,11 +587,6 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                     eprintln!(
                         "  rule error: {} for identity {}: {}",
                         f.rule, f.identity_id, f.message
-                    );
-                }
-                if count("ready") > 0 {
-                    eprintln!(
-                        "  note: this build plans and records only; Graph execution of ready and approved actions is not available yet"
                     );
                 }
             }

@@ -227,6 +227,180 @@ pub struct TenantConfig {
     pub max_scan_age: Option<HumanDuration>,
     /// Where its scans come from.
     pub source: SourceConfig,
+    /// How to reach Microsoft Graph; needed unless the tenant only ever dry-runs.
+    #[serde(default)]
+    pub graph: Option<GraphConfig>,
+}
+
+/// A Microsoft cloud: its login authority and Graph endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    /// Microsoft's global cloud.
+    #[default]
+    Global,
+    /// US Government (GCC High).
+    UsGov,
+    /// US Government DoD.
+    UsGovDod,
+    /// China (21Vianet).
+    China,
+}
+
+impl Cloud {
+    /// (authority, graph URL) of the cloud.
+    pub fn endpoints(self) -> (&'static str, &'static str) {
+        match self {
+            Cloud::Global => (
+                "https://login.microsoftonline.com",
+                "https://graph.microsoft.com",
+            ),
+            Cloud::UsGov => (
+                "https://login.microsoftonline.us",
+                "https://graph.microsoft.us",
+            ),
+            Cloud::UsGovDod => (
+                "https://login.microsoftonline.us",
+                "https://dod-graph.microsoft.us",
+            ),
+            Cloud::China => (
+                "https://login.chinacloudapi.cn",
+                "https://microsoftgraph.chinacloudapi.cn",
+            ),
+        }
+    }
+}
+
+/// Which JWT algorithm signs the certificate's client assertion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AssertionAlgorithm {
+    /// RSASSA-PSS with SHA-256 and the `x5t#S256` thumbprint (Entra's preferred form).
+    #[default]
+    PS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 and the SHA-1 `x5t` thumbprint (fallback).
+    RS256,
+}
+
+/// Whether a Conditional Access policy is enforced or only reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyState {
+    /// `enabled`.
+    #[default]
+    Enabled,
+    /// `enabledForReportingButNotEnforced`.
+    ReportOnly,
+}
+
+/// How users are put under an MFA Conditional Access policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaPolicyConfig {
+    /// Policy state when created.
+    #[serde(default)]
+    pub state: PolicyState,
+    /// Target a dedicated security group (`includeGroups`) instead of listing users:
+    /// users are added to this group and the policy is never rewritten per user.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Display name of the policy we create.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// Microsoft Graph access for one tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// Cloud preset for the two URLs below.
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// Login authority, overriding the preset (tests point it at a fake tenant).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Graph base URL, overriding the preset.
+    #[serde(default)]
+    pub graph_url: Option<String>,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// Client secret, read from this file.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Client secret, read from this environment variable.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Client secret, read from this systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
+    #[serde(default)]
+    pub client_secret_credential: Option<String>,
+    /// The app's certificate (PEM), for certificate authentication.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// The certificate's private key (PEM), read from this file.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The certificate's private key, read from this systemd credential.
+    #[serde(default)]
+    pub private_key_credential: Option<String>,
+    /// Signing algorithm of the client assertion.
+    #[serde(default)]
+    pub assertion_algorithm: AssertionAlgorithm,
+    /// The MFA Conditional Access policy.
+    #[serde(default)]
+    pub mfa: MfaPolicyConfig,
+    /// The phishing-resistant MFA Conditional Access policy.
+    #[serde(default)]
+    pub phishing_resistant_mfa: MfaPolicyConfig,
+    /// Requests per `$batch` (at most 20, Graph's limit).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Batches in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    /// Attempts per request before giving up (throttling, 5xx, timeouts).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Longest total time spent retrying one request, in seconds.
+    #[serde(default = "default_retry_secs")]
+    pub max_retry_secs: u64,
+    /// Timeout of one HTTP request, in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_batch_size() -> usize {
+    20
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_attempts() -> u32 {
+    6
+}
+fn default_retry_secs() -> u64 {
+    120
+}
+fn default_timeout_secs() -> u64 {
+    30
+}
+
+impl GraphConfig {
+    /// The login authority in use.
+    pub fn authority(&self) -> String {
+        self.authority
+            .clone()
+            .unwrap_or_else(|| self.cloud.endpoints().0.to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The Graph base URL in use.
+    pub fn graph_url(&self) -> String {
+        self.graph_url
+            .clone()
+            .unwrap_or_else(|| self.cloud.endpoints().1.to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
 }
 
 /// Where a tenant's scan results are found: exactly one of `dir` or `url`.
@@ -274,6 +448,15 @@ impl Config {
         for t in &mut cfg.tenants {
             t.source.dir = t.source.dir.as_ref().map(|d| resolve(&base, d));
             t.source.token_file = t.source.token_file.as_ref().map(|p| resolve(&base, p));
+            if let Some(g) = &mut t.graph {
+                for p in [
+                    &mut g.client_secret_file,
+                    &mut g.certificate_file,
+                    &mut g.private_key_file,
+                ] {
+                    *p = p.as_ref().map(|p| resolve(&base, p));
+                }
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -354,6 +537,18 @@ impl Config {
                     "only applies to a url source",
                 ));
             }
+            if let Some(g) = &t.graph {
+                g.validate(&format!("{key}.graph"))
+                    .map_err(|(k, m)| self.invalid(&k, m))?;
+            } else if t.mode.map_or(self.mode, |m| self.mode.strictest(m)) != Mode::DryRun {
+                return Err(self.invalid(
+                    &format!("{key}.graph"),
+                    format!(
+                        "tenant {:?} may approve or enforce actions but has no [tenant.graph] section to execute them",
+                        t.name
+                    ),
+                ));
+            }
             if let Some(url) = &t.source.url
                 && !(url.starts_with("https://") || url.starts_with("http://"))
             {
@@ -376,6 +571,73 @@ impl Config {
     /// Finds a tenant by its configured name.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+}
+
+impl GraphConfig {
+    fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((format!("{key}.{k}"), m.to_string()));
+        if !crate::scan::is_guid(&self.client_id) {
+            return err(
+                "client_id",
+                "must be the app registration's client id (a GUID)",
+            );
+        }
+        let secrets = [
+            self.client_secret_file.is_some(),
+            self.client_secret_env.is_some(),
+            self.client_secret_credential.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let cert = self.certificate_file.is_some();
+        let key_given = self.private_key_file.is_some() || self.private_key_credential.is_some();
+        if cert != key_given {
+            return err(
+                "certificate_file",
+                "certificate authentication needs certificate_file and one of private_key_file or private_key_credential",
+            );
+        }
+        if secrets + usize::from(cert) != 1 {
+            return err(
+                "client_secret_file",
+                "give exactly one credential: client_secret_file, client_secret_env, client_secret_credential, or certificate_file with its private key",
+            );
+        }
+        if self.batch_size == 0 || self.batch_size > 20 {
+            return err("batch_size", "must be 1 to 20 (Graph's $batch limit)");
+        }
+        if self.max_concurrency == 0 || self.max_attempts == 0 || self.timeout_secs == 0 {
+            return err(
+                "max_concurrency",
+                "max_concurrency, max_attempts and timeout_secs must be above 0",
+            );
+        }
+        for (k, u) in [
+            ("authority", &self.authority),
+            ("graph_url", &self.graph_url),
+        ] {
+            if let Some(u) = u
+                && !(u.starts_with("https://") || u.starts_with("http://"))
+            {
+                return err(k, "must be an http(s) URL");
+            }
+        }
+        for (k, g) in [
+            ("mfa.group_id", &self.mfa.group_id),
+            (
+                "phishing_resistant_mfa.group_id",
+                &self.phishing_resistant_mfa.group_id,
+            ),
+        ] {
+            if let Some(g) = g
+                && !crate::scan::is_guid(g)
+            {
+                return err(k, "must be a group object id (GUID)");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,8 @@ pub mod approval;
 pub mod cli;
 pub mod config;
 pub mod exceptions;
+pub mod execute;
+pub mod graph;
 pub mod guard;
 pub mod mode;
 pub mod output;

@@ -213,6 +213,7 @@ async fn run_tenant(
             findings: scan.findings.len() as i64,
             started_at: opts.now,
             actor: opts.actor.clone(),
+            kind: "scan".into(),
         };
         let actions: Vec<NewAction> = plan
             .actions

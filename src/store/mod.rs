@@ -69,6 +69,8 @@ pub struct NewRun {
     pub started_at: DateTime<Utc>,
     /// Who started it (`system`, or the CLI user).
     pub actor: String,
+    /// `scan` for a scan run, `undo` for an undo request.
+    pub kind: String,
 }
 
 /// A planned action about to be recorded.
@@ -309,6 +311,19 @@ pub struct DecisionRequest {
     pub now: DateTime<Utc>,
 }
 
+/// A state change of one action with the event that records it.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// The action.
+    pub action_id: i64,
+    /// Its new state.
+    pub state: String,
+    /// Why, for people.
+    pub reason: Option<String>,
+    /// The history event (its `state` is set to `state`).
+    pub event: NewEvent,
+}
+
 /// The history store.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -343,6 +358,30 @@ pub trait Store: Send + Sync {
     async fn events(&self, filter: &Filter) -> Result<Vec<EventRow>, StoreError>;
     /// Re-computes the hash chain and checks current state against history.
     async fn verify(&self) -> Result<VerifyReport, StoreError>;
+    /// Atomically moves actions from `from` states to `to`, each with an event;
+    /// returns the actions it moved (others were taken meanwhile).
+    async fn claim(
+        &self,
+        ids: &[i64],
+        from: &[&str],
+        to: &str,
+        actor: &str,
+        detail: &str,
+    ) -> Result<Vec<ActionRow>, StoreError>;
+    /// Appends events in one transaction (intents, snapshots, Graph calls).
+    async fn append(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
+    /// Applies state changes with their events in one transaction.
+    async fn transition(&self, changes: Vec<StateChange>) -> Result<(), StoreError>;
+    /// A value the executor keeps per tenant (Conditional Access policy ids).
+    async fn tenant_state(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets such a value, recording the change as an event.
+    async fn set_tenant_state(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &str,
+        event: NewEvent,
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by a URL and applies migrations.

@@ -12,7 +12,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{
     ActionRow, ApprovalRow, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent,
-    NewRuleError, NewRun, Store, StoreError, VerifyReport, event_hash, ts,
+    NewRuleError, NewRun, StateChange, Store, StoreError, VerifyReport, event_hash, ts,
 };
 use crate::approval::{self, ApprovalError, ApprovalPolicy};
 
@@ -155,19 +155,20 @@ const FILTER_SQL: &str = "(?1 IS NULL OR tenant = ?1) \
 impl Store for SqliteStore {
     #[tracing::instrument(skip_all)]
     async fn scan_processed(&self, tenant: &str, sha256: &str) -> Result<bool, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE tenant = ? AND scan_sha256 = ?")
-                .bind(tenant)
-                .bind(sha256)
-                .fetch_one(&self.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE tenant = ? AND scan_sha256 = ? AND kind = 'scan'",
+        )
+        .bind(tenant)
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n > 0)
     }
 
     #[tracing::instrument(skip_all)]
     async fn previous_action_count(&self, tenant: &str) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT actionable FROM runs WHERE tenant = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+            "SELECT actionable FROM runs WHERE tenant = ? AND kind = 'scan' ORDER BY started_at DESC, rowid DESC LIMIT 1",
         )
         .bind(tenant)
         .fetch_optional(&self.pool)
@@ -199,8 +200,8 @@ impl Store for SqliteStore {
         let mut chain = Self::chain(&mut tx).await?;
         sqlx::query(
             "INSERT INTO runs (id, tenant, scan_source, scan_sha256, scanned_at, rule_set_hash, \
-             mode, downgrades, identities, findings, actionable, started_at, actor) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             mode, downgrades, identities, findings, actionable, started_at, actor, kind) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.id)
         .bind(&run.tenant)
@@ -215,6 +216,7 @@ impl Store for SqliteStore {
         .bind(actionable)
         .bind(&at)
         .bind(&run.actor)
+        .bind(&run.kind)
         .execute(&mut *tx)
         .await?;
         let run_event = |kind: &str, detail: String| NewEvent {
@@ -555,5 +557,121 @@ impl Store for SqliteStore {
             events: events.len() as i64,
             problems,
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = ids.len(), to))]
+    async fn claim(
+        &self,
+        ids: &[i64],
+        from: &[&str],
+        to: &str,
+        actor: &str,
+        detail: &str,
+    ) -> Result<Vec<ActionRow>, StoreError> {
+        let at = ts(Utc::now());
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        let mut out = Vec::new();
+        for &id in ids {
+            let Some(a) = Self::action_in(&mut tx, id).await? else {
+                continue;
+            };
+            if !from.contains(&a.state.as_str()) {
+                continue;
+            }
+            sqlx::query("UPDATE actions SET state = ?, state_reason = NULL WHERE id = ?")
+                .bind(to)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Self::append(
+                &mut tx,
+                &mut chain,
+                &at,
+                &state_event(&a, "state_changed", actor, to, detail.to_string()),
+            )
+            .await?;
+            if let Some(row) = Self::action_in(&mut tx, id).await? {
+                out.push(row);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn append(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let at = ts(Utc::now());
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        for e in &events {
+            Self::append(&mut tx, &mut chain, &at, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(changes = changes.len()))]
+    async fn transition(&self, changes: Vec<StateChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let at = ts(Utc::now());
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        for c in changes {
+            sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
+                .bind(&c.state)
+                .bind(&c.reason)
+                .bind(c.action_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut e = c.event;
+            e.action_id = Some(c.action_id);
+            e.state = Some(c.state.clone());
+            Self::append(&mut tx, &mut chain, &at, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn tenant_state(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM tenant_state WHERE tenant = ? AND key = ?")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_tenant_state(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &str,
+        event: NewEvent,
+    ) -> Result<(), StoreError> {
+        let at = ts(Utc::now());
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO tenant_state (tenant, key, value, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(value)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        Self::append(&mut tx, &mut chain, &at, &event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

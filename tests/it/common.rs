@@ -106,6 +106,19 @@ pub struct Workspace {
     pub tables: String,
     /// Extra keys for the tenant table.
     pub tenant_extra: String,
+    /// The `[tenant.graph]` table: by default an unreachable tenant whose secret
+    /// variable is unset, so nothing is ever sent unless a test points it at a fake.
+    pub graph: String,
+}
+
+/// The default `[tenant.graph]`: nothing listens there and its secret is unset.
+pub const UNREACHABLE_GRAPH: &str = "[tenant.graph]\nauthority = \"http://127.0.0.1:9\"\ngraph_url = \"http://127.0.0.1:9\"\nclient_id = \"00000000-0000-0000-0000-0000000000aa\"\nclient_secret_env = \"ENTRA_TEST_UNSET_SECRET\"\n";
+
+/// A `[tenant.graph]` table for a fake tenant at `base` with a client secret file.
+pub fn graph_table(base: &str, client_id: &str, secret_file: &str, extra: &str) -> String {
+    format!(
+        "[tenant.graph]\nauthority = \"{base}\"\ngraph_url = \"{base}\"\nclient_id = \"{client_id}\"\nclient_secret_file = \"{secret_file}\"\nmax_retry_secs = 20\n{extra}\n"
+    )
 }
 
 impl Workspace {
@@ -118,6 +131,7 @@ impl Workspace {
             top: String::new(),
             tables: String::new(),
             tenant_extra: String::new(),
+            graph: UNREACHABLE_GRAPH.into(),
         };
         ws.write_config();
         ws
@@ -148,10 +162,12 @@ name = "test"
 tenant_id = "{TENANT}"
 source = {{ dir = "scans" }}
 {extra}
+{graph}
 "#,
             top = self.top,
             tables = self.tables,
-            extra = self.tenant_extra
+            extra = self.tenant_extra,
+            graph = self.graph
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
@@ -168,6 +184,11 @@ source = {{ dir = "scans" }}
 
     pub fn set_tenant_extra(&mut self, extra: &str) {
         self.tenant_extra = extra.to_string();
+        self.write_config();
+    }
+
+    pub fn set_graph(&mut self, graph: &str) {
+        self.graph = graph.to_string();
         self.write_config();
     }
 

@@ -184,3 +184,28 @@ fn the_readme_example_runs_a_dry_run_and_writes_history() {
     );
     assert_eq!(out.code, 0, "{}", out.all());
 }
+
+#[test]
+fn a_tenant_that_may_act_needs_a_graph_section() {
+    bad_config(
+        &format!(
+            "mode = \"approval\"\n[[tenant]]\nname = \"x\"\ntenant_id = \"{TENANT}\"\nsource = {{ dir = \"scans\" }}\n"
+        ),
+        &["tenant[0].graph", "no [tenant.graph] section"],
+    );
+    bad_config(
+        &format!(
+            "[[tenant]]\nname = \"x\"\ntenant_id = \"{TENANT}\"\nsource = {{ dir = \"scans\" }}\n[tenant.graph]\nclient_id = \"{TENANT}\"\nclient_secret_file = \"a\"\nclient_secret_env = \"B\"\n"
+        ),
+        &[
+            "tenant[0].graph.client_secret_file",
+            "exactly one credential",
+        ],
+    );
+    bad_config(
+        &format!(
+            "[[tenant]]\nname = \"x\"\ntenant_id = \"{TENANT}\"\nsource = {{ dir = \"scans\" }}\n[tenant.graph]\nclient_id = \"{TENANT}\"\nclient_secret_env = \"B\"\nbatch_size = 50\n"
+        ),
+        &["tenant[0].graph.batch_size", "1 to 20"],
+    );
+}

@@ -18,7 +18,7 @@ fn history_ws() -> Workspace {
     ws.set_tables("[guardrails]\nmax_actions_percent = 100.0");
     std::fs::create_dir_all(ws.path().join("scans2")).unwrap();
     ws.set_tenant_extra(&format!(
-        "[[tenant]]\nname = \"other\"\ntenant_id = \"{TENANT}\"\nsource = {{ dir = \"scans2\" }}"
+        "{UNREACHABLE_GRAPH}[[tenant]]\nname = \"other\"\ntenant_id = \"{TENANT}\"\nsource = {{ dir = \"scans2\" }}"
     ));
     ws.add_rule(
         "a.rhai",

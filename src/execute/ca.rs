@@ -1,0 +1,445 @@
+//! The two Conditional Access policies (MFA, phishing-resistant MFA): created on
+//! first need, their ids kept in the store, users appended by a serialized
+//! read-modify-write of the full `includeUsers` array verified by reading it back,
+//! re-created when deleted out of band. Or, in group mode, users are added to a
+//! dedicated group that the policy includes.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Executor, Outcome, Work, call_record, live, map_error};
+use crate::action::ActionKind;
+use crate::config::{MfaPolicyConfig, PolicyState};
+use crate::graph::{GraphRequest, GraphResponse};
+use crate::store::{ActionRow, NewEvent};
+
+/// The phishing-resistant MFA built-in authentication strength.
+pub const PHISHING_RESISTANT_STRENGTH: &str = "00000000-0000-0000-0000-000000000004";
+
+const POLICIES: &str = "/identity/conditionalAccess/policies";
+
+struct Kind {
+    action: ActionKind,
+    key: &'static str,
+    name: &'static str,
+}
+
+const KINDS: [Kind; 2] = [
+    Kind {
+        action: ActionKind::EnforceMfa,
+        key: "ca_policy:enforce_mfa",
+        name: "entra-remediator: require MFA",
+    },
+    Kind {
+        action: ActionKind::EnforcePhishingResistantMfa,
+        key: "ca_policy:enforce_phishing_resistant_mfa",
+        name: "entra-remediator: require phishing-resistant MFA",
+    },
+];
+
+fn settings<'a>(ex: &'a Executor<'_>, k: &Kind) -> Option<&'a MfaPolicyConfig> {
+    let g = ex.tenant.graph.as_ref()?;
+    Some(match k.action {
+        ActionKind::EnforcePhishingResistantMfa => &g.phishing_resistant_mfa,
+        _ => &g.mfa,
+    })
+}
+
+fn tenant_event(ex: &Executor<'_>, kind: &str, detail: Value) -> NewEvent {
+    NewEvent {
+        tenant: Some(ex.tenant.name.clone()),
+        kind: kind.into(),
+        actor: ex.actor.clone(),
+        detail: detail.to_string(),
+        ..NewEvent::default()
+    }
+}
+
+/// Object ids that the policy always excludes: protected ids and UPNs.
+async fn excluded_users(ex: &Executor<'_>, calls: &mut Vec<Value>) -> Vec<String> {
+    let mut out: BTreeSet<String> = ex.cfg.protected.ids.iter().cloned().collect();
+    for upn in &ex.cfg.protected.upns {
+        let req = GraphRequest::get(format!("/users/{upn}?$select=id"));
+        let ans = ex.graph.call(&req).await;
+        calls.push(call_record(&req, &ans));
+        if let Ok(r) = ans
+            && r.ok()
+            && let Some(id) = r.body["id"].as_str()
+        {
+            out.insert(id.to_string());
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn excluded_groups(ex: &Executor<'_>) -> Vec<String> {
+    ex.cfg
+        .protected
+        .groups
+        .iter()
+        .filter(|g| crate::scan::is_guid(g))
+        .cloned()
+        .collect()
+}
+
+fn new_policy(k: &Kind, s: &MfaPolicyConfig, users: Value) -> Value {
+    let grant = if k.action == ActionKind::EnforcePhishingResistantMfa {
+        json!({"operator": "OR", "builtInControls": [], "authenticationStrength": {"id": PHISHING_RESISTANT_STRENGTH}})
+    } else {
+        json!({"operator": "OR", "builtInControls": ["mfa"]})
+    };
+    json!({
+        "displayName": s.display_name.clone().unwrap_or_else(|| k.name.to_string()),
+        "state": match s.state {
+            PolicyState::Enabled => "enabled",
+            PolicyState::ReportOnly => "enabledForReportingButNotEnforced",
+        },
+        "conditions": {
+            "clientAppTypes": ["all"],
+            "applications": {"includeApplications": ["All"]},
+            "users": users,
+        },
+        "grantControls": grant,
+    })
+}
+
+fn array_of(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+async fn call(
+    ex: &Executor<'_>,
+    req: GraphRequest,
+    calls: &mut Vec<Value>,
+) -> Result<GraphResponse, String> {
+    let ans = ex.graph.call(&req).await;
+    calls.push(call_record(&req, &ans));
+    ans.map_err(|e| format!("{}: {e}", req.describe()))
+}
+
+/// The policy as Graph has it now, re-created (and the new id stored) when it is
+/// missing; `users` is the users object for a policy we create.
+async fn ensure_policy(
+    ex: &Executor<'_>,
+    k: &Kind,
+    s: &MfaPolicyConfig,
+    users: Value,
+    calls: &mut Vec<Value>,
+) -> Result<(Value, bool), Outcome> {
+    let stored = ex
+        .store
+        .tenant_state(&ex.tenant.name, k.key)
+        .await
+        .map_err(|e| Outcome::Failed(format!("history unavailable: {e}"), true))?;
+    if let Some(id) = &stored {
+        let r = call(ex, GraphRequest::get(format!("{POLICIES}/{id}")), calls)
+            .await
+            .map_err(|e| Outcome::Failed(e, true))?;
+        if r.ok() {
+            return Ok((r.body, false));
+        }
+        if r.status != 404 {
+            return Err(map_error(&r, "read Conditional Access policy"));
+        }
+    }
+    let body = new_policy(k, s, users);
+    // Record the intent before creating the policy.
+    ex.store
+        .append(vec![tenant_event(
+            ex,
+            "graph_write_intent",
+            json!({"request": format!("POST {POLICIES}"), "body": body, "replaces": stored}),
+        )])
+        .await
+        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+    let r = call(
+        ex,
+        GraphRequest::with_body(Method::POST, POLICIES, body),
+        calls,
+    )
+    .await
+    .map_err(|e| Outcome::Failed(e, true))?;
+    if !r.ok() {
+        return Err(map_error(&r, "create Conditional Access policy"));
+    }
+    let id = r.body["id"].as_str().unwrap_or("").to_string();
+    let kind = if stored.is_some() {
+        "ca_policy_recreated"
+    } else {
+        "ca_policy_created"
+    };
+    ex.store
+        .set_tenant_state(
+            &ex.tenant.name,
+            k.key,
+            &id,
+            tenant_event(
+                ex,
+                kind,
+                json!({
+                    "policy_id": id, "previous_id": stored,
+                    "why": if stored.is_some() { "the stored policy was deleted out of band" } else { "first user needing it" },
+                    "request_id": r.request_id(),
+                }),
+            ),
+        )
+        .await
+        .map_err(|e| Outcome::Failed(format!("policy {id} created but its id could not be stored: {e}"), true))?;
+    Ok((r.body, true))
+}
+
+/// Decides and carries out every MFA action of this pass.
+pub(crate) async fn enforce(ex: &Executor<'_>, work: &mut [Work]) {
+    for k in &KINDS {
+        let idx: Vec<usize> = work
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.outcome.is_none() && w.kind == Some(k.action))
+            .map(|(i, _)| i)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let Some(s) = settings(ex, k).cloned() else {
+            continue;
+        };
+        let mut calls = Vec::new();
+        let result = match &s.group_id {
+            Some(gid) => group_mode(ex, k, &s, gid, work, &idx, &mut calls).await,
+            None => policy_mode(ex, k, &s, work, &idx, &mut calls).await,
+        };
+        for &i in &idx {
+            work[i].calls.extend(calls.iter().cloned());
+            if let Err(o) = &result {
+                work[i].decide(o.clone());
+            }
+        }
+    }
+}
+
+async fn group_mode(
+    ex: &Executor<'_>,
+    k: &Kind,
+    s: &MfaPolicyConfig,
+    gid: &str,
+    work: &mut [Work],
+    idx: &[usize],
+    calls: &mut Vec<Value>,
+) -> Result<(), Outcome> {
+    let exclude = excluded_users(ex, calls).await;
+    let users = json!({"includeGroups": [gid], "excludeUsers": exclude, "excludeGroups": excluded_groups(ex)});
+    ensure_policy(ex, k, s, users, calls).await?;
+    let Some(&first) = idx.first() else {
+        return Ok(());
+    };
+    let Some(members) = live::member_ids(ex, &mut work[first], gid).await else {
+        return Err(work[first]
+            .outcome
+            .clone()
+            .unwrap_or(Outcome::Failed("read group members".into(), true)));
+    };
+    let graph_base = ex
+        .tenant
+        .graph
+        .as_ref()
+        .map(|g| g.graph_url())
+        .unwrap_or_default();
+    for &i in idx {
+        let w = &mut work[i];
+        let uid = w.action.identity_id.clone();
+        if members.contains(&uid.to_ascii_lowercase()) {
+            w.decide(Outcome::AlreadyDone(format!(
+                "{} is already in the policy's group",
+                w.action.identity_upn
+            )));
+        } else {
+            w.snapshot = Some(json!({"mode": "group", "group_id": gid}));
+            // Sent with the other writes, after the intent is committed.
+            w.writes.push(GraphRequest::with_body(
+                Method::POST,
+                format!("/groups/{gid}/members/$ref"),
+                json!({"@odata.id": format!("{graph_base}/v1.0/directoryObjects/{uid}")}),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn policy_mode(
+    ex: &Executor<'_>,
+    k: &Kind,
+    s: &MfaPolicyConfig,
+    work: &mut [Work],
+    idx: &[usize],
+    calls: &mut Vec<Value>,
+) -> Result<(), Outcome> {
+    let wanted: BTreeSet<String> = idx
+        .iter()
+        .map(|&i| work[i].action.identity_id.clone())
+        .collect();
+    let exclude = excluded_users(ex, calls).await;
+    let create_users = json!({
+        "includeUsers": wanted.iter().collect::<Vec<_>>(),
+        "excludeUsers": exclude,
+        "excludeGroups": excluded_groups(ex),
+    });
+    let (policy, created) = ensure_policy(ex, k, s, create_users, calls).await?;
+    let id = policy["id"].as_str().unwrap_or("").to_string();
+    let mut current = array_of(&policy["conditions"]["users"]["includeUsers"]);
+    current.remove("None");
+    if created {
+        for &i in idx {
+            let w = &mut work[i];
+            w.snapshot = Some(json!({"mode": "policy", "policy_id": id}));
+            w.decide(Outcome::Done(format!(
+                "{} is under the new policy {id}",
+                w.action.identity_upn
+            )));
+        }
+        return Ok(());
+    }
+    let mut to_add = Vec::new();
+    for &i in idx {
+        let w = &mut work[i];
+        if current.contains(&w.action.identity_id) {
+            w.decide(Outcome::AlreadyDone(format!(
+                "{} is already in policy {id}",
+                w.action.identity_upn
+            )));
+        } else {
+            to_add.push(i);
+        }
+    }
+    if to_add.is_empty() {
+        return Ok(());
+    }
+    let mut conditions = policy["conditions"].clone();
+    let mut include = current.clone();
+    include.extend(to_add.iter().map(|&i| work[i].action.identity_id.clone()));
+    let mut excl = array_of(&conditions["users"]["excludeUsers"]);
+    excl.extend(exclude);
+    // Protected users are never included, even if someone put them there.
+    for e in &excl {
+        include.remove(e);
+    }
+    conditions["users"]["includeUsers"] = json!(include);
+    conditions["users"]["excludeUsers"] = json!(excl);
+    let body = json!({"conditions": conditions});
+    let intents: Vec<NewEvent> = to_add
+        .iter()
+        .map(|&i| {
+            ex.event(
+                "graph_write_intent",
+                &work[i].action,
+                json!({"writes": [{"request": format!("PATCH {POLICIES}/{id}"), "body": body}],
+                       "snapshot": {"mode": "policy", "policy_id": id}}),
+            )
+        })
+        .collect();
+    ex.store
+        .append(intents)
+        .await
+        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+    let r = call(
+        ex,
+        GraphRequest::with_body(Method::PATCH, format!("{POLICIES}/{id}"), body),
+        calls,
+    )
+    .await
+    .map_err(|e| Outcome::Failed(e, true))?;
+    if !r.ok() {
+        return Err(map_error(&r, "update Conditional Access policy"));
+    }
+    // Verify by reading it back.
+    let back = call(ex, GraphRequest::get(format!("{POLICIES}/{id}")), calls)
+        .await
+        .map_err(|e| Outcome::Failed(e, true))?;
+    let now_in = array_of(&back.body["conditions"]["users"]["includeUsers"]);
+    for &i in &to_add {
+        let w = &mut work[i];
+        w.snapshot = Some(json!({"mode": "policy", "policy_id": id}));
+        if now_in.contains(&w.action.identity_id) {
+            w.decide(Outcome::Done(format!(
+                "{} added to policy {id} (verified)",
+                w.action.identity_upn
+            )));
+        } else {
+            w.decide(Outcome::Failed(
+                format!(
+                    "policy {id} was updated but does not list {} when read back",
+                    w.action.identity_upn
+                ),
+                true,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Undo of an MFA action: take the user out of the policy (or its group).
+pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &ActionRow, snapshot: &Value) {
+    let uid = orig.identity_id.clone();
+    match snapshot["mode"].as_str() {
+        Some("group") => {
+            let gid = snapshot["group_id"].as_str().unwrap_or("").to_string();
+            w.writes.push(GraphRequest::new(
+                Method::DELETE,
+                format!("/groups/{gid}/members/{uid}/$ref"),
+            ));
+        }
+        Some("policy") => {
+            let id = snapshot["policy_id"].as_str().unwrap_or("").to_string();
+            let mut calls = Vec::new();
+            let r = match call(
+                ex,
+                GraphRequest::get(format!("{POLICIES}/{id}")),
+                &mut calls,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    w.calls.extend(calls);
+                    w.decide(Outcome::Failed(e, true));
+                    return;
+                }
+            };
+            w.calls.extend(calls);
+            if !r.ok() {
+                w.decide(map_error(&r, "read Conditional Access policy"));
+                return;
+            }
+            let mut conditions = r.body["conditions"].clone();
+            let mut include = array_of(&conditions["users"]["includeUsers"]);
+            if !include.remove(&uid) {
+                w.decide(Outcome::AlreadyDone(format!(
+                    "{} is not in policy {id}",
+                    orig.identity_upn
+                )));
+                return;
+            }
+            // A policy must include someone: "None" keeps it valid and inert.
+            conditions["users"]["includeUsers"] = if include.is_empty() {
+                json!(["None"])
+            } else {
+                json!(include)
+            };
+            w.writes.push(GraphRequest::with_body(
+                Method::PATCH,
+                format!("{POLICIES}/{id}"),
+                json!({"conditions": conditions}),
+            ));
+        }
+        _ => w.decide(Outcome::Refused(format!(
+            "action {} kept no snapshot to undo",
+            orig.id
+        ))),
+    }
+}

@@ -1,0 +1,534 @@
+//! Live state: reads Graph before deciding, so guardrails hold against the
+//! tenant as it is now, not only as the scan saw it, and re-runs write nothing.
+
+use std::collections::{BTreeMap, HashSet};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Executor, Outcome, Work, call_record, map_error};
+use crate::action::ActionKind;
+use crate::graph::GraphRequest;
+use crate::scan::GLOBAL_ADMIN_TEMPLATE;
+use crate::store::Filter;
+
+/// `$filter=field eq 'value'`, encoded for a `$batch` URL or a direct call.
+pub(crate) fn filter_eq(field: &str, value: &str) -> String {
+    format!("$filter={field}%20eq%20%27{value}%27")
+}
+
+fn user_path(id: &str) -> String {
+    format!("/users/{id}?$select=id,userPrincipalName,userType,accountEnabled")
+}
+
+/// Reads every user the user-level actions need, in batches, and decides
+/// disable, revoke and phishing-resistant MFA against live state.
+pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
+    let needs = |w: &Work| {
+        w.outcome.is_none()
+            && matches!(
+                w.kind,
+                Some(
+                    ActionKind::DisableUser
+                        | ActionKind::RevokeSessions
+                        | ActionKind::EnforceMfa
+                        | ActionKind::EnforcePhishingResistantMfa
+                )
+            )
+    };
+    let mut ids: Vec<String> = work
+        .iter()
+        .filter(|w| needs(w))
+        .map(|w| w.action.identity_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut reqs: Vec<GraphRequest> = ids
+        .iter()
+        .map(|id| GraphRequest::get(user_path(id)))
+        .collect();
+    let pr_ids: Vec<String> = {
+        let mut v: Vec<String> = work
+            .iter()
+            .filter(|w| needs(w) && w.kind == Some(ActionKind::EnforcePhishingResistantMfa))
+            .map(|w| w.action.identity_id.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for id in &pr_ids {
+        reqs.push(GraphRequest::get(format!(
+            "/roleManagement/directory/roleAssignments?{}",
+            filter_eq("principalId", id)
+        )));
+    }
+    let answers = ex.graph.batch(reqs.clone()).await;
+    let mut users = BTreeMap::new();
+    let mut roles = BTreeMap::new();
+    for (i, (req, ans)) in reqs.iter().zip(answers).enumerate() {
+        let rec = call_record(req, &ans);
+        if i < ids.len() {
+            users.insert(ids[i].clone(), (rec, ans));
+        } else {
+            roles.insert(pr_ids[i - ids.len()].clone(), (rec, ans));
+        }
+    }
+    for w in work.iter_mut().filter(|w| needs(w)) {
+        let Some((rec, ans)) = users.get(&w.action.identity_id) else {
+            continue;
+        };
+        w.calls.push(rec.clone());
+        let user = match ans {
+            Ok(r) if r.ok() => r.body.clone(),
+            Ok(r) if r.status == 404 => {
+                w.decide(Outcome::Failed(
+                    format!(
+                        "user {} no longer exists in the tenant",
+                        w.action.identity_upn
+                    ),
+                    false,
+                ));
+                continue;
+            }
+            Ok(r) => {
+                w.decide(map_error(r, "read user"));
+                continue;
+            }
+            Err(e) => {
+                w.decide(Outcome::Failed(format!("read user: {e}"), true));
+                continue;
+            }
+        };
+        let uid = w.action.identity_id.clone();
+        let upn = user["userPrincipalName"]
+            .as_str()
+            .unwrap_or(&w.action.identity_upn)
+            .to_string();
+        let guest = user["userType"].as_str() == Some("Guest") || upn.contains("#EXT#");
+        match w.kind {
+            Some(ActionKind::DisableUser) => {
+                if user["accountEnabled"] == json!(false) {
+                    w.decide(Outcome::AlreadyDone(format!("{upn} is already disabled")));
+                } else {
+                    w.snapshot = Some(json!({"accountEnabled": true}));
+                    w.writes.push(GraphRequest::with_body(
+                        Method::PATCH,
+                        format!("/users/{uid}"),
+                        json!({"accountEnabled": false}),
+                    ));
+                }
+            }
+            Some(ActionKind::RevokeSessions) => {
+                if guest {
+                    w.decide(Outcome::Refused(format!(
+                        "{upn} is a guest in the live tenant: sessions are never revoked for guests"
+                    )));
+                } else {
+                    w.writes.push(GraphRequest::new(
+                        Method::POST,
+                        format!("/users/{uid}/revokeSignInSessions"),
+                    ));
+                }
+            }
+            Some(ActionKind::EnforcePhishingResistantMfa) => {
+                let Some((rec, ans)) = roles.get(&uid) else {
+                    continue;
+                };
+                w.calls.push(rec.clone());
+                match ans {
+                    Ok(r) if r.ok() => {
+                        let is_ga = r.body["value"].as_array().into_iter().flatten().any(|a| {
+                            a["roleDefinitionId"]
+                                .as_str()
+                                .is_some_and(|d| d.eq_ignore_ascii_case(GLOBAL_ADMIN_TEMPLATE))
+                        });
+                        if !is_ga {
+                            w.decide(Outcome::Refused(format!(
+                                "{upn} holds no active Global Administrator assignment in the live tenant; phishing-resistant MFA is for Global Administrators only"
+                            )));
+                        }
+                    }
+                    Ok(r) => w.decide(map_error(r, "read role assignments")),
+                    Err(e) => {
+                        w.decide(Outcome::Failed(format!("read role assignments: {e}"), true))
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn get(ex: &Executor<'_>, w: &mut Work, path: String) -> Option<crate::graph::GraphResponse> {
+    let req = GraphRequest::get(path);
+    let ans = ex.graph.call(&req).await;
+    w.calls.push(call_record(&req, &ans));
+    match ans {
+        Ok(r) => Some(r),
+        Err(e) => {
+            w.decide(Outcome::Failed(format!("{}: {e}", req.describe()), true));
+            None
+        }
+    }
+}
+
+/// Role removal: the assignment must exist, be the user's own (not through a
+/// group), not be the last active Global Administrator; PIM-managed assignments
+/// are removed with an `adminRemove` schedule request.
+pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
+    let uid = w.action.identity_id.clone();
+    let mut snapshot = Vec::new();
+    for aid in w.targets.clone() {
+        let Some(r) = get(
+            ex,
+            w,
+            format!("/roleManagement/directory/roleAssignments/{aid}"),
+        )
+        .await
+        else {
+            return;
+        };
+        if r.status == 404 {
+            continue;
+        }
+        if !r.ok() {
+            w.decide(map_error(&r, "read role assignment"));
+            return;
+        }
+        let principal = r.body["principalId"].as_str().unwrap_or("").to_string();
+        let def = r.body["roleDefinitionId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let scope = r.body["directoryScopeId"]
+            .as_str()
+            .unwrap_or("/")
+            .to_string();
+        if !principal.eq_ignore_ascii_case(&uid) {
+            let name = match get(ex, w, format!("/groups/{principal}?$select=id,displayName")).await
+            {
+                Some(g) if g.ok() => g.body["displayName"].as_str().unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            w.decide(Outcome::Refused(format!(
+                "role assignment {aid} comes through group {name:?} ({principal}), not a direct assignment: remove the user from that group or change the group's role instead"
+            )));
+            return;
+        }
+        if def.eq_ignore_ascii_case(GLOBAL_ADMIN_TEMPLATE) {
+            let Some(all) = get(
+                ex,
+                w,
+                format!(
+                    "/roleManagement/directory/roleAssignments?{}",
+                    filter_eq("roleDefinitionId", GLOBAL_ADMIN_TEMPLATE)
+                ),
+            )
+            .await
+            else {
+                return;
+            };
+            if !all.ok() {
+                w.decide(map_error(&all, "read Global Administrator assignments"));
+                return;
+            }
+            let others: HashSet<String> = all.body["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["principalId"].as_str())
+                .filter(|p| !p.eq_ignore_ascii_case(&uid))
+                .map(str::to_string)
+                .collect();
+            if others.is_empty() {
+                w.decide(Outcome::Refused(format!(
+                    "{} is the last active Global Administrator in the live tenant",
+                    w.action.identity_upn
+                )));
+                return;
+            }
+        }
+        let Some(inst) = get(
+            ex,
+            w,
+            format!(
+                "/roleManagement/directory/roleAssignmentScheduleInstances?{}",
+                filter_eq("principalId", &uid)
+            ),
+        )
+        .await
+        else {
+            return;
+        };
+        let pim = inst.ok()
+            && inst.body["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| {
+                    i["roleAssignmentOriginId"].as_str() == Some(aid.as_str())
+                        || (i["roleDefinitionId"].as_str() == Some(def.as_str())
+                            && i["directoryScopeId"].as_str() == Some(scope.as_str())
+                            && i["assignmentType"].as_str() == Some("Assigned"))
+                });
+        if pim {
+            w.writes.push(GraphRequest::with_body(
+                Method::POST,
+                "/roleManagement/directory/roleAssignmentScheduleRequests",
+                json!({
+                    "action": "adminRemove",
+                    "principalId": uid,
+                    "roleDefinitionId": def,
+                    "directoryScopeId": scope,
+                    "justification": format!("entra-remediator action {}", w.action.id),
+                }),
+            ));
+        } else {
+            w.writes.push(GraphRequest::new(
+                Method::DELETE,
+                format!("/roleManagement/directory/roleAssignments/{aid}"),
+            ));
+        }
+        snapshot.push(json!({
+            "id": aid, "principalId": uid, "roleDefinitionId": def,
+            "directoryScopeId": scope, "pim": pim,
+        }));
+    }
+    if w.writes.is_empty() {
+        w.decide(Outcome::AlreadyDone(
+            "the role assignments are already gone".into(),
+        ));
+    } else {
+        w.snapshot = Some(json!({"assignments": snapshot}));
+    }
+}
+
+/// Ids of a group's members (first page of up to 999).
+pub(crate) async fn member_ids(
+    ex: &Executor<'_>,
+    w: &mut Work,
+    gid: &str,
+) -> Option<HashSet<String>> {
+    let r = get(ex, w, format!("/groups/{gid}/members?$select=id&$top=999")).await?;
+    if !r.ok() {
+        w.decide(map_error(&r, "read group members"));
+        return None;
+    }
+    Some(
+        r.body["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str())
+            .map(str::to_ascii_lowercase)
+            .collect(),
+    )
+}
+
+/// Group removal: refused for dynamic, mail-enabled, distribution and synced
+/// groups (checked live); a member already gone is already done.
+pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work) {
+    let uid = w.action.identity_id.clone();
+    let mut removed = Vec::new();
+    for gid in w.targets.clone() {
+        let Some(g) = get(
+            ex,
+            w,
+            format!("/groups/{gid}?$select=id,displayName,groupTypes,mailEnabled,securityEnabled,onPremisesSyncEnabled"),
+        )
+        .await
+        else {
+            return;
+        };
+        if g.status == 404 {
+            continue;
+        }
+        if !g.ok() {
+            w.decide(map_error(&g, "read group"));
+            return;
+        }
+        let name = g.body["displayName"].as_str().unwrap_or("").to_string();
+        let dynamic = g.body["groupTypes"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|x| x == "DynamicMembership"));
+        let refuse = if dynamic {
+            Some("has dynamic membership")
+        } else if g.body["onPremisesSyncEnabled"] == json!(true) {
+            Some("is synced from on-premises AD")
+        } else if g.body["mailEnabled"] == json!(true) && g.body["securityEnabled"] != json!(true) {
+            Some("is a distribution group")
+        } else if g.body["mailEnabled"] == json!(true) {
+            Some("is mail-enabled")
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            w.decide(Outcome::Refused(format!(
+                "group {name:?} ({gid}) {why} in the live tenant: its membership is not changed here"
+            )));
+            return;
+        }
+        let Some(members) = member_ids(ex, w, &gid).await else {
+            return;
+        };
+        if !members.contains(&uid.to_ascii_lowercase()) {
+            continue;
+        }
+        // Always `/$ref`: without it the request would delete the user object.
+        w.writes.push(GraphRequest::new(
+            Method::DELETE,
+            format!("/groups/{gid}/members/{uid}/$ref"),
+        ));
+        removed.push(gid);
+    }
+    if w.writes.is_empty() {
+        w.decide(Outcome::AlreadyDone(
+            "the user is no longer a member of these groups".into(),
+        ));
+    } else {
+        w.snapshot = Some(json!({"groups": removed}));
+    }
+}
+
+/// Whether a 404 on a write means the goal is already reached.
+pub(crate) fn gone_is_done(w: &Work) -> bool {
+    matches!(
+        w.kind,
+        Some(ActionKind::RemoveRoleAssignment | ActionKind::RemoveGroupMembership)
+    )
+}
+
+/// What a successful action did, for history.
+pub(crate) fn done_text(w: &Work) -> String {
+    let upn = &w.action.identity_upn;
+    match w.kind {
+        Some(ActionKind::DisableUser) => format!("{upn} disabled"),
+        Some(ActionKind::RevokeSessions) => format!("sessions of {upn} revoked"),
+        Some(ActionKind::EnforceMfa) => format!("{upn} is under the MFA policy"),
+        Some(ActionKind::EnforcePhishingResistantMfa) => {
+            format!("{upn} is under the phishing-resistant MFA policy")
+        }
+        Some(ActionKind::RemoveRoleAssignment) => {
+            format!("role assignments {:?} of {upn} removed", w.targets)
+        }
+        Some(ActionKind::RemoveGroupMembership) => {
+            format!("{upn} removed from groups {:?}", w.targets)
+        }
+        None => format!(
+            "undo of action {} done",
+            w.targets.first().map_or("?", String::as_str)
+        ),
+    }
+}
+
+/// Undo: rebuilds the inverse of a done action from the snapshot committed with
+/// its intent.
+pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
+    let Some(orig_id) = w.targets.first().and_then(|t| t.parse::<i64>().ok()) else {
+        w.decide(Outcome::Refused("undo names no action".into()));
+        return;
+    };
+    let orig = match ex.store.action(orig_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            w.decide(Outcome::Refused(format!("action {orig_id} does not exist")));
+            return;
+        }
+        Err(e) => {
+            w.decide(Outcome::Failed(format!("history unavailable: {e}"), true));
+            return;
+        }
+    };
+    let events = match ex
+        .store
+        .events(&Filter {
+            action_id: Some(orig_id),
+            ..Filter::default()
+        })
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            w.decide(Outcome::Failed(format!("history unavailable: {e}"), true));
+            return;
+        }
+    };
+    let snapshot: Value = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "graph_write_intent")
+        .and_then(|e| serde_json::from_str::<Value>(&e.detail).ok())
+        .map(|d| d["snapshot"].clone())
+        .unwrap_or(Value::Null);
+    let uid = orig.identity_id.clone();
+    let graph_base = ex
+        .tenant
+        .graph
+        .as_ref()
+        .map(|g| g.graph_url())
+        .unwrap_or_default();
+    match ActionKind::parse(&orig.kind) {
+        Some(ActionKind::RevokeSessions) => {
+            w.decide(Outcome::Refused(
+                "revoking sessions cannot be undone".into(),
+            ));
+        }
+        Some(ActionKind::DisableUser) => {
+            w.snapshot = Some(json!({"undo_of": orig_id}));
+            w.writes.push(GraphRequest::with_body(
+                Method::PATCH,
+                format!("/users/{uid}"),
+                json!({"accountEnabled": true}),
+            ));
+        }
+        Some(ActionKind::RemoveGroupMembership) => {
+            for g in snapshot["groups"].as_array().cloned().unwrap_or_default() {
+                let Some(gid) = g.as_str() else { continue };
+                let Some(members) = member_ids(ex, w, gid).await else {
+                    return;
+                };
+                if !members.contains(&uid.to_ascii_lowercase()) {
+                    w.writes.push(GraphRequest::with_body(
+                        Method::POST,
+                        format!("/groups/{gid}/members/$ref"),
+                        json!({"@odata.id": format!("{graph_base}/v1.0/directoryObjects/{uid}")}),
+                    ));
+                }
+            }
+            if w.writes.is_empty() {
+                w.decide(Outcome::AlreadyDone(
+                    "the user is already back in these groups".into(),
+                ));
+            }
+        }
+        Some(ActionKind::RemoveRoleAssignment) => {
+            for a in snapshot["assignments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                w.writes.push(GraphRequest::with_body(
+                    Method::POST,
+                    "/roleManagement/directory/roleAssignments",
+                    json!({
+                        "principalId": a["principalId"],
+                        "roleDefinitionId": a["roleDefinitionId"],
+                        "directoryScopeId": a["directoryScopeId"],
+                    }),
+                ));
+            }
+            if w.writes.is_empty() {
+                w.decide(Outcome::Refused(format!(
+                    "action {orig_id} kept no snapshot to undo"
+                )));
+            }
+        }
+        Some(ActionKind::EnforceMfa | ActionKind::EnforcePhishingResistantMfa) => {
+            super::ca::plan_undo(ex, w, &orig, &snapshot).await;
+        }
+        None => w.decide(Outcome::Refused(
+            "an undo cannot be undone; run the action again".into(),
+        )),
+    }
+}

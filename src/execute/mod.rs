@@ -1,0 +1,448 @@
+//! Execution: carries out ready and approved actions through Microsoft Graph.
+//!
+//! For every action: claim it (`executing`), read live state, decide (already
+//! done, refused by a live guardrail, or a write), commit the write's intent and
+//! undo snapshot to history, send the writes (batched), then commit the outcome.
+//! No transaction is held across a Graph call, and a write is never sent without
+//! its intent row committed first.
+
+mod ca;
+mod live;
+pub mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::action::ActionKind;
+use crate::config::{Config, TenantConfig};
+use crate::graph::{Answer, GraphClient, GraphError, GraphRequest, GraphResponse};
+use crate::store::{ActionRow, Filter, NewEvent, StateChange, Store, StoreError};
+
+/// Why execution could not run at all (per-action problems are outcomes).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Graph client could not be built (credential unreadable).
+    #[error("tenant {tenant}: {source}")]
+    Graph {
+        /// Tenant name.
+        tenant: String,
+        /// The cause.
+        source: GraphError,
+    },
+    /// The tenant has no Graph configuration.
+    #[error("tenant {0}: no [tenant.graph] section, so actions cannot be executed")]
+    NotConfigured(String),
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Graph made the change.
+    Done(String),
+    /// Live state already matched; nothing was written.
+    AlreadyDone(String),
+    /// A live guardrail refused it.
+    Refused(String),
+    /// Graph failed; `true` when trying again later may work.
+    Failed(String, bool),
+}
+
+impl Outcome {
+    fn state(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "done",
+            Outcome::AlreadyDone(_) => "already_done",
+            Outcome::Refused(_) => "refused",
+            Outcome::Failed(..) => "failed",
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Outcome::Done(s) | Outcome::AlreadyDone(s) | Outcome::Refused(s) => s.clone(),
+            Outcome::Failed(s, retry) => {
+                if *retry {
+                    format!("{s} (retryable)")
+                } else {
+                    s.clone()
+                }
+            }
+        }
+    }
+}
+
+/// Maps a final Graph answer to an outcome, from status and error code only.
+pub fn map_error(resp: &GraphResponse, what: &str) -> Outcome {
+    let code = resp.error_code().unwrap_or("");
+    let msg = resp.error_message();
+    match resp.status {
+        403 => Outcome::Failed(
+            format!(
+                "{what}: forbidden ({code}); the app lacks the permission or directory role for this (acting on administrators needs the Privileged Authentication Administrator role): {msg}"
+            ),
+            false,
+        ),
+        404 => Outcome::Failed(format!("{what}: not found ({code})"), false),
+        429 | 500 | 502 | 503 | 504 => Outcome::Failed(
+            format!("{what}: Graph still unavailable or throttling after retries: {msg}"),
+            true,
+        ),
+        401 => Outcome::Failed(format!("{what}: authentication refused ({code})"), true),
+        _ => Outcome::Failed(format!("{what}: {msg}"), false),
+    }
+}
+
+/// A record of one Graph call, for history.
+pub(crate) fn call_record(req: &GraphRequest, resp: &Result<GraphResponse, GraphError>) -> Value {
+    match resp {
+        Ok(r) => json!({
+            "request": req.describe(),
+            "status": r.status,
+            "code": r.error_code(),
+            "attempts": r.attempts,
+        }),
+        Err(e) => json!({"request": req.describe(), "error": e.to_string()}),
+    }
+}
+
+/// One action being executed.
+pub(crate) struct Work {
+    pub action: ActionRow,
+    pub kind: Option<ActionKind>,
+    pub targets: Vec<String>,
+    /// Calls made so far, for history.
+    pub calls: Vec<Value>,
+    /// Writes to send, when live state says so.
+    pub writes: Vec<GraphRequest>,
+    /// What undo needs, committed with the intent.
+    pub snapshot: Option<Value>,
+    /// Set once decided.
+    pub outcome: Option<Outcome>,
+}
+
+impl Work {
+    fn new(action: ActionRow) -> Work {
+        let kind = ActionKind::parse(&action.kind);
+        let targets = serde_json::from_str(&action.targets).unwrap_or_default();
+        Work {
+            action,
+            kind,
+            targets,
+            calls: Vec::new(),
+            writes: Vec::new(),
+            snapshot: None,
+            outcome: None,
+        }
+    }
+
+    pub(crate) fn decide(&mut self, o: Outcome) {
+        if self.outcome.is_none() {
+            self.outcome = Some(o);
+        }
+    }
+}
+
+/// What an execution pass did.
+#[derive(Debug, Default)]
+pub struct ExecReport {
+    /// (action id, final state, reason).
+    pub results: Vec<(i64, String, String)>,
+}
+
+impl ExecReport {
+    /// How many actions ended in `state`.
+    pub fn count(&self, state: &str) -> usize {
+        self.results.iter().filter(|r| r.1 == state).count()
+    }
+}
+
+/// Executes actions of one tenant.
+pub struct Executor<'a> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) tenant: &'a TenantConfig,
+    pub(crate) store: &'a dyn Store,
+    pub(crate) graph: Arc<GraphClient>,
+    pub(crate) actor: String,
+}
+
+impl<'a> Executor<'a> {
+    /// Prepares execution for a tenant (reads its credential).
+    pub fn new(
+        cfg: &'a Config,
+        tenant: &'a TenantConfig,
+        store: &'a dyn Store,
+        actor: &str,
+    ) -> Result<Executor<'a>, ExecError> {
+        let g = tenant
+            .graph
+            .as_ref()
+            .ok_or_else(|| ExecError::NotConfigured(tenant.name.clone()))?;
+        let graph = GraphClient::new(&tenant.tenant_id, g).map_err(|source| ExecError::Graph {
+            tenant: tenant.name.clone(),
+            source,
+        })?;
+        Ok(Executor {
+            cfg,
+            tenant,
+            store,
+            graph,
+            actor: actor.to_string(),
+        })
+    }
+
+    pub(crate) fn event(&self, kind: &str, a: &ActionRow, detail: Value) -> NewEvent {
+        NewEvent {
+            tenant: Some(self.tenant.name.clone()),
+            run_id: Some(a.run_id.clone()),
+            action_id: Some(a.id),
+            identity_id: Some(a.identity_id.clone()),
+            action_kind: Some(a.kind.clone()),
+            rule: None,
+            kind: kind.into(),
+            actor: self.actor.clone(),
+            state: Some("executing".into()),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Executes every ready or approved action of the tenant.
+    pub async fn run_pending(&self) -> Result<ExecReport, ExecError> {
+        let mut ids = Vec::new();
+        for state in ["ready", "approved"] {
+            let rows = self
+                .store
+                .actions(&Filter {
+                    tenant: Some(self.tenant.name.clone()),
+                    state: Some(state.into()),
+                    ..Filter::default()
+                })
+                .await?;
+            ids.extend(rows.into_iter().map(|r| r.id));
+        }
+        ids.sort_unstable();
+        self.execute(&ids).await
+    }
+
+    /// Executes the given actions (those not ready or approved are left alone).
+    pub async fn execute(&self, ids: &[i64]) -> Result<ExecReport, ExecError> {
+        if ids.is_empty() {
+            return Ok(ExecReport::default());
+        }
+        let claimed = self
+            .store
+            .claim(
+                ids,
+                &["ready", "approved"],
+                "executing",
+                &self.actor,
+                "execution started",
+            )
+            .await?;
+        let mut work: Vec<Work> = claimed.into_iter().map(Work::new).collect();
+        self.decide_all(&mut work).await;
+        self.send_writes(&mut work).await?;
+        self.finish(work).await
+    }
+
+    /// Reads live state and decides every action (writes or outcomes).
+    async fn decide_all(&self, work: &mut [Work]) {
+        live::check_users(self, work).await;
+        for w in work.iter_mut() {
+            match w.kind {
+                Some(ActionKind::RemoveRoleAssignment) => live::plan_role_removal(self, w).await,
+                Some(ActionKind::RemoveGroupMembership) => live::plan_group_removal(self, w).await,
+                None if w.action.kind == "undo" => live::plan_undo(self, w).await,
+                None => w.decide(Outcome::Refused(format!(
+                    "unknown action {:?}",
+                    w.action.kind
+                ))),
+                _ => {}
+            }
+        }
+        ca::enforce(self, work).await;
+    }
+
+    /// Commits intents, sends the writes in batches, maps the answers.
+    async fn send_writes(&self, work: &mut [Work]) -> Result<(), ExecError> {
+        let intents: Vec<NewEvent> = work
+            .iter()
+            .filter(|w| w.outcome.is_none() && !w.writes.is_empty())
+            .map(|w| {
+                self.event(
+                    "graph_write_intent",
+                    &w.action,
+                    json!({
+                        "writes": w.writes.iter().map(|r| json!({"request": r.describe(), "body": r.body})).collect::<Vec<_>>(),
+                        "snapshot": w.snapshot,
+                    }),
+                )
+            })
+            .collect();
+        // The intent rows are committed before any write is sent.
+        self.store.append(intents).await?;
+        let mut index = Vec::new();
+        let mut reqs = Vec::new();
+        for (wi, w) in work.iter().enumerate() {
+            if w.outcome.is_none() {
+                for (ri, r) in w.writes.iter().enumerate() {
+                    index.push((wi, ri));
+                    reqs.push(r.clone());
+                }
+            }
+        }
+        let answers = self.graph.batch(reqs.clone()).await;
+        let mut per_work: HashMap<usize, Vec<(GraphRequest, Answer)>> = HashMap::new();
+        for ((wi, _), (req, ans)) in index.into_iter().zip(reqs.into_iter().zip(answers)) {
+            per_work.entry(wi).or_default().push((req, ans));
+        }
+        for (wi, answers) in per_work {
+            let w = &mut work[wi];
+            let mut failure = None;
+            for (req, ans) in &answers {
+                w.calls.push(call_record(req, ans));
+                match ans {
+                    Ok(r) if r.ok() => {}
+                    Ok(r) if r.status == 404 && live::gone_is_done(w) => {}
+                    Ok(r) => failure = failure.or(Some(map_error(r, &req.describe()))),
+                    Err(e) => {
+                        failure = failure.or(Some(Outcome::Failed(
+                            format!("{}: {e}", req.describe()),
+                            true,
+                        )))
+                    }
+                }
+            }
+            w.decide(failure.unwrap_or_else(|| Outcome::Done(live::done_text(w))));
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, work: Vec<Work>) -> Result<ExecReport, ExecError> {
+        let mut report = ExecReport::default();
+        let mut changes = Vec::with_capacity(work.len());
+        for w in work {
+            let outcome = w
+                .outcome
+                .clone()
+                .unwrap_or_else(|| Outcome::Failed("no decision was reached".into(), true));
+            let state = outcome.state().to_string();
+            let reason = outcome.reason();
+            report
+                .results
+                .push((w.action.id, state.clone(), reason.clone()));
+            changes.push(StateChange {
+                action_id: w.action.id,
+                state,
+                reason: Some(reason.clone()),
+                event: self.event(
+                    "execution_outcome",
+                    &w.action,
+                    json!({"outcome": reason, "calls": w.calls}),
+                ),
+            });
+        }
+        self.store.transition(changes).await?;
+        Ok(report)
+    }
+}
+
+/// Why an undo could not be requested.
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such action.
+    #[error("action {0} does not exist")]
+    Unknown(i64),
+    /// Not undoable.
+    #[error("action {id} cannot be undone: {why}")]
+    NotUndoable {
+        /// The action.
+        id: i64,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Records an undo of a done action as a new action of kind `undo`, under the
+/// tenant's mode: planned (dry-run), pending (approval) or ready (enforce).
+pub async fn request_undo(
+    cfg: &Config,
+    store: &dyn Store,
+    id: i64,
+    by: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(i64, String), UndoError> {
+    let a = store.action(id).await?.ok_or(UndoError::Unknown(id))?;
+    let not = |why: &str| UndoError::NotUndoable {
+        id,
+        why: why.to_string(),
+    };
+    if a.kind == "undo" {
+        return Err(not(
+            "it is itself an undo; run the original action again instead",
+        ));
+    }
+    if a.kind == ActionKind::RevokeSessions.as_str() {
+        return Err(not(
+            "revoking sessions cannot be undone (the signed-out sessions are gone)",
+        ));
+    }
+    if a.state != "done" {
+        return Err(not(&format!(
+            "it is {}, and only done actions change anything to undo",
+            a.state
+        )));
+    }
+    let tenant = cfg
+        .tenant(&a.tenant)
+        .ok_or_else(|| not("its tenant is no longer configured"))?;
+    let mode = tenant.mode.map_or(cfg.mode, |m| cfg.mode.strictest(m));
+    let state = match mode {
+        crate::mode::Mode::DryRun => "planned",
+        crate::mode::Mode::Approval => "pending",
+        crate::mode::Mode::Enforce => "ready",
+    };
+    let expires = now
+        + chrono::Duration::from_std(cfg.approval_ttl.0)
+            .unwrap_or_else(|_| chrono::Duration::hours(24));
+    let run = crate::store::NewRun {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: a.tenant.clone(),
+        scan_source: format!("undo of action {id}"),
+        scan_sha256: String::new(),
+        scanned_at: now,
+        rule_set_hash: String::new(),
+        mode: mode.to_string(),
+        downgrades: Vec::new(),
+        identities: 1,
+        findings: 0,
+        started_at: now,
+        actor: by.to_string(),
+        kind: "undo".into(),
+    };
+    let action = crate::store::NewAction {
+        identity_id: a.identity_id.clone(),
+        identity_upn: a.identity_upn.clone(),
+        identity_name: a.identity_name.clone(),
+        kind: "undo".into(),
+        targets: vec![id.to_string()],
+        reasons: vec![crate::plan::Reason {
+            rule: "undo".into(),
+            finding: String::new(),
+            reason: format!("undo of action {id} ({}) requested by {by}", a.kind),
+        }],
+        mode: mode.to_string(),
+        state: state.into(),
+        state_reason: None,
+        expires_at: (state == "pending").then_some(expires),
+    };
+    let ids = store.record_run(&run, &[action], &[]).await?;
+    Ok((ids.first().copied().unwrap_or(0), state.to_string()))
+}

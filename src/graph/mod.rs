@@ -1,0 +1,497 @@
+//! The one Microsoft Graph client: authentication, one retry policy for
+//! throttling, 5xx and timeouts, JSON `$batch`, and the Conditional Access write
+//! pace. It knows nothing of actions or history: callers record what it returns.
+
+mod auth;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+pub use auth::TokenSource;
+
+use crate::config::GraphConfig;
+
+/// Why a Graph call could not be completed at all.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GraphError {
+    /// No token could be obtained.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The request never got an HTTP answer (connection, timeout).
+    #[error("no answer from Graph: {0}")]
+    Transport(String),
+}
+
+/// One Graph request, relative to `/v1.0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path and query below `/v1.0`, such as `/users/{id}`.
+    pub path: String,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+impl GraphRequest {
+    /// A GET.
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            body: None,
+        }
+    }
+
+    /// A request with a JSON body.
+    pub fn with_body(method: Method, path: impl Into<String>, body: Value) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            body: Some(body),
+        }
+    }
+
+    /// A request without a body.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            body: None,
+        }
+    }
+
+    /// Conditional Access writes share a pace of one per second per tenant.
+    fn is_ca_write(&self) -> bool {
+        self.method != Method::GET && self.path.starts_with("/identity/conditionalAccess")
+    }
+
+    /// `METHOD path`, for history.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// One HTTP attempt, kept for history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    /// The `client-request-id` we sent.
+    pub client_request_id: String,
+    /// Graph's `request-id`, when it answered.
+    pub request_id: Option<String>,
+    /// The status, 0 when there was no answer.
+    pub status: u16,
+    /// Inside a `$batch`.
+    pub batched: bool,
+}
+
+/// Graph's answer to a request, after retries.
+#[derive(Debug, Clone)]
+pub struct GraphResponse {
+    /// Final HTTP status.
+    pub status: u16,
+    /// Parsed body (`Null` when empty or not JSON).
+    pub body: Value,
+    /// Every attempt made.
+    pub attempts: Vec<Attempt>,
+}
+
+impl GraphResponse {
+    /// 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Graph's error `code`, e.g. `Request_ResourceNotFound`.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body.pointer("/error/code").and_then(Value::as_str)
+    }
+
+    /// Graph's error message, for people.
+    pub fn error_message(&self) -> String {
+        let msg = self
+            .body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        format!(
+            "HTTP {} {} {msg}",
+            self.status,
+            self.error_code().unwrap_or("")
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// The last `request-id` Graph gave.
+    pub fn request_id(&self) -> Option<&str> {
+        self.attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.request_id.as_deref())
+    }
+}
+
+/// A request's final answer, or why there was none.
+pub type Answer = Result<GraphResponse, GraphError>;
+
+/// Statuses worth another attempt.
+fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// Reads `Retry-After` as seconds, fractions allowed.
+fn retry_after(v: Option<&str>) -> Option<Duration> {
+    let secs: f64 = v?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
+}
+
+/// Graph access for one tenant.
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: String,
+    tokens: TokenSource,
+    batch_size: usize,
+    max_concurrency: usize,
+    max_attempts: u32,
+    max_retry: Duration,
+    ca_pace: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl GraphClient {
+    /// Builds the client for a tenant from its config (reads the credential now).
+    pub fn new(tenant_id: &str, cfg: &GraphConfig) -> Result<Arc<GraphClient>, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_secs))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("entra-remediator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::Transport(e.to_string()))?;
+        Ok(Arc::new(GraphClient {
+            tokens: TokenSource::new(tenant_id, cfg)?,
+            http,
+            base: format!("{}/v1.0", cfg.graph_url()),
+            batch_size: cfg.batch_size,
+            max_concurrency: cfg.max_concurrency,
+            max_attempts: cfg.max_attempts,
+            max_retry: Duration::from_secs(cfg.max_retry_secs),
+            ca_pace: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    /// The delay before attempt `n` (1-based retry count) without a Retry-After:
+    /// exponential from 1 s, capped at 32 s, with full jitter between half and all.
+    fn backoff(n: u32) -> Duration {
+        let base = Duration::from_secs(1u64 << n.saturating_sub(1).min(5));
+        base.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    async fn pace_ca(&self) {
+        let mut last = self.ca_pace.lock().await;
+        if let Some(t) = *last {
+            let next = t + Duration::from_millis(1050);
+            let now = Instant::now();
+            if next > now {
+                tokio::time::sleep(next - now).await;
+            }
+        }
+        *last = Some(Instant::now());
+    }
+
+    async fn send_once(
+        &self,
+        req: &GraphRequest,
+        force_token: bool,
+    ) -> Result<(u16, Value, Attempt, Option<Duration>), (GraphError, Attempt)> {
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let failed = |e: GraphError| {
+            (
+                e,
+                Attempt {
+                    client_request_id: client_request_id.clone(),
+                    request_id: None,
+                    status: 0,
+                    batched: false,
+                },
+            )
+        };
+        let token = self
+            .tokens
+            .token(&self.http, force_token)
+            .await
+            .map_err(failed)?;
+        if req.is_ca_write() {
+            self.pace_ca().await;
+        }
+        let mut rb = self
+            .http
+            .request(req.method.clone(), format!("{}{}", self.base, req.path))
+            .bearer_auth(token)
+            .header("client-request-id", &client_request_id)
+            .header("return-client-request-id", "true");
+        if let Some(b) = &req.body {
+            rb = rb.json(b);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| failed(GraphError::Transport(e.without_url().to_string())))?;
+        let status = resp.status().as_u16();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let request_id = header("request-id");
+        let after = retry_after(header("retry-after").as_deref());
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| failed(GraphError::Transport(e.without_url().to_string())))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok((
+            status,
+            body,
+            Attempt {
+                client_request_id,
+                request_id,
+                status,
+                batched: false,
+            },
+            after,
+        ))
+    }
+
+    /// Sends one request with the retry policy: throttling (honouring
+    /// `Retry-After`), 5xx and timeouts are retried with backoff, within bounded
+    /// attempts and time; other 4xx are returned at once; a 401 renews the token once.
+    pub async fn call(&self, req: &GraphRequest) -> Result<GraphResponse, GraphError> {
+        let started = Instant::now();
+        let mut attempts = Vec::new();
+        let mut renewed = false;
+        let mut retries = 0;
+        loop {
+            let outcome = self.send_once(req, false).await;
+            let wait = match outcome {
+                Ok((401, _, attempt, _)) if !renewed => {
+                    attempts.push(attempt);
+                    renewed = true;
+                    // Renew the token before trying again.
+                    self.tokens.token(&self.http, true).await?;
+                    continue;
+                }
+                Ok((status, body, attempt, after)) => {
+                    attempts.push(attempt);
+                    if !retryable(status) {
+                        return Ok(GraphResponse {
+                            status,
+                            body,
+                            attempts,
+                        });
+                    }
+                    retries += 1;
+                    let wait = after.unwrap_or_else(|| Self::backoff(retries));
+                    if retries >= self.max_attempts || started.elapsed() + wait > self.max_retry {
+                        return Ok(GraphResponse {
+                            status,
+                            body,
+                            attempts,
+                        });
+                    }
+                    tracing::info!(request = %req.describe(), status, wait_ms = wait.as_millis() as u64, "Graph asked us to wait; retrying");
+                    wait
+                }
+                Err((GraphError::Transport(e), attempt)) => {
+                    attempts.push(attempt);
+                    retries += 1;
+                    let wait = Self::backoff(retries);
+                    if retries >= self.max_attempts || started.elapsed() + wait > self.max_retry {
+                        return Err(GraphError::Transport(e));
+                    }
+                    wait
+                }
+                Err((e, _)) => return Err(e),
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sends many independent requests through `$batch` (at most `batch_size` per
+    /// batch, `max_concurrency` batches in flight). Answers come back in the order
+    /// of `reqs`; failed items (throttled, 5xx, 424) are retried alone.
+    pub async fn batch(
+        self: &Arc<Self>,
+        reqs: Vec<GraphRequest>,
+    ) -> Vec<Result<GraphResponse, GraphError>> {
+        let n = reqs.len();
+        let mut results: Vec<Option<Result<GraphResponse, GraphError>>> =
+            (0..n).map(|_| None).collect();
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.max_concurrency));
+        let mut set = tokio::task::JoinSet::new();
+        let reqs = Arc::new(reqs);
+        let indices: Vec<usize> = (0..n).collect();
+        for chunk in indices.chunks(self.batch_size) {
+            let chunk = chunk.to_vec();
+            let me = self.clone();
+            let reqs = reqs.clone();
+            let sem = sem.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let out = me.run_chunk(&reqs, chunk.clone()).await;
+                (chunk, out)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((_, out)) => {
+                    for (i, r) in out {
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = Some(r);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("batch task failed: {e}"),
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(GraphError::Transport("batch task failed".into()))))
+            .collect()
+    }
+
+    async fn run_chunk(
+        &self,
+        reqs: &[GraphRequest],
+        mut pending: Vec<usize>,
+    ) -> Vec<(usize, Result<GraphResponse, GraphError>)> {
+        let started = Instant::now();
+        let mut done = Vec::new();
+        let mut history: HashMap<usize, Vec<Attempt>> = HashMap::new();
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            let items: Vec<Value> = pending
+                .iter()
+                .map(|&i| {
+                    let r = &reqs[i];
+                    let mut item =
+                        json!({"id": i.to_string(), "method": r.method.as_str(), "url": r.path});
+                    if let Some(b) = &r.body {
+                        item["body"] = b.clone();
+                        item["headers"] = json!({"Content-Type": "application/json"});
+                    }
+                    item
+                })
+                .collect();
+            if pending.iter().any(|&i| reqs[i].is_ca_write()) {
+                self.pace_ca().await;
+            }
+            let resp = match self
+                .call(&GraphRequest::with_body(
+                    Method::POST,
+                    "/$batch",
+                    json!({"requests": items}),
+                ))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    for i in pending.drain(..) {
+                        done.push((i, Err(e.clone())));
+                    }
+                    break;
+                }
+            };
+            if !resp.ok() {
+                // The batch itself failed after retries: every item shares that answer.
+                for i in pending.drain(..) {
+                    let mut attempts = history.remove(&i).unwrap_or_default();
+                    attempts.extend(resp.attempts.iter().cloned());
+                    done.push((
+                        i,
+                        Ok(GraphResponse {
+                            status: resp.status,
+                            body: resp.body.clone(),
+                            attempts,
+                        }),
+                    ));
+                }
+                break;
+            }
+            let batch_request_id = resp.request_id().map(str::to_string);
+            let mut answers: HashMap<usize, (u16, Value, Option<Duration>)> = HashMap::new();
+            for item in resp
+                .body
+                .get("responses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(id) = item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                else {
+                    continue;
+                };
+                let status = item.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+                let header = |n: &str| {
+                    item.get("headers").and_then(|h| {
+                        h.as_object()?
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                            .and_then(|(_, v)| v.as_str().map(str::to_string))
+                    })
+                };
+                let after = retry_after(header("Retry-After").as_deref());
+                let body = item.get("body").cloned().unwrap_or(Value::Null);
+                answers.insert(id, (status, body, after));
+            }
+            let mut again = Vec::new();
+            let mut wait = Duration::ZERO;
+            for i in pending.drain(..) {
+                let (status, body, after) = answers.remove(&i).unwrap_or((0, Value::Null, None));
+                let attempts = history.entry(i).or_default();
+                attempts.push(Attempt {
+                    client_request_id: resp
+                        .attempts
+                        .last()
+                        .map(|a| a.client_request_id.clone())
+                        .unwrap_or_default(),
+                    request_id: batch_request_id.clone(),
+                    status,
+                    batched: true,
+                });
+                let retry = retryable(status) || status == 424 || status == 0;
+                if retry && round < self.max_attempts && started.elapsed() < self.max_retry {
+                    wait = wait.max(after.unwrap_or_else(|| Self::backoff(round)));
+                    again.push(i);
+                } else {
+                    done.push((
+                        i,
+                        Ok(GraphResponse {
+                            status,
+                            body,
+                            attempts: history.remove(&i).unwrap_or_default(),
+                        }),
+                    ));
+                }
+            }
+            if !again.is_empty() {
+                tracing::info!(
+                    items = again.len(),
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying throttled or failed batch items"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            pending = again;
+        }
+        done
+    }
+}
