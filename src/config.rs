@@ -170,7 +170,7 @@ impl Default for RuleLimits {
 pub struct Guardrails {
     /// More actions than this in one run downgrades the run to approval.
     pub max_actions_per_run: usize,
-    /// More actions than this percentage of the scan's identities downgrades the run.
+    /// Acting on more than this percentage of the scan's identities downgrades the run.
     pub max_actions_percent: f64,
     /// A run planning more than `factor` times the previous scan's actions is downgraded.
     pub circuit_breaker_factor: f64,

@@ -210,11 +210,17 @@ pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
             g.max_actions_per_run
         ));
     }
-    let identities = scan.identities.len().max(1);
-    let pct = n as f64 * 100.0 / identities as f64;
-    if n > 0 && pct > g.max_actions_percent {
+    let touched: std::collections::HashSet<usize> = plan
+        .actions
+        .iter()
+        .filter(|a| a.decision == Decision::Proceed)
+        .map(|a| a.identity)
+        .collect();
+    let pct = touched.len() as f64 * 100.0 / scan.identities.len().max(1) as f64;
+    if pct > g.max_actions_percent {
         plan.downgrades.push(format!(
-            "max_actions_percent: {n} actions for {} identities is {pct:.1}%, the limit is {}%",
+            "max_actions_percent: actions on {} of {} identities ({pct:.1}%), the limit is {}%",
+            touched.len(),
             scan.identities.len(),
             g.max_actions_percent
         ));

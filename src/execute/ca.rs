@@ -131,6 +131,7 @@ async fn ensure_policy(
     k: &Kind,
     s: &MfaPolicyConfig,
     users: Value,
+    intents: Vec<NewEvent>,
     calls: &mut Vec<Value>,
 ) -> Result<(Value, bool), Outcome> {
     let stored = ex
@@ -150,13 +151,15 @@ async fn ensure_policy(
         }
     }
     let body = new_policy(k, s, users);
-    // Record the intent before creating the policy.
+    // Record the intent (the tenant's and each action's) before creating the policy.
+    let mut events = vec![tenant_event(
+        ex,
+        "graph_write_intent",
+        json!({"request": format!("POST {POLICIES}"), "body": body, "replaces": stored}),
+    )];
+    events.extend(intents);
     ex.store
-        .append(vec![tenant_event(
-            ex,
-            "graph_write_intent",
-            json!({"request": format!("POST {POLICIES}"), "body": body, "replaces": stored}),
-        )])
+        .append(events)
         .await
         .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
     let r = call(
@@ -235,7 +238,7 @@ async fn group_mode(
 ) -> Result<(), Outcome> {
     let exclude = excluded_users(ex, calls).await;
     let users = json!({"includeGroups": [gid], "excludeUsers": exclude, "excludeGroups": excluded_groups(ex)});
-    ensure_policy(ex, k, s, users, calls).await?;
+    ensure_policy(ex, k, s, users, Vec::new(), calls).await?;
     let Some(&first) = idx.first() else {
         return Ok(());
     };
@@ -290,7 +293,18 @@ async fn policy_mode(
         "excludeUsers": exclude,
         "excludeGroups": excluded_groups(ex),
     });
-    let (policy, created) = ensure_policy(ex, k, s, create_users, calls).await?;
+    let intents = idx
+        .iter()
+        .map(|&i| {
+            ex.event(
+                "graph_write_intent",
+                &work[i].action,
+                json!({"writes": [{"request": format!("POST {POLICIES}")}],
+                       "snapshot": {"mode": "policy", "policy_key": k.key}}),
+            )
+        })
+        .collect();
+    let (policy, created) = ensure_policy(ex, k, s, create_users, intents, calls).await?;
     let id = policy["id"].as_str().unwrap_or("").to_string();
     let mut current = array_of(&policy["conditions"]["users"]["includeUsers"]);
     current.remove("None");
@@ -339,7 +353,7 @@ async fn policy_mode(
                 "graph_write_intent",
                 &work[i].action,
                 json!({"writes": [{"request": format!("PATCH {POLICIES}/{id}"), "body": body}],
-                       "snapshot": {"mode": "policy", "policy_id": id}}),
+                       "snapshot": {"mode": "policy", "policy_key": k.key, "policy_id": id}}),
             )
         })
         .collect();
@@ -395,7 +409,25 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &ActionRow,
             ));
         }
         Some("policy") => {
-            let id = snapshot["policy_id"].as_str().unwrap_or("").to_string();
+            let stored = match snapshot["policy_key"].as_str() {
+                Some(key) => ex
+                    .store
+                    .tenant_state(&ex.tenant.name, key)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            let Some(id) = snapshot["policy_id"]
+                .as_str()
+                .map(str::to_string)
+                .or(stored)
+            else {
+                w.decide(Outcome::Refused(
+                    "the MFA policy is not known any more".into(),
+                ));
+                return;
+            };
             let mut calls = Vec::new();
             let r = match call(
                 ex,

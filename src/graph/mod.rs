@@ -65,9 +65,10 @@ impl GraphRequest {
         }
     }
 
-    /// Conditional Access writes share a pace of one per second per tenant.
-    fn is_ca_write(&self) -> bool {
-        self.method != Method::GET && self.path.starts_with("/identity/conditionalAccess")
+    /// Conditional Access requests (reads too) share Graph's pace of one per
+    /// second per tenant, whose 429s carry no Retry-After.
+    fn is_ca(&self) -> bool {
+        self.path.starts_with("/identity/conditionalAccess")
     }
 
     /// `METHOD path`, for history.
@@ -224,7 +225,7 @@ impl GraphClient {
             .token(&self.http, force_token)
             .await
             .map_err(failed)?;
-        if req.is_ca_write() {
+        if req.is_ca() {
             self.pace_ca().await;
         }
         let mut rb = self
@@ -388,7 +389,7 @@ impl GraphClient {
                     item
                 })
                 .collect();
-            if pending.iter().any(|&i| reqs[i].is_ca_write()) {
+            if pending.iter().any(|&i| reqs[i].is_ca()) {
                 self.pace_ca().await;
             }
             let resp = match self
@@ -493,5 +494,44 @@ impl GraphClient {
             pending = again;
         }
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_whole_and_fractional_seconds_only() {
+        assert_eq!(retry_after(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(Some("0.25")), Some(Duration::from_millis(250)));
+        assert_eq!(
+            retry_after(Some(" 1.5 ")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(Some("-1")), None);
+        assert_eq!(retry_after(Some("soon")), None);
+        assert_eq!(retry_after(None), None);
+        assert_eq!(retry_after(Some("100000")), Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        for n in 1..10 {
+            let d = GraphClient::backoff(n);
+            let base = 1u64 << (n - 1).min(5);
+            assert!(d >= Duration::from_millis(base * 500), "{n}: {d:?}");
+            assert!(d <= Duration::from_secs(base), "{n}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn only_throttling_and_server_errors_are_retried() {
+        for s in [429, 500, 502, 503, 504] {
+            assert!(retryable(s));
+        }
+        for s in [200, 204, 400, 401, 403, 404, 409, 424] {
+            assert!(!retryable(s));
+        }
     }
 }

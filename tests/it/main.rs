@@ -4,6 +4,7 @@
 mod approvals;
 mod common;
 mod config;
+mod execute;
 mod history;
 mod plan;
 mod policy;

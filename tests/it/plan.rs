@@ -373,7 +373,9 @@ fn too_many_actions_downgrade_an_enforce_run_to_approval() {
     ws.set_tables("[guardrails]\nmax_actions_per_run = 100\nmax_actions_percent = 50.0\n");
     let p = plan(&ws);
     assert!(p.iter().all(|a| a["state"] == "pending"), "{p:#?}");
-    assert!(plan_stderr(&ws).contains("max_actions_percent: 4 actions for 4 identities is 100.0%"));
+    assert!(
+        plan_stderr(&ws).contains("max_actions_percent: actions on 4 of 4 identities (100.0%)")
+    );
 
     ws.set_tables("[guardrails]\nmax_actions_per_run = 4\nmax_actions_percent = 100.0\n");
     let p = plan(&ws);

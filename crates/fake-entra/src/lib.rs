@@ -1,0 +1,344 @@
+//! A stateful fake Microsoft Entra ID tenant for tests: the v2.0 token endpoint
+//! (client secret and certificate client assertions) and the subset of
+//! Microsoft Graph v1.0 that `entra-remediator` calls, served on 127.0.0.1.
+//!
+//! Shapes follow Microsoft's Graph v1.0 reference. Points worth knowing:
+//!
+//! - Every answer carries `request-id` and echoes `client-request-id` (or repeats
+//!   the request id). Graph errors are `{"error": {"code", "message",
+//!   "innerError": {"date", "request-id", "client-request-id"}}}`; token endpoint
+//!   errors are Entra's `{"error", "error_description": "AADSTSnnn: ...",
+//!   "error_codes", "timestamp", "trace_id", "correlation_id", "error_uri"}`.
+//! - Fault patterns are matched against `"METHOD /v1.0/path"` (path as sent,
+//!   without the query). An empty pattern matches every Graph request and every
+//!   `$batch` item, but neither the token endpoint nor the `$batch` envelope; a
+//!   non-empty pattern is matched against those too (e.g. `"oauth2"`,
+//!   `"$batch"`). `RateLimit` counts Graph requests and batch items only.
+//! - Conditional Access (`/identity/conditionalAccess/...`): more than one
+//!   request per rolling second per tenant gets 429 `TooManyRequests` without
+//!   `Retry-After`. Graph documents this limit for *any* request, so GETs count
+//!   too; [`FakeTenant::set_ca_read_throttling`] turns that off.
+//! - `GET /users/{id}` without `$select` returns Graph's default property set,
+//!   which has neither `accountEnabled` nor `userType`: select them.
+//! - `onPremisesSyncEnabled` and `isAssignableToRole` of a group read `null`
+//!   (not `false`) when unset, as Graph returns them.
+//! - Membership changes are refused (400) on dynamic, on-premises synced and
+//!   mail-enabled security groups. `DELETE /groups/{g}/members/{u}` without
+//!   `/$ref` is recorded and answered 403 `Authorization_RequestDenied` (in Graph
+//!   it deletes the member object itself when the app may, else 403); the member
+//!   stays.
+//! - `$batch` answers come back shuffled (never in request order when there are
+//!   two or more), each item goes through the same faults and handlers as a
+//!   direct call and is recorded with `in_batch = true` (after the envelope).
+#![warn(missing_docs)]
+
+mod graph;
+mod server;
+mod state;
+mod token;
+mod util;
+
+use serde_json::Value;
+use state::{State, UserEntry, lock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A user of the fake directory.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// Object id.
+    pub id: String,
+    /// userPrincipalName.
+    pub user_principal_name: String,
+    /// displayName.
+    pub display_name: String,
+    /// userType: "Member" or "Guest".
+    pub user_type: String,
+    /// accountEnabled.
+    pub account_enabled: bool,
+}
+
+/// A group of the fake directory.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Object id.
+    pub id: String,
+    /// displayName.
+    pub display_name: String,
+    /// Dynamic membership (groupTypes contains "DynamicMembership").
+    pub dynamic: bool,
+    /// mailEnabled (mail-enabled and not security-enabled means a Microsoft 365 group, groupTypes "Unified").
+    pub mail_enabled: bool,
+    /// securityEnabled.
+    pub security_enabled: bool,
+    /// Synchronized from on-premises AD.
+    pub on_premises_sync_enabled: bool,
+    /// isAssignableToRole.
+    pub is_assignable_to_role: bool,
+}
+
+/// An active directory role assignment.
+#[derive(Clone, Debug)]
+pub struct RoleAssignment {
+    /// unifiedRoleAssignment id.
+    pub id: String,
+    /// Principal (user or group) id.
+    pub principal_id: String,
+    /// roleDefinitionId.
+    pub role_definition_id: String,
+    /// directoryScopeId ("/" for tenant-wide).
+    pub directory_scope_id: String,
+    /// Created through PIM: has a matching roleAssignmentScheduleInstance.
+    pub pim_managed: bool,
+}
+
+/// One request the fake received (a `$batch` envelope and each of its items are separate entries).
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path, e.g. "/v1.0/users/ID" or "/TENANT/oauth2/v2.0/token" (still percent-encoded).
+    pub path: String,
+    /// Raw query string without '?'.
+    pub query: Option<String>,
+    /// Parsed JSON body, or the form as a JSON object (token endpoint), or the raw text when not JSON.
+    pub body: Option<Value>,
+    /// Headers, names lower-cased (for a `$batch` item: the item's own headers).
+    pub headers: Vec<(String, String)>,
+    /// True for an item inside a `$batch`.
+    pub in_batch: bool,
+    /// Status answered.
+    pub status: u16,
+}
+
+/// A fault to inject.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The next `count` requests whose "METHOD path" contains `matching` get 429 TooManyRequests, with a Retry-After header (seconds, may be fractional) when given. Inside a $batch, the item gets status 429 with the Retry-After in the item's headers.
+    Throttle {
+        /// Substring of "METHOD /v1.0/path" ("" = every Graph request).
+        matching: String,
+        /// How many requests to throttle.
+        count: u32,
+        /// Retry-After seconds.
+        retry_after: Option<f64>,
+    },
+    /// The next `count` matching requests get this 5xx status (e.g. 503 serviceUnavailable, 504).
+    ServerError {
+        /// Substring of "METHOD /v1.0/path" ("" = every Graph request).
+        matching: String,
+        /// How many requests to fail.
+        count: u32,
+        /// The 5xx status.
+        status: u16,
+    },
+    /// Every matching request is delayed by this long before being answered.
+    Latency {
+        /// Substring of "METHOD /v1.0/path" ("" = every Graph request).
+        matching: String,
+        /// The delay.
+        delay: Duration,
+    },
+    /// Rate limit: more than `per_second` requests per rolling second (batch items counted individually) get 429 with Retry-After 1.
+    RateLimit {
+        /// Requests allowed per rolling second.
+        per_second: u32,
+    },
+}
+
+/// Shared between the handle and the server task.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub tenant: String,
+    pub base_url: String,
+}
+
+/// A running fake tenant; the server stops when this is dropped.
+pub struct FakeTenant {
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeTenant {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeTenant {
+    /// Starts a fake tenant on 127.0.0.1 (an ephemeral port).
+    pub async fn start(tenant_id: &str) -> FakeTenant {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake-entra: cannot bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("fake-entra: no local address");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new()),
+            tenant: tenant_id.to_string(),
+            base_url: format!("http://{addr}"),
+        });
+        let app = server::router(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeTenant { shared, server }
+    }
+
+    /// "http://127.0.0.1:PORT": Graph is at {base}/v1.0/..., the token endpoint at {base}/{tenant}/oauth2/v2.0/token.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The tenant id given to `start`.
+    pub fn tenant_id(&self) -> String {
+        self.shared.tenant.clone()
+    }
+
+    /// The token endpoint URL (also the `aud` client assertions must carry).
+    pub fn token_url(&self) -> String {
+        token::token_url(&self.shared.base_url, &self.shared.tenant)
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.shared.state)
+    }
+
+    /// Registers an application with a client secret (several secrets may be registered).
+    pub fn register_app_secret(&self, client_id: &str, secret: &str) {
+        self.st()
+            .apps
+            .entry(client_id.to_string())
+            .or_default()
+            .secrets
+            .push(secret.to_string());
+    }
+
+    /// Trusts this PEM certificate (RSA key) for the application's client assertions; panics on a PEM that is not an RSA certificate.
+    pub fn register_app_certificate(&self, client_id: &str, cert_pem: &str) {
+        let cert = token::parse_certificate(cert_pem)
+            .unwrap_or_else(|e| panic!("fake-entra: register_app_certificate: {e}"));
+        self.st()
+            .apps
+            .entry(client_id.to_string())
+            .or_default()
+            .certs
+            .push(cert);
+    }
+
+    /// expires_in (seconds) of tokens issued from now on (default 3600).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.st().token_lifetime = secs;
+    }
+
+    /// Every token issued so far is now refused with 401 InvalidAuthenticationToken.
+    pub fn expire_all_tokens(&self) {
+        for t in self.st().tokens.values_mut() {
+            t.revoked = true;
+        }
+    }
+
+    /// Adds (or replaces) a user.
+    pub fn add_user(&self, u: User) {
+        self.st().users.insert(
+            u.id.clone(),
+            UserEntry {
+                user: u,
+                sessions_valid_from: None,
+            },
+        );
+    }
+
+    /// The user with this id, as it is now.
+    pub fn user(&self, id: &str) -> Option<User> {
+        self.st().users.get(id).map(|e| e.user.clone())
+    }
+
+    /// Adds (or replaces) a group.
+    pub fn add_group(&self, g: Group) {
+        let mut st = self.st();
+        st.members.entry(g.id.clone()).or_default();
+        st.groups.insert(g.id.clone(), g);
+    }
+
+    /// Makes a user (or group) a direct member of a group.
+    pub fn add_member(&self, group_id: &str, user_id: &str) {
+        let mut st = self.st();
+        let m = st.members.entry(group_id.to_string()).or_default();
+        if !m.iter().any(|x| x == user_id) {
+            m.push(user_id.to_string());
+        }
+    }
+
+    /// Direct member ids of a group, in the order they were added.
+    pub fn members(&self, group_id: &str) -> Vec<String> {
+        self.st().members.get(group_id).cloned().unwrap_or_default()
+    }
+
+    /// Adds an active role assignment (`pim_managed` gives it a roleAssignmentScheduleInstance).
+    pub fn add_role_assignment(&self, a: RoleAssignment) {
+        let mut st = self.st();
+        st.role_assignments.retain(|x| x.id != a.id);
+        st.role_assignments.push(a);
+    }
+
+    /// Active role assignments.
+    pub fn role_assignments(&self) -> Vec<RoleAssignment> {
+        self.st().role_assignments.clone()
+    }
+
+    /// Conditional Access policies as Graph returns them in a list.
+    pub fn ca_policies(&self) -> Vec<Value> {
+        self.st().ca_policies.clone()
+    }
+
+    /// Deletes a Conditional Access policy behind the client's back (not recorded).
+    pub fn delete_ca_policy_out_of_band(&self, id: &str) {
+        self.st()
+            .ca_policies
+            .retain(|p| p.get("id").and_then(Value::as_str) != Some(id));
+    }
+
+    /// Whether GETs count toward the Conditional Access one-request-per-second limit
+    /// (default true: Graph documents the limit for any request).
+    pub fn set_ca_read_throttling(&self, on: bool) {
+        self.st().ca_throttle_reads = on;
+    }
+
+    /// How many times this user's sessions were revoked.
+    pub fn revocations(&self, user_id: &str) -> u32 {
+        self.st().revocations.get(user_id).copied().unwrap_or(0)
+    }
+
+    /// Injects a fault.
+    pub fn inject(&self, f: Fault) {
+        self.st().faults.push(f);
+    }
+
+    /// Removes every fault (and forgets the rate-limit window).
+    pub fn clear_faults(&self) {
+        let mut st = self.st();
+        st.faults.clear();
+        st.rate_window.clear();
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.st().requests.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.st().requests.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handle_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::FakeTenant>();
+        check::<super::Fault>();
+        check::<super::RecordedRequest>();
+    }
+}

@@ -1,0 +1,862 @@
+//! Behaviour of the fake tenant through real HTTP.
+
+use fake_entra::{FakeTenant, Fault, Group, RoleAssignment, User};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+const SECRET: &str = "s3cr3t~value";
+
+fn fixture(name: &str) -> String {
+    let p = format!(
+        "{}/../../tests/fixtures/certs/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+fn user(id: &str) -> User {
+    User {
+        id: id.into(),
+        user_principal_name: format!("{id}@contoso.test"),
+        display_name: format!("User {id}"),
+        user_type: "Member".into(),
+        account_enabled: true,
+    }
+}
+
+fn group(id: &str) -> Group {
+    Group {
+        id: id.into(),
+        display_name: format!("Group {id}"),
+        dynamic: false,
+        mail_enabled: false,
+        security_enabled: true,
+        on_premises_sync_enabled: false,
+        is_assignable_to_role: false,
+    }
+}
+
+async fn tenant() -> FakeTenant {
+    let t = FakeTenant::start(TENANT).await;
+    t.register_app_secret(APP, SECRET);
+    t
+}
+
+fn http() -> Client {
+    Client::builder().build().unwrap()
+}
+
+async fn token_form(t: &FakeTenant, form: &[(&str, &str)]) -> Response {
+    http()
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", t.base_url()))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn token(t: &FakeTenant) -> String {
+    let scope = format!("{}/.default", t.base_url());
+    let r = token_form(
+        t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+/// Sends a Graph request; returns status, headers and JSON body (Null if empty).
+async fn graph(
+    t: &FakeTenant,
+    tok: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut rb = http()
+        .request(
+            method.parse().unwrap(),
+            format!("{}/v1.0{path}", t.base_url()),
+        )
+        .bearer_auth(tok);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (status, headers, v)
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A client assertion; `alg` PS256 uses x5t#S256, RS256 uses x5t.
+fn assertion(t: &FakeTenant, key_pem: &str, alg: Algorithm, claims: Value) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let cert = fixture("app-cert.pem");
+    let b64: String = cert.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut h = Header::new(alg);
+    match alg {
+        Algorithm::PS256 => {
+            h.x5t_s256 = Some(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der)),
+            )
+        }
+        _ => {
+            h.x5t = Some(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der)),
+            )
+        }
+    }
+    let mut c = json!({
+        "aud": t.token_url(),
+        "iss": APP,
+        "sub": APP,
+        "jti": "3c1e0f6a-1111-2222-3333-444444444444",
+        "nbf": now(),
+        "iat": now(),
+        "exp": now() + 600,
+    });
+    for (k, v) in claims.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    let key = EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&h, &c, &key).unwrap()
+}
+
+async fn assertion_token(t: &FakeTenant, jwt: &str) -> (u16, Value) {
+    let scope = format!("{}/.default", t.base_url());
+    let r = token_form(
+        t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("scope", &scope),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", jwt),
+        ],
+    )
+    .await;
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn aadsts(v: &Value) -> u64 {
+    v["error_codes"][0].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn secret_tokens_and_bearer_checks() {
+    let t = tenant().await;
+    t.add_user(user("u1"));
+    let scope = format!("{}/.default", t.base_url());
+
+    let r = token_form(
+        &t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["expires_in"], 3600);
+    let tok = v["access_token"].as_str().unwrap().to_string();
+
+    let r = token_form(
+        &t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", "wrong"),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_client");
+    assert_eq!(aadsts(&v), 7000215);
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS7000215: Invalid client secret provided.")
+    );
+
+    let r = token_form(
+        &t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "unknown-app"),
+            ("client_secret", SECRET),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "unauthorized_client");
+    assert_eq!(aadsts(&v), 700016);
+
+    let r = token_form(
+        &t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", "https://graph.microsoft.com/User.Read.All"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
+
+    // The token works; request-id is set and client-request-id echoed.
+    let r = http()
+        .get(format!("{}/v1.0/users/u1", t.base_url()))
+        .bearer_auth(&tok)
+        .header("client-request-id", "my-crid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["client-request-id"], "my-crid");
+    assert!(r.headers().contains_key("request-id"));
+
+    // No token, unknown token, expired tokens: 401 InvalidAuthenticationToken.
+    let r = http()
+        .get(format!("{}/v1.0/users/u1", t.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (s, _, v) = graph(&t, "not-a-token", "GET", "/users/u1", None).await;
+    assert_eq!(s, 401);
+    assert_eq!(v["error"]["code"], "InvalidAuthenticationToken");
+
+    t.set_token_lifetime(120);
+    let r = token_form(
+        &t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["expires_in"], 120);
+
+    t.expire_all_tokens();
+    let (s, h, v) = graph(&t, &tok, "GET", "/users/u1", None).await;
+    assert_eq!(s, 401);
+    assert_eq!(v["error"]["code"], "InvalidAuthenticationToken");
+    assert_eq!(
+        v["error"]["message"],
+        "Access token has expired or is not yet valid."
+    );
+    let inner = &v["error"]["innerError"];
+    assert_eq!(inner["request-id"].as_str(), h["request-id"].to_str().ok());
+    assert!(inner["date"].is_string() && inner["client-request-id"].is_string());
+    // A new token works again.
+    let fresh = token(&t).await;
+    assert_eq!(graph(&t, &fresh, "GET", "/users/u1", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn certificate_assertions() {
+    let t = tenant().await;
+    t.register_app_certificate(APP, &fixture("app-cert.pem"));
+    let key = fixture("app-key.pem");
+
+    // PS256 + x5t#S256 and RS256 + x5t are both accepted.
+    let (s, v) = assertion_token(&t, &assertion(&t, &key, Algorithm::PS256, json!({}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["access_token"].is_string());
+    let (s, v) = assertion_token(&t, &assertion(&t, &key, Algorithm::RS256, json!({}))).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Signed by another key, claiming the trusted certificate: 700027.
+    let other = fixture("other-key.pem");
+    let (s, v) = assertion_token(&t, &assertion(&t, &other, Algorithm::PS256, json!({}))).await;
+    assert_eq!((s, aadsts(&v)), (401, 700027), "{v}");
+    assert_eq!(v["error"], "invalid_client");
+
+    // Expired, not yet valid, or too long-lived: 700024.
+    for claims in [
+        json!({"exp": now() - 10, "nbf": now() - 700}),
+        json!({"nbf": now() + 120}),
+        json!({"exp": now() + 3600}),
+    ] {
+        let (s, v) = assertion_token(&t, &assertion(&t, &key, Algorithm::PS256, claims)).await;
+        assert_eq!((s, aadsts(&v)), (401, 700024), "{v}");
+    }
+    // Wrong audience, wrong issuer, no jti.
+    let (_, v) = assertion_token(
+        &t,
+        &assertion(
+            &t,
+            &key,
+            Algorithm::PS256,
+            json!({"aud": "https://login.microsoftonline.com/x/oauth2/v2.0/token"}),
+        ),
+    )
+    .await;
+    assert_eq!(aadsts(&v), 700023);
+    let (_, v) = assertion_token(
+        &t,
+        &assertion(&t, &key, Algorithm::PS256, json!({"iss": "someone-else"})),
+    )
+    .await;
+    assert_eq!(aadsts(&v), 700021);
+    let (s, v) = assertion_token(
+        &t,
+        &assertion(&t, &key, Algorithm::PS256, json!({"jti": ""})),
+    )
+    .await;
+    assert_eq!((s, aadsts(&v)), (400, 50027));
+
+    // A certificate the app does not trust (thumbprint unknown): 700027.
+    let t2 = tenant().await;
+    t2.register_app_certificate(APP, &fixture("other-cert.pem"));
+    let (s, v) = assertion_token(&t2, &assertion(&t2, &key, Algorithm::PS256, json!({}))).await;
+    assert_eq!((s, aadsts(&v)), (401, 700027), "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("The key was not found")
+    );
+}
+
+#[tokio::test]
+async fn batch_is_shuffled_and_dependents_fail_with_424() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    for i in 0..6 {
+        t.add_user(user(&format!("u{i}")));
+    }
+    let requests: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("{i}"), "method": "GET", "url": format!("/users/u{i}?$select=id,accountEnabled")}))
+        .collect();
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/$batch",
+        Some(json!({"requests": requests})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let resp = v["responses"].as_array().unwrap();
+    let ids: Vec<&str> = resp.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_ne!(
+        ids,
+        vec!["0", "1", "2", "3", "4", "5"],
+        "responses must not keep request order"
+    );
+    for r in resp {
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["body"]["id"], format!("u{}", r["id"].as_str().unwrap()));
+        assert_eq!(r["body"]["accountEnabled"], true);
+    }
+    let recorded = t.requests();
+    assert_eq!(recorded.iter().filter(|r| r.in_batch).count(), 6);
+    assert!(
+        recorded
+            .iter()
+            .any(|r| !r.in_batch && r.path == "/v1.0/$batch")
+    );
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.in_batch && r.path == "/v1.0/users/u3" && r.status == 200)
+    );
+
+    // 1 fails (404), 2 depends on 1 -> 424 and is not executed; 3 depends on 0 -> runs.
+    let body = json!({"requests": [
+        {"id": "0", "method": "PATCH", "url": "/users/u0", "headers": {"Content-Type": "application/json"}, "body": {"accountEnabled": false}},
+        {"id": "1", "method": "PATCH", "url": "/users/missing", "headers": {"Content-Type": "application/json"}, "body": {"accountEnabled": false}},
+        {"id": "2", "method": "POST", "url": "/users/u2/revokeSignInSessions", "dependsOn": ["1"]},
+        {"id": "3", "method": "POST", "url": "/users/u0/revokeSignInSessions", "dependsOn": ["0"]},
+    ]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(body)).await;
+    assert_eq!(s, 200);
+    let by_id = |id: &str| {
+        v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("0")["status"], 204);
+    assert_eq!(by_id("1")["status"], 404);
+    assert_eq!(
+        by_id("1")["body"]["error"]["code"],
+        "Request_ResourceNotFound"
+    );
+    assert_eq!(by_id("2")["status"], 424);
+    assert_eq!(by_id("3")["status"], 200);
+    assert_eq!(t.revocations("u2"), 0);
+    assert_eq!(t.revocations("u0"), 1);
+    assert!(!t.user("u0").unwrap().account_enabled);
+
+    // More than 20 requests: 400 for the whole batch.
+    let many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": format!("{i}"), "method": "GET", "url": "/users/u0"}))
+        .collect();
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(json!({"requests": many}))).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["code"], "BadRequest");
+}
+
+#[tokio::test]
+async fn throttling_with_and_without_retry_after() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+
+    t.inject(Fault::Throttle {
+        matching: "GET /v1.0/users/u1".into(),
+        count: 2,
+        retry_after: Some(1.5),
+    });
+    for _ in 0..2 {
+        let (s, h, v) = graph(&t, &tok, "GET", "/users/u1", None).await;
+        assert_eq!(s, 429);
+        assert_eq!(h["retry-after"], "1.5");
+        assert_eq!(v["error"]["code"], "TooManyRequests");
+    }
+    assert_eq!(graph(&t, &tok, "GET", "/users/u1", None).await.0, 200);
+
+    t.inject(Fault::Throttle {
+        matching: "".into(),
+        count: 1,
+        retry_after: None,
+    });
+    // An empty pattern spares the token endpoint (and the $batch envelope).
+    let tok = token(&t).await;
+    let (s, h, _) = graph(&t, &tok, "GET", "/users/u1", None).await;
+    assert_eq!(s, 429);
+    assert!(!h.contains_key("retry-after"));
+
+    // Inside a batch the item is throttled, with Retry-After in its headers.
+    t.inject(Fault::Throttle {
+        matching: "POST /v1.0/users/u1/revokeSignInSessions".into(),
+        count: 1,
+        retry_after: Some(2.0),
+    });
+    let body = json!({"requests": [
+        {"id": "a", "method": "POST", "url": "/users/u1/revokeSignInSessions"},
+        {"id": "b", "method": "GET", "url": "/users/u1"},
+    ]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(body)).await;
+    assert_eq!(s, 200);
+    let a = v["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "a")
+        .unwrap();
+    assert_eq!(a["status"], 429);
+    assert_eq!(a["headers"]["Retry-After"], "2");
+    assert_eq!(t.revocations("u1"), 0);
+
+    // 5xx faults.
+    t.inject(Fault::ServerError {
+        matching: "GET /v1.0/users".into(),
+        count: 1,
+        status: 503,
+    });
+    let (s, _, v) = graph(&t, &tok, "GET", "/users/u1", None).await;
+    assert_eq!(s, 503);
+    assert_eq!(v["error"]["code"], "serviceNotAvailable");
+
+    // Rate limit: the third request within a second gets 429 with Retry-After 1.
+    t.clear_faults();
+    t.inject(Fault::RateLimit { per_second: 2 });
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let (s, h, _) = graph(&t, &tok, "GET", "/users/u1", None).await;
+        statuses.push(s);
+        last = h.get("retry-after").cloned();
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+    assert_eq!(last.unwrap(), "1");
+
+    // Latency.
+    t.clear_faults();
+    t.inject(Fault::Latency {
+        matching: "GET /v1.0/users/u1".into(),
+        delay: Duration::from_millis(150),
+    });
+    let started = Instant::now();
+    assert_eq!(graph(&t, &tok, "GET", "/users/u1", None).await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+fn policy() -> Value {
+    json!({
+        "displayName": "Block legacy auth",
+        "state": "enabledForReportingButNotEnforced",
+        "conditions": {
+            "clientAppTypes": ["exchangeActiveSync", "other"],
+            "applications": {"includeApplications": ["All"]},
+            "users": {"includeUsers": ["All"], "excludeUsers": ["u-breakglass"]}
+        },
+        "grantControls": {"operator": "OR", "builtInControls": ["block"]}
+    })
+}
+
+#[tokio::test]
+async fn conditional_access_one_request_per_second() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let (s, h, created) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/identity/conditionalAccess/policies",
+        Some(policy()),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(created["createdDateTime"].is_string());
+    assert_eq!(created["modifiedDateTime"], Value::Null);
+
+    // A second CA request within the same second: 429 and no Retry-After.
+    let path = format!("/identity/conditionalAccess/policies/{id}");
+    let patch = json!({"state": "enabled", "conditions": {"users": {"excludeUsers": []}}});
+    let (s, h, v) = graph(&t, &tok, "PATCH", &path, Some(patch.clone())).await;
+    assert_eq!(s, 429);
+    assert!(!h.contains_key("retry-after"));
+    assert_eq!(v["error"]["code"], "TooManyRequests");
+
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(graph(&t, &tok, "PATCH", &path, Some(patch)).await.0, 204);
+    let p = &t.ca_policies()[0];
+    assert_eq!(p["state"], "enabled");
+    // Objects merge, arrays given replace.
+    assert_eq!(p["conditions"]["users"]["includeUsers"], json!(["All"]));
+    assert_eq!(p["conditions"]["users"]["excludeUsers"], json!([]));
+    assert_eq!(
+        p["conditions"]["clientAppTypes"],
+        json!(["exchangeActiveSync", "other"])
+    );
+    assert!(p["modifiedDateTime"].is_string());
+
+    // Reads count too (as documented) unless turned off.
+    assert_eq!(graph(&t, &tok, "GET", &path, None).await.0, 429);
+    t.set_ca_read_throttling(false);
+    let (s, _, v) = graph(&t, &tok, "GET", &path, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["id"], id.as_str());
+
+    t.delete_ca_policy_out_of_band(&id);
+    assert_eq!(graph(&t, &tok, "GET", &path, None).await.0, 404);
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(graph(&t, &tok, "DELETE", &path, None).await.0, 404);
+}
+
+#[tokio::test]
+async fn membership_ref_rules() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    t.add_group(group("g1"));
+    t.add_group(Group {
+        dynamic: true,
+        ..group("gdyn")
+    });
+    t.add_member("gdyn", "u1");
+    let add = json!({"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/u1"});
+
+    assert_eq!(
+        graph(
+            &t,
+            &tok,
+            "POST",
+            "/groups/g1/members/$ref",
+            Some(add.clone())
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(t.members("g1"), vec!["u1".to_string()]);
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/groups/g1/members/$ref",
+        Some(add.clone()),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["code"], "Request_BadRequest");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exist")
+    );
+
+    let (s, _, v) = graph(&t, &tok, "GET", "/groups/g1/members?$select=id", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["value"],
+        json!([{"@odata.type": "#microsoft.graph.user", "id": "u1"}])
+    );
+
+    // DELETE without /$ref is not a membership removal: refused, recorded, member kept.
+    let (s, _, v) = graph(&t, &tok, "DELETE", "/groups/g1/members/u1", None).await;
+    assert_eq!(s, 403);
+    assert_eq!(v["error"]["code"], "Authorization_RequestDenied");
+    assert_eq!(t.members("g1"), vec!["u1".to_string()]);
+    assert!(
+        t.requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path == "/v1.0/groups/g1/members/u1")
+    );
+
+    assert_eq!(
+        graph(&t, &tok, "DELETE", "/groups/g1/members/u1/$ref", None)
+            .await
+            .0,
+        204
+    );
+    assert!(t.members("g1").is_empty());
+    let (s, _, v) = graph(&t, &tok, "DELETE", "/groups/g1/members/u1/$ref", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["error"]["code"], "Request_ResourceNotFound");
+
+    // Dynamic groups refuse both.
+    assert_eq!(
+        graph(&t, &tok, "DELETE", "/groups/gdyn/members/u1/$ref", None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        graph(&t, &tok, "POST", "/groups/gdyn/members/$ref", Some(add))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(t.members("gdyn"), vec!["u1".to_string()]);
+    let (_, _, g) = graph(&t, &tok, "GET", "/groups/gdyn", None).await;
+    assert_eq!(g["groupTypes"], json!(["DynamicMembership"]));
+}
+
+#[tokio::test]
+async fn users_roles_and_pim() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+
+    // Default property set has no accountEnabled / userType; $select brings them.
+    let (_, _, v) = graph(&t, &tok, "GET", "/users/u1", None).await;
+    assert!(v.get("accountEnabled").is_none());
+    assert_eq!(v["userPrincipalName"], "u1@contoso.test");
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/users/u1?$select=id,userPrincipalName,displayName,userType,accountEnabled",
+        None,
+    )
+    .await;
+    assert_eq!(v["accountEnabled"], true);
+    assert_eq!(v["userType"], "Member");
+    assert_eq!(graph(&t, &tok, "GET", "/users/nobody", None).await.0, 404);
+
+    assert_eq!(
+        graph(
+            &t,
+            &tok,
+            "PATCH",
+            "/users/u1",
+            Some(json!({"accountEnabled": false}))
+        )
+        .await
+        .0,
+        204
+    );
+    assert!(!t.user("u1").unwrap().account_enabled);
+    assert_eq!(
+        graph(
+            &t,
+            &tok,
+            "PATCH",
+            "/users/u1",
+            Some(json!({"accountEnabled": "no"}))
+        )
+        .await
+        .0,
+        400
+    );
+
+    let (s, _, v) = graph(&t, &tok, "POST", "/users/u1/revokeSignInSessions", None).await;
+    assert_eq!((s, v["value"].clone()), (200, json!(true)));
+    assert_eq!(t.revocations("u1"), 1);
+
+    t.add_role_assignment(RoleAssignment {
+        id: "ra-direct".into(),
+        principal_id: "u1".into(),
+        role_definition_id: "62e90394-69f5-4237-9190-012177145e10".into(),
+        directory_scope_id: "/".into(),
+        pim_managed: false,
+    });
+    t.add_role_assignment(RoleAssignment {
+        id: "ra-pim".into(),
+        principal_id: "u1".into(),
+        role_definition_id: "194ae4cb-b126-40b2-bd5b-6091b380977d".into(),
+        directory_scope_id: "/".into(),
+        pim_managed: true,
+    });
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleAssignments?$filter=principalId%20eq%20'u1'",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"].as_array().unwrap().len(), 2);
+    let (_, _, v) = graph(&t, &tok, "GET", "/roleManagement/directory/roleAssignments?$filter=roleDefinitionId eq '62e90394-69f5-4237-9190-012177145e10'", None).await;
+    assert_eq!(v["value"][0]["id"], "ra-direct");
+
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleAssignmentScheduleInstances?$filter=principalId eq 'u1'",
+        None,
+    )
+    .await;
+    let inst = v["value"].as_array().unwrap();
+    assert_eq!(inst.len(), 1);
+    assert_eq!(inst[0]["roleAssignmentOriginId"], "ra-pim");
+    assert_eq!(inst[0]["assignmentType"], "Assigned");
+    assert_eq!(inst[0]["memberType"], "Direct");
+
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/roleManagement/directory/roleAssignmentScheduleRequests",
+        Some(json!({"action": "adminRemove", "principalId": "u1", "roleDefinitionId": "194ae4cb-b126-40b2-bd5b-6091b380977d", "directoryScopeId": "/", "justification": "remediation"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(v["status"], "Revoked");
+    assert_eq!(v["justification"], "remediation");
+    assert!(t.role_assignments().iter().all(|a| a.id != "ra-pim"));
+
+    // Delete and re-create a direct assignment.
+    assert_eq!(
+        graph(
+            &t,
+            &tok,
+            "DELETE",
+            "/roleManagement/directory/roleAssignments/ra-direct",
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        graph(
+            &t,
+            &tok,
+            "DELETE",
+            "/roleManagement/directory/roleAssignments/ra-direct",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let create = json!({"principalId": "u1", "roleDefinitionId": "62e90394-69f5-4237-9190-012177145e10", "directoryScopeId": "/"});
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/roleManagement/directory/roleAssignments",
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let new_id = v["id"].as_str().unwrap().to_string();
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "GET",
+        &format!("/roleManagement/directory/roleAssignments/{new_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        graph(
+            &t,
+            &tok,
+            "POST",
+            "/roleManagement/directory/roleAssignments",
+            Some(create)
+        )
+        .await
+        .0,
+        400
+    );
+
+    // Unknown routes: 404 with a Graph error body.
+    let (s, _, v) = graph(&t, &tok, "GET", "/nothingHere", None).await;
+    assert_eq!(s, 404);
+    assert!(v["error"]["code"].is_string());
+}
