@@ -941,3 +941,154 @@ async fn a_crash_mid_run_executes_nothing_twice_after_restart() {
     let out = e.cli(&["audit", "verify"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_enabled_distribution_and_synced_groups_are_refused_live() {
+    let e = env("").await;
+    e.fake.add_user(fake_user(1, "a@t.com", false));
+    let mut mail_sec = fake_group(80, "Mail-enabled security");
+    mail_sec.mail_enabled = true;
+    let mut dist = fake_group(81, "Distribution list");
+    dist.mail_enabled = true;
+    dist.security_enabled = false;
+    let mut synced = fake_group(82, "Synced from AD");
+    synced.on_premises_sync_enabled = true;
+    for g in [mail_sec, dist, synced] {
+        let id = g.id.clone();
+        e.fake.add_group(g);
+        e.fake.add_member(&id, &guid(1));
+    }
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "identity.groups.map(|g| remove_group_membership(g.id, \"stale\"))",
+        ),
+    );
+    let mut i = ident(1, "a@t.com");
+    for n in [80, 81, 82] {
+        i = with_group(i, n, "looks assigned in the scan", false, false);
+    }
+    e.scan(vec![i]);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(e.writes().is_empty(), "{:?}", paths(&e.writes()));
+    let reasons: Vec<String> =
+        e.ws.actions()
+            .iter()
+            .map(|a| a["state_reason"].as_str().unwrap().to_string())
+            .collect();
+    assert!(e.ws.actions().iter().all(|a| a["state"] == "refused"));
+    assert!(reasons[0].contains("is mail-enabled"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("is a distribution group"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("synced from on-premises"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_explains_the_missing_role_and_is_not_retried() {
+    let e = env("").await;
+    e.fake.add_user(fake_user(1, "admin@t.com", false));
+    e.fake.inject(Fault::ServerError {
+        matching: "PATCH".into(),
+        count: 5,
+        status: 403,
+    });
+    e.ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));
+    e.scan(vec![ident(1, "admin@t.com")]);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 1, "{}", out.all());
+    let a = &e.ws.actions()[0];
+    assert_eq!(a["state"], "failed");
+    let why = a["state_reason"].as_str().unwrap();
+    assert!(why.contains("Authorization_RequestDenied"), "{why}");
+    assert!(
+        why.contains("Privileged Authentication Administrator"),
+        "{why}"
+    );
+    assert!(!why.contains("retryable"), "{why}");
+    assert_eq!(e.writes().iter().filter(|r| r.method == "PATCH").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_without_retry_after_backs_off_and_succeeds() {
+    let e = env("").await;
+    e.fake.add_user(fake_user(1, "a@t.com", false));
+    e.fake.inject(Fault::Throttle {
+        matching: "revokeSignInSessions".into(),
+        count: 1,
+        retry_after: None,
+    });
+    e.ws.add_rule("r.rhai", &rule("r", "F1", "revoke_sessions(\"x\")"));
+    e.scan(vec![ident(1, "a@t.com")]);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let statuses: Vec<u16> = e.writes().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![429, 200]);
+    assert_eq!(e.fake.revocations(&guid(1)), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_action_run_again_sends_no_write_and_secrets_never_leak() {
+    let e = env("").await;
+    e.fake.add_user(fake_user(1, "a@t.com", false));
+    e.fake.add_user(fake_user(2, "ga@t.com", false));
+    e.fake.add_user(fake_user(3, "ga2@t.com", false));
+    e.fake.add_group(fake_group(70, "Finance Admins"));
+    e.fake.add_member(&guid(70), &guid(1));
+    let ua = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+    let ra = |id: &str, p: u32, d: &str| RoleAssignment {
+        id: id.into(),
+        principal_id: guid(p),
+        role_definition_id: d.into(),
+        directory_scope_id: "/".into(),
+        pim_managed: false,
+    };
+    e.fake.add_role_assignment(ra("d1", 1, ua));
+    e.fake.add_role_assignment(ra("g2", 2, GA));
+    e.fake.add_role_assignment(ra("g3", 3, GA));
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "if identity.is_global_admin() { enforce_phishing_resistant_mfa(\"admin\") } else { [disable_user(\"x\"), enforce_mfa(\"x\"), remove_role_assignment(\"d1\", \"x\"), remove_group_membership(identity.group_ids(\"Finance Admins\"), \"x\")] }",
+        ),
+    );
+    let mut i = with_group(ident(1, "a@t.com"), 70, "Finance Admins", false, false);
+    i["roles"] = json!([{"assignment_id": "d1", "role_definition_id": ua, "role_name": "User Administrator", "directory_scope_id": "/", "assignment_type": "active"}]);
+    e.scan(vec![
+        i.clone(),
+        with_ga(ident(2, "ga@t.com"), "g2"),
+        with_ga(ident(3, "ga2@t.com"), "g3"),
+    ]);
+    let first = e.cli(&["run", "--once"]).await;
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert!(e.states().iter().all(|s| s.1 == "done"), "{:?}", e.states());
+    e.fake.clear_requests();
+    // The same scan again (forced): every action is already done, nothing is written.
+    let again = e.cli(&["run", "--once", "--force"]).await;
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(e.writes().is_empty(), "{:?}", paths(&e.writes()));
+    let states = e.states();
+    assert!(
+        states[6..].iter().all(|s| s.1 == "already_done"),
+        "{states:?}"
+    );
+    // The client secret is nowhere: not in output, not in history.
+    let history = e.ws.cli(&["history", "--format", "json"]);
+    for text in [first.all(), again.all(), history.stdout] {
+        assert!(!text.contains(SECRET), "the secret leaked");
+    }
+    let db = std::fs::read(e.ws.db_path()).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db).contains(SECRET),
+        "the secret is in the database"
+    );
+}

@@ -129,7 +129,7 @@ pub enum Fault {
         matching: String,
         /// How many requests to fail.
         count: u32,
-        /// The 5xx status.
+        /// The status: a 5xx, or 403 for Graph's `Authorization_RequestDenied`.
         status: u16,
     },
     /// Every matching request is delayed by this long before being answered.

@@ -266,6 +266,12 @@ fn server_error(status: u16) -> Resp {
             "The service is not available. Try the request again after a delay.",
         ),
         504 => ("GatewayTimeout", "Gateway Timeout."),
+        // What Graph answers when the app may not change this object (for
+        // example a privileged administrator without the right directory role).
+        403 => (
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        ),
         _ => ("UnknownError", "An unknown error has occurred."),
     };
     graph_error(status, code, msg)
