@@ -1092,3 +1092,31 @@ async fn every_action_run_again_sends_no_write_and_secrets_never_leak() {
         "the secret is in the database"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_close_to_expiry_is_renewed_before_it_is_used() {
+    let e = env("").await;
+    e.fake.set_token_lifetime(2);
+    e.fake.add_user(fake_user(1, "a@t.com", false));
+    // The read takes most of the token's life: the write must not go out with a
+    // token about to expire, so the client renews it first (and never sees a 401).
+    e.fake.inject(Fault::Latency {
+        matching: "GET /v1.0/users".into(),
+        delay: Duration::from_millis(1700),
+    });
+    e.ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));
+    e.scan(vec![ident(1, "a@t.com")]);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let reqs = e.fake.requests();
+    assert_eq!(
+        reqs.iter()
+            .filter(|r| r.path.contains("/oauth2/v2.0/token"))
+            .count(),
+        2,
+        "{:?}",
+        paths(&reqs)
+    );
+    assert!(reqs.iter().all(|r| r.status != 401), "{:?}", paths(&reqs));
+    assert!(!e.fake.user(&guid(1)).unwrap().account_enabled);
+}
