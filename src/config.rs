@@ -96,6 +96,15 @@ pub struct Config {
     /// Who may approve, and which actions need two approvers.
     #[serde(default)]
     pub approvals: ApprovalConfig,
+    /// The scheduled daemon.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// The local HTTP API of the daemon.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Webhook notifications.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// The tenants to remediate.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
@@ -115,6 +124,144 @@ fn default_max_scan_bytes() -> u64 {
 }
 fn default_approval_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(24 * 3600))
+}
+
+/// How the daemon schedules and shuts down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Default cron schedule (UTC, with seconds: "sec min hour day month weekday").
+    pub schedule: String,
+    /// Run at start when a scheduled run was missed while the daemon was down.
+    pub catch_up: bool,
+    /// How often approved actions are picked up for execution, in seconds.
+    pub execute_interval_secs: u64,
+    /// How long in-flight work may take to finish on SIGTERM, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// How long a tenant's lease lasts before another instance may take it, in seconds.
+    pub lease_secs: u64,
+    /// This instance's name in leases and history (default: host name and process id).
+    pub instance: Option<String>,
+    /// Log format: "text", "json" (one object per line on stdout) or "journal".
+    pub log_format: LogFormat,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "0 0 * * * *".into(),
+            catch_up: true,
+            execute_interval_secs: 15,
+            shutdown_grace_secs: 30,
+            lease_secs: 120,
+            instance: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Where logs go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines on stderr.
+    #[default]
+    Text,
+    /// One JSON object per line on stdout.
+    Json,
+    /// The systemd journal with structured fields.
+    Journal,
+}
+
+/// The local HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API.
+    pub enabled: bool,
+    /// "127.0.0.1:8787", or "unix:/run/entra-remediator/api.sock".
+    pub listen: String,
+    /// File holding the bearer token every route but health requires.
+    pub token_file: Option<PathBuf>,
+    /// systemd credential holding the token (`$CREDENTIALS_DIRECTORY/NAME`).
+    pub token_credential: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:8787".into(),
+            token_file: None,
+            token_credential: None,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Webhook notifications.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The webhooks.
+    #[serde(rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name, for logs and metrics.
+    pub name: String,
+    /// Where to POST. Read from `url_file` instead when the URL holds a secret.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding the URL (Slack and Teams URLs are secrets).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Payload shape.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Which events to send; all when empty.
+    #[serde(default)]
+    pub events: Vec<NoticeKind>,
+    /// Delivery attempts before giving up.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_webhook_attempts() -> u32 {
+    5
+}
+
+/// Webhook payload shapes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookFormat {
+    /// A JSON object with `event`, `tenant`, `summary` and details.
+    #[default]
+    Generic,
+    /// Slack incoming webhook (`text` and blocks).
+    Slack,
+    /// Microsoft Teams incoming webhook (MessageCard/Adaptive Card).
+    Teams,
+}
+
+/// Events worth a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// Actions are waiting for approval.
+    ApprovalPending,
+    /// A run was held for approval by a guardrail.
+    RunDowngraded,
+    /// Actions failed.
+    ActionFailed,
+    /// The rule set could not be loaded.
+    RulesError,
 }
 
 /// The history store location.
@@ -222,6 +369,9 @@ pub struct TenantConfig {
     /// Mode for this tenant; can only make the default stricter.
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Cron schedule for this tenant (UTC, with seconds); default `daemon.schedule`.
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// Overrides the global `max_scan_age` for this tenant.
     #[serde(default)]
     pub max_scan_age: Option<HumanDuration>,
@@ -445,6 +595,10 @@ impl Config {
             let p = resolve(&base, Path::new(rest));
             cfg.store.url = format!("sqlite://{}", p.display());
         }
+        cfg.api.token_file = cfg.api.token_file.as_ref().map(|p| resolve(&base, p));
+        for w in &mut cfg.notify.webhooks {
+            w.url_file = w.url_file.as_ref().map(|p| resolve(&base, p));
+        }
         for t in &mut cfg.tenants {
             t.source.dir = t.source.dir.as_ref().map(|d| resolve(&base, d));
             t.source.token_file = t.source.token_file.as_ref().map(|p| resolve(&base, p));
@@ -496,6 +650,35 @@ impl Config {
         }
         if self.approval_ttl.0.is_zero() {
             return Err(self.invalid("approval_ttl", "must be above 0"));
+        }
+        if self.api.enabled && self.api.token_file.is_none() && self.api.token_credential.is_none()
+        {
+            return Err(self.invalid(
+                "api.token_file",
+                "the API needs a bearer token: set token_file or token_credential",
+            ));
+        }
+        if self.daemon.lease_secs < 10 || self.daemon.execute_interval_secs == 0 {
+            return Err(self.invalid(
+                "daemon.lease_secs",
+                "lease_secs must be at least 10 and execute_interval_secs above 0",
+            ));
+        }
+        for (i, w) in self.notify.webhooks.iter().enumerate() {
+            if w.url.is_some() == w.url_file.is_some() {
+                return Err(self.invalid(
+                    &format!("notify.webhook[{i}].url"),
+                    "give exactly one of url or url_file",
+                ));
+            }
+            if let Some(u) = &w.url
+                && !(u.starts_with("https://") || u.starts_with("http://"))
+            {
+                return Err(self.invalid(
+                    &format!("notify.webhook[{i}].url"),
+                    "must be an http(s) URL",
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {

@@ -382,6 +382,19 @@ pub trait Store: Send + Sync {
         value: &str,
         event: NewEvent,
     ) -> Result<(), StoreError>;
+    /// Takes or renews the named lease for `holder` until `now + ttl`; false when
+    /// another holder has it and it has not expired. A crashed holder's lease
+    /// simply runs out.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+    /// Gives a lease back early (only if `holder` has it).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// When the tenant's last scan run started, for catching up after downtime.
+    async fn last_run_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// Opens the store named by a URL and applies migrations.

@@ -674,4 +674,62 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    #[tracing::instrument(skip_all, fields(name, holder))]
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let until =
+            now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::seconds(60));
+        let mut tx = self.begin().await?;
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT holder, expires_at FROM leases WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let free = match &current {
+            None => true,
+            Some((h, exp)) => h == holder || exp.as_str() <= ts(now).as_str(),
+        };
+        if free {
+            sqlx::query(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(ts(until))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(free)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn last_run_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT MAX(started_at) FROM runs WHERE tenant = ? AND kind = 'scan'",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
 }
