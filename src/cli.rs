@@ -56,6 +56,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run one full cycle (scan, rules, plan, record) under the configured modes.
     Run(RunArgs),
+    /// Run as a service: scheduled runs per tenant, prompt execution of approved
+    /// actions, rule hot-reload, SIGHUP reload, the local HTTP API.
+    Daemon,
     /// Execute ready and approved actions through Microsoft Graph (after settling
     /// any left in flight by a stopped process).
     Execute {
@@ -259,6 +262,48 @@ fn actor() -> String {
         .unwrap_or_else(|_| "cli".into())
 }
 
+/// Sets up logging: the daemon follows `daemon.log_format` from its config,
+/// every other command logs text to stderr.
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(&cli.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    let format = match cli.command {
+        Command::Daemon => Config::load(&cli.config)
+            .map(|c| c.daemon.log_format)
+            .unwrap_or_default(),
+        _ => crate::config::LogFormat::Text,
+    };
+    let registry = tracing_subscriber::registry().with(filter());
+    let done = match format {
+        crate::config::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stdout),
+            )
+            .try_init()
+            .is_ok(),
+        crate::config::LogFormat::Journal => match tracing_journald::layer() {
+            Ok(j) => registry.with(j).try_init().is_ok(),
+            Err(e) => {
+                eprintln!("journal logging unavailable ({e}); logging to stderr");
+                false
+            }
+        },
+        crate::config::LogFormat::Text => false,
+    };
+    if !done {
+        let _ = tracing_subscriber::registry()
+            .with(filter())
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init();
+    }
+}
+
 /// Runs a parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -293,6 +338,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let code = exit_for(&outcomes);
             let exec = execute(&cfg, store.as_ref(), opts.tenant.as_deref(), &opts.actor).await?;
             Ok(code.max(exec))
+        }
+        Command::Daemon => {
+            crate::daemon::run(&cli.config).await?;
+            Ok(0)
         }
         Command::Execute { tenant } => {
             let cfg = Config::load(&cli.config)?;

@@ -680,6 +680,7 @@ impl Config {
                 ));
             }
         }
+        parse_schedule(&self.daemon.schedule).map_err(|m| self.invalid("daemon.schedule", m))?;
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let key = format!("tenant[{i}]");
@@ -720,6 +721,9 @@ impl Config {
                     "only applies to a url source",
                 ));
             }
+            if let Some(sch) = &t.schedule {
+                parse_schedule(sch).map_err(|m| self.invalid(&format!("{key}.schedule"), m))?;
+            }
             if let Some(g) = &t.graph {
                 g.validate(&format!("{key}.graph"))
                     .map_err(|(k, m)| self.invalid(&k, m))?;
@@ -755,6 +759,16 @@ impl Config {
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
     }
+}
+
+/// Parses a cron schedule the way the scheduler does: six fields with seconds, UTC.
+pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(s)
+        .map_err(|e| format!("{s:?} is not a cron schedule with seconds (\"sec min hour day month weekday\", UTC): {e}"))
 }
 
 impl GraphConfig {

@@ -10,14 +10,18 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod api;
 pub mod approval;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exceptions;
 pub mod execute;
 pub mod graph;
 pub mod guard;
+pub mod metrics;
 pub mod mode;
+pub mod notify;
 pub mod output;
 pub mod plan;
 pub mod policy;

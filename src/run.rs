@@ -119,12 +119,24 @@ pub async fn run(
             return Err(e);
         }
     };
+    run_loaded(cfg, store, opts, &tenants, &rules, &exceptions).await
+}
+
+/// Runs one cycle with rules already loaded (the daemon keeps them compiled).
+pub async fn run_loaded(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    opts: &RunOptions,
+    tenants: &[&TenantConfig],
+    rules: &Arc<RuleSet>,
+    exceptions: &Exceptions,
+) -> Result<Vec<TenantOutcome>, RunError> {
     if let Some(store) = store {
         store.expire_due(opts.now).await?;
     }
     let mut out = Vec::with_capacity(tenants.len());
     for t in tenants {
-        out.push(run_tenant(cfg, store, t, &rules, &exceptions, opts).await?);
+        out.push(run_tenant(cfg, store, t, rules, exceptions, opts).await?);
     }
     Ok(out)
 }

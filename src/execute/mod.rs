@@ -195,6 +195,11 @@ impl<'a> Executor<'a> {
         })
     }
 
+    /// Feeds every Graph answer and retry wait to `o` (the daemon's metrics).
+    pub fn observe(&self, o: crate::graph::CallObserver) {
+        self.graph.observe(o);
+    }
+
     pub(crate) fn event(&self, kind: &str, a: &ActionRow, detail: Value) -> NewEvent {
         NewEvent {
             tenant: Some(self.tenant.name.clone()),

@@ -151,8 +151,13 @@ fn retry_after(v: Option<&str>) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
 }
 
+/// Told of every HTTP answer (`Some(status)`, 0 when none came) and of every
+/// wait before a retry (`None`, the wait).
+pub type CallObserver = Arc<dyn Fn(Option<u16>, Duration) + Send + Sync>;
+
 /// Graph access for one tenant.
 pub struct GraphClient {
+    observer: std::sync::RwLock<Option<CallObserver>>,
     http: reqwest::Client,
     base: String,
     tokens: TokenSource,
@@ -181,7 +186,22 @@ impl GraphClient {
             max_attempts: cfg.max_attempts,
             max_retry: Duration::from_secs(cfg.max_retry_secs),
             ca_pace: tokio::sync::Mutex::new(None),
+            observer: std::sync::RwLock::new(None),
         }))
+    }
+
+    /// Sets the observer that metrics are fed from.
+    pub fn observe(&self, o: CallObserver) {
+        if let Ok(mut g) = self.observer.write() {
+            *g = Some(o);
+        }
+    }
+
+    fn report(&self, status: Option<u16>, wait: Duration) {
+        let o = self.observer.read().ok().and_then(|g| g.clone());
+        if let Some(o) = o {
+            o(status, wait);
+        }
     }
 
     /// The delay before attempt `n` (1-based retry count) without a Retry-After:
@@ -288,6 +308,7 @@ impl GraphClient {
                 }
                 Ok((status, body, attempt, after)) => {
                     attempts.push(attempt);
+                    self.report(Some(status), Duration::ZERO);
                     if !retryable(status) {
                         return Ok(GraphResponse {
                             status,
@@ -305,10 +326,12 @@ impl GraphClient {
                         });
                     }
                     tracing::info!(request = %req.describe(), status, wait_ms = wait.as_millis() as u64, "Graph asked us to wait; retrying");
+                    self.report(None, wait);
                     wait
                 }
                 Err((GraphError::Transport(e), attempt)) => {
                     attempts.push(attempt);
+                    self.report(Some(0), Duration::ZERO);
                     retries += 1;
                     let wait = Self::backoff(retries);
                     if retries >= self.max_attempts || started.elapsed() + wait > self.max_retry {
@@ -468,6 +491,7 @@ impl GraphClient {
                     status,
                     batched: true,
                 });
+                self.report(Some(status), Duration::ZERO);
                 let retry = retryable(status) || status == 424 || status == 0;
                 if retry && round < self.max_attempts && started.elapsed() < self.max_retry {
                     wait = wait.max(after.unwrap_or_else(|| Self::backoff(round)));
@@ -484,6 +508,7 @@ impl GraphClient {
                 }
             }
             if !again.is_empty() {
+                self.report(None, wait);
                 tracing::info!(
                     items = again.len(),
                     wait_ms = wait.as_millis() as u64,

@@ -4,6 +4,7 @@
 //! hash-chained history of every decision and state change. The database itself
 //! refuses updates and deletes of history rows.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::approval::{ApprovalError, ApprovalPolicy, Decision};
@@ -25,9 +27,7 @@ pub enum StoreError {
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The URL names a backend this build does not support yet.
-    #[error(
-        "unsupported store url {0:?}: this build supports sqlite:// (PostgreSQL comes with the daemon operations work)"
-    )]
+    #[error("unsupported store url {0:?}: use sqlite://PATH or postgres://...")]
     Unsupported(String),
     /// A stored value could not be decoded.
     #[error("corrupt store row: {0}")]
@@ -403,6 +403,8 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(
             SqliteStore::open(std::path::Path::new(path)).await?,
         ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::Unsupported(url.to_string()))
     }

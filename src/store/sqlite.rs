@@ -51,7 +51,26 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // Two processes starting at once (the daemon and a CLI command) must not
+        // both apply migrations: SQLite has no advisory lock, so use a lock file.
+        let lock_path = path.with_extension("migrate.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Db(sqlx::Error::Configuration(
+                    format!("cannot open {}: {e}", lock_path.display()).into(),
+                ))
+            })?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        drop(lock);
+        migrated?;
         Ok(SqliteStore { pool })
     }
 

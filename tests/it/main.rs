@@ -1,11 +1,15 @@
 //! Integration tests: one binary with modules, because every file under `tests/`
 //! is a separate binary to link, and links are slow on small machines.
 
+mod api;
 mod approvals;
 mod common;
 mod config;
+mod daemon;
 mod execute;
 mod history;
+mod notify;
 mod plan;
 mod policy;
 mod scan;
+mod store;

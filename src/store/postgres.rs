@@ -1,0 +1,794 @@
+//! The PostgreSQL store, which several daemon instances may share. Every
+//! transaction that appends to the history first takes one transaction-level
+//! advisory lock, so the hash chain grows one writer at a time; state changes
+//! also lock the rows they read, and leases are taken with one atomic upsert.
+//!
+//! Columns and values are those of the SQLite store: timestamps are the same
+//! RFC 3339 strings (compared byte by byte: `COLLATE "C"`), ids are `BIGINT`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{
+    ActionRow, ApprovalRow, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent,
+    NewRuleError, NewRun, StateChange, Store, StoreError, VerifyReport, event_hash, ts,
+};
+use crate::approval::{self, ApprovalError, ApprovalPolicy};
+
+/// History kept in a PostgreSQL database shared by any number of daemons.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// The advisory lock key that serializes appends to the hash chain ("entra-hc").
+const CHAIN_LOCK: i64 = 0x656e_7472_612d_6863;
+
+/// The tail of the hash chain while a transaction appends to it.
+struct Chain {
+    seq: i64,
+    hash: String,
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` URL and applies migrations.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let opts = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Starts a transaction that will append to the history: takes the chain lock
+    /// before anything is read, so what it reads is what it appends after.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    async fn chain(tx: &mut Transaction<'_, Postgres>) -> Result<Chain, StoreError> {
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(match last {
+            Some((seq, hash)) => Chain { seq, hash },
+            None => Chain {
+                seq: 0,
+                hash: GENESIS.to_string(),
+            },
+        })
+    }
+
+    async fn append(
+        tx: &mut Transaction<'_, Postgres>,
+        chain: &mut Chain,
+        at: &str,
+        e: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let seq = chain.seq + 1;
+        let hash = event_hash(seq, at, e, &chain.hash);
+        sqlx::query(
+            "INSERT INTO events (seq, at, tenant, run_id, action_id, identity_id, action_kind, \
+             rule, kind, actor, state, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(&e.tenant)
+        .bind(&e.run_id)
+        .bind(e.action_id)
+        .bind(&e.identity_id)
+        .bind(&e.action_kind)
+        .bind(&e.rule)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(&e.state)
+        .bind(&e.detail)
+        .bind(&chain.hash)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        chain.seq = seq;
+        chain.hash = hash;
+        Ok(())
+    }
+
+    /// Reads an action and locks its row until the transaction ends.
+    async fn action_for_update(
+        tx: &mut Transaction<'_, Postgres>,
+        id: i64,
+    ) -> Result<Option<ActionRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
+
+    async fn action_in(
+        tx: &mut Transaction<'_, Postgres>,
+        id: i64,
+    ) -> Result<Option<ActionRow>, StoreError> {
+        Ok(sqlx::query_as(ACTION_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?)
+    }
+
+    async fn approvals_in(
+        tx: &mut Transaction<'_, Postgres>,
+        id: i64,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        Ok(sqlx::query_as(APPROVALS_OF)
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+}
+
+fn state_event(a: &ActionRow, kind: &str, actor: &str, state: &str, detail: String) -> NewEvent {
+    NewEvent {
+        tenant: Some(a.tenant.clone()),
+        run_id: Some(a.run_id.clone()),
+        action_id: Some(a.id),
+        identity_id: Some(a.identity_id.clone()),
+        action_kind: Some(a.kind.clone()),
+        rule: None,
+        kind: kind.into(),
+        actor: actor.into(),
+        state: Some(state.into()),
+        detail,
+    }
+}
+
+/// The columns of `ActionRow`, in table order.
+const ACTION_COLUMNS: &str = "id, run_id, tenant, identity_id, identity_upn, identity_name, kind, \
+     targets, reasons, rules, mode, state, state_reason, created_at, expires_at";
+
+const ACTION_BY_ID: &str = "SELECT id, run_id, tenant, identity_id, identity_upn, identity_name, \
+     kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at \
+     FROM actions WHERE id = $1";
+
+const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at FROM approvals \
+     WHERE action_id = $1 ORDER BY ord";
+
+/// SQLite's `lower()`: ASCII letters only, so both stores match the same UPNs.
+macro_rules! ascii_lower {
+    ($x:literal) => {
+        concat!(
+            "translate(",
+            $x,
+            ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+        )
+    };
+}
+
+/// The actions filter; NULL matches everything. `position` is an exact substring
+/// search (never a pattern), as SQLite's `instr`.
+const FILTER_SQL: &str = concat!(
+    "($1::text IS NULL OR tenant = $1::text) ",
+    "AND ($2::text IS NULL OR identity_id = $2::text OR ",
+    ascii_lower!("identity_upn"),
+    " = ",
+    ascii_lower!("$2::text"),
+    ") ",
+    "AND ($3::text IS NULL OR kind = $3::text) AND ($4::text IS NULL OR state = $4::text) ",
+    "AND ($5::text IS NULL OR position(',' || $5::text || ',' in rules) > 0) ",
+    "AND ($6::text IS NULL OR run_id = $6::text) ",
+    "AND ($7::text IS NULL OR created_at >= $7::text) AND ($8::text IS NULL OR created_at < $8::text)"
+);
+
+/// The events filter; NULL matches everything.
+const EVENT_FILTER_SQL: &str = concat!(
+    "($1::text IS NULL OR e.tenant = $1::text) ",
+    "AND ($2::text IS NULL OR e.identity_id = $2::text OR e.identity_id IN ",
+    "(SELECT a.identity_id FROM actions a WHERE ",
+    ascii_lower!("a.identity_upn"),
+    " = ",
+    ascii_lower!("$2::text"),
+    ")) ",
+    "AND ($3::text IS NULL OR e.action_kind = $3::text) AND ($4::text IS NULL OR e.state = $4::text) ",
+    "AND ($5::text IS NULL OR e.rule = $5::text OR EXISTS (SELECT 1 FROM actions a ",
+    "WHERE a.id = e.action_id AND position(',' || $5::text || ',' in a.rules) > 0)) ",
+    "AND ($6::text IS NULL OR e.run_id = $6::text) AND ($7::text IS NULL OR e.at >= $7::text) ",
+    "AND ($8::text IS NULL OR e.at < $8::text) ",
+    "AND ($10::bigint IS NULL OR e.action_id = $10::bigint)"
+);
+
+#[async_trait]
+impl Store for PostgresStore {
+    #[tracing::instrument(skip_all)]
+    async fn scan_processed(&self, tenant: &str, sha256: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE tenant = $1 AND scan_sha256 = $2 AND kind = 'scan'",
+        )
+        .bind(tenant)
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn previous_action_count(&self, tenant: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT actionable FROM runs WHERE tenant = $1 AND kind = 'scan' \
+             ORDER BY started_at DESC, ord DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        Self::append(&mut tx, &mut chain, &ts(Utc::now()), &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run.id, actions = actions.len()))]
+    async fn record_run(
+        &self,
+        run: &NewRun,
+        actions: &[NewAction],
+        rule_errors: &[NewRuleError],
+    ) -> Result<Vec<i64>, StoreError> {
+        let at = ts(run.started_at);
+        let actionable = actions
+            .iter()
+            .filter(|a| matches!(a.state.as_str(), "pending" | "ready"))
+            .count() as i64;
+        let mut tx = self.begin().await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO runs (id, tenant, scan_source, scan_sha256, scanned_at, rule_set_hash, \
+             mode, downgrades, identities, findings, actionable, started_at, actor, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&run.id)
+        .bind(&run.tenant)
+        .bind(&run.scan_source)
+        .bind(&run.scan_sha256)
+        .bind(ts(run.scanned_at))
+        .bind(&run.rule_set_hash)
+        .bind(&run.mode)
+        .bind(serde_json::to_string(&run.downgrades).unwrap_or_default())
+        .bind(run.identities)
+        .bind(run.findings)
+        .bind(actionable)
+        .bind(&at)
+        .bind(&run.actor)
+        .bind(&run.kind)
+        .execute(&mut *tx)
+        .await?;
+        let run_event = |kind: &str, detail: String| NewEvent {
+            tenant: Some(run.tenant.clone()),
+            run_id: Some(run.id.clone()),
+            kind: kind.into(),
+            actor: run.actor.clone(),
+            detail,
+            ..NewEvent::default()
+        };
+        let detail = serde_json::json!({
+            "scan": run.scan_source, "scan_sha256": run.scan_sha256,
+            "scanned_at": ts(run.scanned_at), "rule_set_hash": run.rule_set_hash,
+            "mode": run.mode, "identities": run.identities, "findings": run.findings,
+            "actions": actions.len(), "actionable": actionable,
+        });
+        Self::append(
+            &mut tx,
+            &mut chain,
+            &at,
+            &run_event("run_recorded", detail.to_string()),
+        )
+        .await?;
+        for reason in &run.downgrades {
+            Self::append(
+                &mut tx,
+                &mut chain,
+                &at,
+                &run_event("run_downgraded", reason.clone()),
+            )
+            .await?;
+        }
+        for e in rule_errors {
+            let ev = NewEvent {
+                identity_id: Some(e.identity_id.clone()),
+                rule: Some(e.rule.clone()),
+                ..run_event(
+                    "rule_error",
+                    serde_json::json!({"finding": e.finding, "error": e.message}).to_string(),
+                )
+            };
+            Self::append(&mut tx, &mut chain, &at, &ev).await?;
+        }
+        let mut ids = Vec::with_capacity(actions.len());
+        for a in actions {
+            let rules: Vec<&str> = a.reasons.iter().map(|r| r.rule.as_str()).collect();
+            let rules = format!(",{},", rules.join(","));
+            let targets = serde_json::to_string(&a.targets).unwrap_or_default();
+            let reasons = serde_json::to_string(&a.reasons).unwrap_or_default();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO actions (run_id, tenant, identity_id, identity_upn, identity_name, \
+                 kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+            )
+            .bind(&run.id)
+            .bind(&run.tenant)
+            .bind(&a.identity_id)
+            .bind(&a.identity_upn)
+            .bind(&a.identity_name)
+            .bind(&a.kind)
+            .bind(&targets)
+            .bind(&reasons)
+            .bind(&rules)
+            .bind(&a.mode)
+            .bind(&a.state)
+            .bind(&a.state_reason)
+            .bind(&at)
+            .bind(a.expires_at.map(ts))
+            .fetch_one(&mut *tx)
+            .await?;
+            let detail = serde_json::json!({
+                "upn": a.identity_upn, "targets": a.targets, "reasons": a.reasons,
+                "mode": a.mode, "why": a.state_reason, "expires_at": a.expires_at.map(ts),
+            });
+            let ev = NewEvent {
+                tenant: Some(run.tenant.clone()),
+                run_id: Some(run.id.clone()),
+                action_id: Some(id),
+                identity_id: Some(a.identity_id.clone()),
+                action_kind: Some(a.kind.clone()),
+                rule: None,
+                kind: "action_recorded".into(),
+                actor: run.actor.clone(),
+                state: Some(a.state.clone()),
+                detail: detail.to_string(),
+            };
+            Self::append(&mut tx, &mut chain, &at, &ev).await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn actions(&self, f: &Filter) -> Result<Vec<ActionRow>, StoreError> {
+        // `LIMIT NULL` is no limit: the newest `limit` rows, returned oldest first.
+        let sql = format!(
+            "SELECT {ACTION_COLUMNS} FROM (SELECT {ACTION_COLUMNS} FROM actions WHERE {FILTER_SQL} \
+             ORDER BY id DESC LIMIT $9::bigint) AS newest ORDER BY id"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&f.tenant)
+            .bind(&f.identity)
+            .bind(&f.action)
+            .bind(&f.state)
+            .bind(&f.rule)
+            .bind(&f.run)
+            .bind(f.since.map(ts))
+            .bind(f.until.map(ts))
+            // A negative limit is no limit, as in SQLite (PostgreSQL would refuse it).
+            .bind(f.limit.filter(|n| *n >= 0))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError> {
+        Ok(sqlx::query_as(ACTION_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn approvals(&self, id: i64) -> Result<Vec<ApprovalRow>, StoreError> {
+        Ok(sqlx::query_as(APPROVALS_OF)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let at = ts(now);
+        let mut tx = self.begin().await?;
+        let due: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE state = 'pending' \
+             AND expires_at IS NOT NULL AND expires_at <= $1 ORDER BY id FOR UPDATE"
+        )))
+        .bind(&at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut chain = Self::chain(&mut tx).await?;
+        for a in &due {
+            sqlx::query("UPDATE actions SET state = 'expired', state_reason = $1 WHERE id = $2")
+                .bind("approval window passed without a decision")
+                .bind(a.id)
+                .execute(&mut *tx)
+                .await?;
+            let detail = format!(
+                "pending since {}; expired at {} without a decision",
+                a.created_at,
+                a.expires_at.as_deref().unwrap_or("?")
+            );
+            Self::append(
+                &mut tx,
+                &mut chain,
+                &at,
+                &state_event(a, "state_changed", "system", "expired", detail),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(due.len() as u64)
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = ?req.ids))]
+    async fn decide(
+        &self,
+        req: &DecisionRequest,
+        policy: &ApprovalPolicy,
+    ) -> Result<Vec<ActionRow>, StoreError> {
+        approval::check_approver(policy, &req.by)?;
+        if req.ids.is_empty() {
+            return Err(ApprovalError::Empty.into());
+        }
+        let at = ts(req.now);
+        // The same id twice is one decision.
+        let mut ids = req.ids.clone();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        let several = req.bulk || ids.len() > 1;
+        let mut tx = self.begin().await?;
+        let mut plans = Vec::with_capacity(req.ids.len());
+        // Validate everything first, with the rows locked: all change, or none.
+        for &id in &ids {
+            let action = Self::action_for_update(&mut tx, id)
+                .await?
+                .ok_or(ApprovalError::UnknownId(id))?;
+            let prior = Self::approvals_in(&mut tx, id).await?;
+            let t = approval::transition(
+                &action,
+                &prior,
+                req.decision,
+                &req.by,
+                several,
+                policy,
+                req.now,
+            )?;
+            plans.push((action, t));
+        }
+        let mut chain = Self::chain(&mut tx).await?;
+        let mut out = Vec::with_capacity(plans.len());
+        for (action, t) in plans {
+            sqlx::query(
+                "INSERT INTO approvals (action_id, approver, decision, comment, at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(action.id)
+            .bind(&req.by)
+            .bind(req.decision.as_str())
+            .bind(&req.comment)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+            let detail = serde_json::json!({
+                "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
+            });
+            match t.new_state {
+                Some(state) => {
+                    sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")
+                        .bind(state)
+                        .bind(format!("{} by {}", req.decision.as_str(), req.by))
+                        .bind(action.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Self::append(
+                        &mut tx,
+                        &mut chain,
+                        &at,
+                        &state_event(&action, "state_changed", &req.by, state, detail.to_string()),
+                    )
+                    .await?;
+                }
+                None => {
+                    Self::append(
+                        &mut tx,
+                        &mut chain,
+                        &at,
+                        &state_event(
+                            &action,
+                            "approval_recorded",
+                            &req.by,
+                            "pending",
+                            format!("{detail}; a second approver is required (four eyes)"),
+                        ),
+                    )
+                    .await?;
+                }
+            }
+            if let Some(row) = Self::action_in(&mut tx, action.id).await? {
+                out.push(row);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn events(&self, f: &Filter) -> Result<Vec<EventRow>, StoreError> {
+        // `LIMIT NULL` is no limit: the newest `limit` events, returned in order.
+        let sql = format!(
+            "SELECT * FROM (SELECT e.* FROM events e WHERE {EVENT_FILTER_SQL} \
+             ORDER BY e.seq DESC LIMIT $9::bigint) AS newest ORDER BY seq"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&f.tenant)
+            .bind(&f.identity)
+            .bind(&f.action)
+            .bind(&f.state)
+            .bind(&f.rule)
+            .bind(&f.run)
+            .bind(f.since.map(ts))
+            .bind(f.until.map(ts))
+            // A negative limit is no limit, as in SQLite (PostgreSQL would refuse it).
+            .bind(f.limit.filter(|n| *n >= 0))
+            .bind(f.action_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        // One snapshot for events and actions, so appends made meanwhile by other
+        // instances cannot look like a mismatch.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let events: Vec<EventRow> = sqlx::query_as("SELECT * FROM events ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut problems = Vec::new();
+        let mut prev = GENESIS.to_string();
+        let mut expect_seq = 1;
+        let mut last_state = std::collections::HashMap::new();
+        for e in &events {
+            if e.seq != expect_seq {
+                problems.push(format!(
+                    "event {}: expected event {expect_seq} here: events are missing",
+                    e.seq
+                ));
+            }
+            expect_seq = e.seq + 1;
+            if e.prev_hash != prev {
+                problems.push(format!(
+                    "event {}: prev_hash does not match the previous event's hash",
+                    e.seq
+                ));
+            }
+            let h = event_hash(e.seq, &e.at, &e.content(), &e.prev_hash);
+            if h != e.hash {
+                problems.push(format!(
+                    "event {}: content does not match its hash (edited)",
+                    e.seq
+                ));
+            }
+            prev = e.hash.clone();
+            if let (Some(a), Some(s)) = (e.action_id, &e.state) {
+                last_state.insert(a, s.clone());
+            }
+        }
+        let actions: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, state FROM actions ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        for (id, state) in actions {
+            match last_state.get(&id) {
+                Some(s) if *s == state => {}
+                Some(s) => problems.push(format!(
+                    "action {id}: state is {state} but history last recorded {s}"
+                )),
+                None => problems.push(format!("action {id}: has no history events")),
+            }
+        }
+        Ok(VerifyReport {
+            events: events.len() as i64,
+            problems,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = ids.len(), to))]
+    async fn claim(
+        &self,
+        ids: &[i64],
+        from: &[&str],
+        to: &str,
+        actor: &str,
+        detail: &str,
+    ) -> Result<Vec<ActionRow>, StoreError> {
+        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+        let mut tx = self.begin().await?;
+        // Taken with the chain lock, so times follow the chain's order.
+        let at = ts(Utc::now());
+        let mut chain = Self::chain(&mut tx).await?;
+        let mut out = Vec::new();
+        for &id in ids {
+            // Moves the row only if it is still in an allowed state: a concurrent
+            // claim of the same id waits for the row lock, then finds it moved.
+            let moved: Option<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE actions SET state = $1, state_reason = NULL \
+                 WHERE id = $2 AND state = ANY($3::text[]) RETURNING {ACTION_COLUMNS}"
+            )))
+            .bind(to)
+            .bind(id)
+            .bind(&from)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(a) = moved else {
+                continue;
+            };
+            Self::append(
+                &mut tx,
+                &mut chain,
+                &at,
+                &state_event(&a, "state_changed", actor, to, detail.to_string()),
+            )
+            .await?;
+            out.push(a);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn append(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        // Taken with the chain lock, so times follow the chain's order.
+        let at = ts(Utc::now());
+        let mut chain = Self::chain(&mut tx).await?;
+        for e in &events {
+            Self::append(&mut tx, &mut chain, &at, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(changes = changes.len()))]
+    async fn transition(&self, changes: Vec<StateChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        // Taken with the chain lock, so times follow the chain's order.
+        let at = ts(Utc::now());
+        let mut chain = Self::chain(&mut tx).await?;
+        for c in changes {
+            sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")
+                .bind(&c.state)
+                .bind(&c.reason)
+                .bind(c.action_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut e = c.event;
+            e.action_id = Some(c.action_id);
+            e.state = Some(c.state.clone());
+            Self::append(&mut tx, &mut chain, &at, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn tenant_state(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM tenant_state WHERE tenant = $1 AND key = $2")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_tenant_state(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &str,
+        event: NewEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // Taken with the chain lock, so times follow the chain's order.
+        let at = ts(Utc::now());
+        let mut chain = Self::chain(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO tenant_state (tenant, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value, \
+             updated_at = EXCLUDED.updated_at",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(value)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        Self::append(&mut tx, &mut chain, &at, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(name, holder))]
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let until =
+            now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::seconds(60));
+        // One statement: insert, or take over only from the same holder or an
+        // expired lease. The conflicting row is locked while the condition is checked.
+        let got: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+             expires_at = EXCLUDED.expires_at \
+             WHERE leases.holder = $2 OR leases.expires_at <= $4 \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ts(until))
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(got.is_some())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn last_run_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT MAX(started_at) FROM runs WHERE tenant = $1 AND kind = 'scan'",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+}
