@@ -425,3 +425,35 @@ async fn create_database(url: &str, db: &str) {
         .await
         .unwrap();
 }
+
+#[test]
+fn the_systemd_unit_is_rated_ok_by_systemd_analyze() {
+    let unit = repo().join("systemd/entra-remediator.service");
+    let out = match Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&unit)
+        .output()
+    {
+        Ok(o) => o,
+        Err(_) => {
+            eprintln!("systemd-analyze not installed: unit rating SKIPPED");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exposure above 2.0:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap();
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(score <= 2.0, "{line}");
+}
