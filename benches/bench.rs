@@ -1,0 +1,2 @@
+//! Benchmarks (placeholder; filled in by the benchmarks work).
+fn main() {}
