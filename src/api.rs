@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::approval::{ApprovalError, ApprovalPolicy, Decision};
 use crate::config::{ApiConfig, Config};
 use crate::metrics::Metrics;
+use crate::output::action_json;
 use crate::store::{ActionRow, DecisionRequest, Filter, Store, StoreError};
 
 /// What the daemon asks of its scheduler on behalf of an API call.
@@ -336,19 +337,6 @@ async fn metrics(State(s): State<Shared>) -> Response {
 }
 
 /// An action as `approvals list --format json` prints it.
-fn action_json(a: &ActionRow) -> Value {
-    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-    if let Ok(t) = serde_json::from_str::<Vec<String>>(&a.targets) {
-        v["targets"] = json!(t.join(" "));
-    }
-    v["rules"] = json!(a.rules.trim_matches(','));
-    v["action"] = json!(a.kind);
-    if let Ok(r) = serde_json::from_str::<Value>(&a.reasons) {
-        v["reasons"] = r;
-    }
-    v
-}
-
 fn path_id(p: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {
     p.map(|Path(id)| id).map_err(|e| {
         ApiError::bad_request(

@@ -11,7 +11,7 @@ use crate::approval::{ApprovalPolicy, Decision};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, RuleLimits};
 use std::io::Write;
 
-use crate::output::{Format, render, write_records};
+use crate::output::{Format, action_json, render, write_records};
 use crate::plan::Decision as PlanDecision;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
@@ -791,19 +791,6 @@ async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result
         ApprovalsCmd::Approve(a) => decide(store, &policy, a, Decision::Approve, now).await,
         ApprovalsCmd::Reject(a) => decide(store, &policy, a, Decision::Reject, now).await,
     }
-}
-
-fn action_json(a: &crate::store::ActionRow) -> Value {
-    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-    if let Ok(t) = serde_json::from_str::<Vec<String>>(&a.targets) {
-        v["targets"] = json!(t.join(" "));
-    }
-    v["rules"] = json!(a.rules.trim_matches(','));
-    v["action"] = json!(a.kind);
-    if let Ok(r) = serde_json::from_str::<Value>(&a.reasons) {
-        v["reasons"] = r;
-    }
-    v
 }
 
 async fn decide(

@@ -14,6 +14,21 @@ pub enum Format {
     Csv,
 }
 
+/// An action as the CLI and the API show it: targets and rules as plain text,
+/// reasons as JSON.
+pub fn action_json(a: &crate::store::ActionRow) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    if let Ok(t) = serde_json::from_str::<Vec<String>>(&a.targets) {
+        v["targets"] = Value::from(t.join(" "));
+    }
+    v["rules"] = Value::from(a.rules.trim_matches(','));
+    v["action"] = Value::from(a.kind.clone());
+    if let Ok(r) = serde_json::from_str::<Value>(&a.reasons) {
+        v["reasons"] = r;
+    }
+    v
+}
+
 fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
