@@ -260,6 +260,134 @@ impl EventRow {
     }
 }
 
+/// Checks the hash chain and that each action's state is the last one history
+/// recorded for it; the same check for every backend.
+pub fn verify_history(events: &[EventRow], actions: &[(i64, String)]) -> VerifyReport {
+    let mut problems = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let mut expect_seq = 1;
+    let mut last_state = std::collections::HashMap::new();
+    for e in events {
+        if e.seq != expect_seq {
+            problems.push(format!(
+                "event {}: expected event {expect_seq} here: events are missing",
+                e.seq
+            ));
+        }
+        expect_seq = e.seq + 1;
+        if e.prev_hash != prev {
+            problems.push(format!(
+                "event {}: prev_hash does not match the previous event's hash",
+                e.seq
+            ));
+        }
+        if event_hash(e.seq, &e.at, &e.content(), &e.prev_hash) != e.hash {
+            problems.push(format!(
+                "event {}: content does not match its hash (edited)",
+                e.seq
+            ));
+        }
+        prev = e.hash.clone();
+        if let (Some(a), Some(s)) = (e.action_id, &e.state) {
+            last_state.insert(a, s.clone());
+        }
+    }
+    for (id, state) in actions {
+        match last_state.get(id) {
+            Some(s) if s == state => {}
+            Some(s) => problems.push(format!(
+                "action {id}: state is {state} but history last recorded {s}"
+            )),
+            None => problems.push(format!("action {id}: has no history events")),
+        }
+    }
+    VerifyReport {
+        events: events.len() as i64,
+        problems,
+    }
+}
+
+/// The event recording a state change of an action.
+pub(crate) fn state_event(
+    a: &ActionRow,
+    kind: &str,
+    actor: &str,
+    state: &str,
+    detail: String,
+) -> NewEvent {
+    NewEvent {
+        tenant: Some(a.tenant.clone()),
+        run_id: Some(a.run_id.clone()),
+        action_id: Some(a.id),
+        identity_id: Some(a.identity_id.clone()),
+        action_kind: Some(a.kind.clone()),
+        rule: None,
+        kind: kind.into(),
+        actor: actor.into(),
+        state: Some(state.into()),
+        detail,
+    }
+}
+
+/// The events a recorded run starts with: the run itself, its downgrades and
+/// its rule errors.
+pub(crate) fn run_events(
+    run: &NewRun,
+    actions: usize,
+    actionable: i64,
+    rule_errors: &[NewRuleError],
+) -> Vec<NewEvent> {
+    let run_event = |kind: &str, detail: String| NewEvent {
+        tenant: Some(run.tenant.clone()),
+        run_id: Some(run.id.clone()),
+        kind: kind.into(),
+        actor: run.actor.clone(),
+        detail,
+        ..NewEvent::default()
+    };
+    let detail = serde_json::json!({
+        "scan": run.scan_source, "scan_sha256": run.scan_sha256,
+        "scanned_at": ts(run.scanned_at), "rule_set_hash": run.rule_set_hash,
+        "mode": run.mode, "identities": run.identities, "findings": run.findings,
+        "actions": actions, "actionable": actionable,
+    });
+    let mut out = vec![run_event("run_recorded", detail.to_string())];
+    out.extend(
+        run.downgrades
+            .iter()
+            .map(|r| run_event("run_downgraded", r.clone())),
+    );
+    out.extend(rule_errors.iter().map(|e| NewEvent {
+        identity_id: Some(e.identity_id.clone()),
+        rule: Some(e.rule.clone()),
+        ..run_event(
+            "rule_error",
+            serde_json::json!({"finding": e.finding, "error": e.message}).to_string(),
+        )
+    }));
+    out
+}
+
+/// The event recording a planned action.
+pub(crate) fn action_event(run: &NewRun, id: i64, a: &NewAction) -> NewEvent {
+    let detail = serde_json::json!({
+        "upn": a.identity_upn, "targets": a.targets, "reasons": a.reasons,
+        "mode": a.mode, "why": a.state_reason, "expires_at": a.expires_at.map(ts),
+    });
+    NewEvent {
+        tenant: Some(run.tenant.clone()),
+        run_id: Some(run.id.clone()),
+        action_id: Some(id),
+        identity_id: Some(a.identity_id.clone()),
+        action_kind: Some(a.kind.clone()),
+        rule: None,
+        kind: "action_recorded".into(),
+        actor: run.actor.clone(),
+        state: Some(a.state.clone()),
+        detail: detail.to_string(),
+    }
+}
+
 /// Filters for `history` and `approvals list`; `None` matches everything.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

@@ -12,7 +12,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{
     ActionRow, ApprovalRow, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent,
-    NewRuleError, NewRun, StateChange, Store, StoreError, VerifyReport, event_hash, ts,
+    NewRuleError, NewRun, StateChange, Store, StoreError, VerifyReport, action_event, event_hash,
+    run_events, state_event, ts, verify_history,
 };
 use crate::approval::{self, ApprovalError, ApprovalPolicy};
 
@@ -149,21 +150,6 @@ impl SqliteStore {
     }
 }
 
-fn state_event(a: &ActionRow, kind: &str, actor: &str, state: &str, detail: String) -> NewEvent {
-    NewEvent {
-        tenant: Some(a.tenant.clone()),
-        run_id: Some(a.run_id.clone()),
-        action_id: Some(a.id),
-        identity_id: Some(a.identity_id.clone()),
-        action_kind: Some(a.kind.clone()),
-        rule: None,
-        kind: kind.into(),
-        actor: actor.into(),
-        state: Some(state.into()),
-        detail,
-    }
-}
-
 const FILTER_SQL: &str = "(?1 IS NULL OR tenant = ?1) \
      AND (?2 IS NULL OR identity_id = ?2 OR lower(identity_upn) = lower(?2)) \
      AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4) \
@@ -238,45 +224,7 @@ impl Store for SqliteStore {
         .bind(&run.kind)
         .execute(&mut *tx)
         .await?;
-        let run_event = |kind: &str, detail: String| NewEvent {
-            tenant: Some(run.tenant.clone()),
-            run_id: Some(run.id.clone()),
-            kind: kind.into(),
-            actor: run.actor.clone(),
-            detail,
-            ..NewEvent::default()
-        };
-        let detail = serde_json::json!({
-            "scan": run.scan_source, "scan_sha256": run.scan_sha256,
-            "scanned_at": ts(run.scanned_at), "rule_set_hash": run.rule_set_hash,
-            "mode": run.mode, "identities": run.identities, "findings": run.findings,
-            "actions": actions.len(), "actionable": actionable,
-        });
-        Self::append(
-            &mut tx,
-            &mut chain,
-            &at,
-            &run_event("run_recorded", detail.to_string()),
-        )
-        .await?;
-        for reason in &run.downgrades {
-            Self::append(
-                &mut tx,
-                &mut chain,
-                &at,
-                &run_event("run_downgraded", reason.clone()),
-            )
-            .await?;
-        }
-        for e in rule_errors {
-            let ev = NewEvent {
-                identity_id: Some(e.identity_id.clone()),
-                rule: Some(e.rule.clone()),
-                ..run_event(
-                    "rule_error",
-                    serde_json::json!({"finding": e.finding, "error": e.message}).to_string(),
-                )
-            };
+        for ev in run_events(run, actions.len(), actionable, rule_errors) {
             Self::append(&mut tx, &mut chain, &at, &ev).await?;
         }
         let mut ids = Vec::with_capacity(actions.len());
@@ -306,22 +254,7 @@ impl Store for SqliteStore {
             .bind(a.expires_at.map(ts))
             .fetch_one(&mut *tx)
             .await?;
-            let detail = serde_json::json!({
-                "upn": a.identity_upn, "targets": a.targets, "reasons": a.reasons,
-                "mode": a.mode, "why": a.state_reason, "expires_at": a.expires_at.map(ts),
-            });
-            let ev = NewEvent {
-                tenant: Some(run.tenant.clone()),
-                run_id: Some(run.id.clone()),
-                action_id: Some(id),
-                identity_id: Some(a.identity_id.clone()),
-                action_kind: Some(a.kind.clone()),
-                rule: None,
-                kind: "action_recorded".into(),
-                actor: run.actor.clone(),
-                state: Some(a.state.clone()),
-                detail: detail.to_string(),
-            };
+            let ev = action_event(run, id, a);
             Self::append(&mut tx, &mut chain, &at, &ev).await?;
             ids.push(id);
         }
@@ -529,53 +462,11 @@ impl Store for SqliteStore {
         let events: Vec<EventRow> = sqlx::query_as("SELECT * FROM events ORDER BY seq")
             .fetch_all(&self.pool)
             .await?;
-        let mut problems = Vec::new();
-        let mut prev = GENESIS.to_string();
-        let mut expect_seq = 1;
-        let mut last_state = std::collections::HashMap::new();
-        for e in &events {
-            if e.seq != expect_seq {
-                problems.push(format!(
-                    "event {}: expected event {expect_seq} here: events are missing",
-                    e.seq
-                ));
-            }
-            expect_seq = e.seq + 1;
-            if e.prev_hash != prev {
-                problems.push(format!(
-                    "event {}: prev_hash does not match the previous event's hash",
-                    e.seq
-                ));
-            }
-            let h = event_hash(e.seq, &e.at, &e.content(), &e.prev_hash);
-            if h != e.hash {
-                problems.push(format!(
-                    "event {}: content does not match its hash (edited)",
-                    e.seq
-                ));
-            }
-            prev = e.hash.clone();
-            if let (Some(a), Some(s)) = (e.action_id, &e.state) {
-                last_state.insert(a, s.clone());
-            }
-        }
         let actions: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, state FROM actions ORDER BY id")
                 .fetch_all(&self.pool)
                 .await?;
-        for (id, state) in actions {
-            match last_state.get(&id) {
-                Some(s) if *s == state => {}
-                Some(s) => problems.push(format!(
-                    "action {id}: state is {state} but history last recorded {s}"
-                )),
-                None => problems.push(format!("action {id}: has no history events")),
-            }
-        }
-        Ok(VerifyReport {
-            events: events.len() as i64,
-            problems,
-        })
+        Ok(verify_history(&events, &actions))
     }
 
     #[tracing::instrument(skip_all, fields(ids = ids.len(), to))]
