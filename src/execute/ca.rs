@@ -397,6 +397,20 @@ async fn policy_mode(
     Ok(())
 }
 
+/// The policy an action's snapshot refers to: its id, or the tenant's current
+/// policy for that kind when the action created it.
+pub(crate) async fn policy_id(ex: &Executor<'_>, snapshot: &Value) -> Option<String> {
+    if let Some(id) = snapshot["policy_id"].as_str() {
+        return Some(id.to_string());
+    }
+    let key = snapshot["policy_key"].as_str()?;
+    ex.store
+        .tenant_state(&ex.tenant.name, key)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Undo of an MFA action: take the user out of the policy (or its group).
 pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &ActionRow, snapshot: &Value) {
     let uid = orig.identity_id.clone();
@@ -409,20 +423,7 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &ActionRow,
             ));
         }
         Some("policy") => {
-            let stored = match snapshot["policy_key"].as_str() {
-                Some(key) => ex
-                    .store
-                    .tenant_state(&ex.tenant.name, key)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
-            let Some(id) = snapshot["policy_id"]
-                .as_str()
-                .map(str::to_string)
-                .or(stored)
-            else {
+            let Some(id) = policy_id(ex, snapshot).await else {
                 w.decide(Outcome::Refused(
                     "the MFA policy is not known any more".into(),
                 ));

@@ -149,20 +149,7 @@ impl Executor<'_> {
                         None => Verdict::Unknown("the group could not be read".into()),
                     };
                 }
-                let stored = match snapshot["policy_key"].as_str() {
-                    Some(key) => self
-                        .store
-                        .tenant_state(&self.tenant.name, key)
-                        .await
-                        .ok()
-                        .flatten(),
-                    None => None,
-                };
-                let Some(id) = snapshot["policy_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or(stored)
-                else {
+                let Some(id) = super::ca::policy_id(self, snapshot).await else {
                     return Verdict::NotApplied("the policy was never created".into());
                 };
                 match get(format!("/identity/conditionalAccess/policies/{id}")).await {
