@@ -331,12 +331,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => {
             let cfg = Config::load(&cli.config)?;
-            let store = store::open(&cfg.store.url).await?;
+            let store = store::open(&cfg.store.url)
+                .await
+                .with_context(|| store_failed(&cfg))?;
             let opts = run_options(&cfg, &args.scan, args.force)?;
-            let outcomes = crate::run::run(&cfg, Some(store.as_ref()), &opts).await?;
+            let outcomes = match crate::run::run(&cfg, Some(store.as_ref()), &opts).await {
+                Ok(o) => o,
+                Err(e @ crate::run::RunError::Store(_)) => {
+                    return Err(anyhow::Error::new(e).context(store_failed(&cfg)));
+                }
+                Err(e) => return Err(e.into()),
+            };
             print_outcomes(&outcomes, args.scan.format, true);
             let code = exit_for(&outcomes);
-            let exec = execute(&cfg, store.as_ref(), opts.tenant.as_deref(), &opts.actor).await?;
+            let exec = execute(&cfg, store.as_ref(), opts.tenant.as_deref(), &opts.actor)
+                .await
+                .with_context(|| store_failed(&cfg))?;
             Ok(code.max(exec))
         }
         Command::Daemon => {
@@ -350,8 +360,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             {
                 bail!("no tenant named {t:?} in the config");
             }
-            let store = store::open(&cfg.store.url).await?;
-            execute(&cfg, store.as_ref(), tenant.as_deref(), &actor()).await
+            let store = store::open(&cfg.store.url)
+                .await
+                .with_context(|| store_failed(&cfg))?;
+            execute(&cfg, store.as_ref(), tenant.as_deref(), &actor())
+                .await
+                .with_context(|| store_failed(&cfg))
         }
         Command::Undo { id, by } => {
             let cfg = Config::load(&cli.config)?;
@@ -444,8 +458,39 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The store as messages name it: the SQLite path, or the PostgreSQL URL
+/// without its password.
+fn store_name(url: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return path.to_string();
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The query may carry a password too: leave it out.
+    let rest = rest.split('?').next().unwrap_or("");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
+/// Context for an error of the history store during a run or an execution.
+fn store_failed(cfg: &Config) -> String {
+    format!(
+        "history store {} failed, so this run stopped; nothing is sent to Microsoft Graph before its intent is recorded, and `entra-remediator execute` settles and finishes the rest once the store works again",
+        store_name(&cfg.store.url)
+    )
+}
+
 /// Settles in-flight actions and executes ready and approved ones for each
-/// tenant that has any; returns the exit code (1 when something failed).
+/// tenant that has any; returns the exit code (1 when something failed). Every
+/// error it returns is the store's.
 async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &str) -> Result<i32> {
     let mut code = 0;
     for t in cfg

@@ -12,6 +12,13 @@ use serde::Deserialize;
 use crate::mode::Mode;
 use crate::plan::ActionKind;
 
+/// Longest line of a config error message; longer ones echo a hostile value.
+const MAX_ECHO: usize = 400;
+/// Longest `approval_ttl` accepted.
+const MAX_APPROVAL_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Longest `daemon.lease_secs` accepted.
+const MAX_LEASE_SECS: u64 = 365 * 24 * 3600;
+
 /// Default config path when neither `--config` nor `ENTRA_REMEDIATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/entra-remediator/config.toml";
 
@@ -19,12 +26,13 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/entra-remediator/config.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The config file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, and not also a `source`, so that an
+        /// error chain does not print it twice).
+        error: std::io::Error,
     },
     /// The TOML is malformed or a key has the wrong type or is unknown.
     #[error("invalid config {path}: {message}")]
@@ -571,9 +579,17 @@ pub struct SourceConfig {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let (line, column) =
+                crate::output::place_of(e.as_bytes(), e.utf8_error().valid_up_to());
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("line {line}, column {column}: not UTF-8 text"),
+            }
         })?;
         Self::parse(&text, path)
     }
@@ -582,7 +598,14 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            // toml quotes the offending line and value: keep a huge one short.
+            message: e
+                .to_string()
+                .trim_end()
+                .lines()
+                .map(|l| crate::output::clip(l, MAX_ECHO))
+                .collect::<Vec<_>>()
+                .join("\n"),
         })?;
         cfg.path = path.to_path_buf();
         let base = path
@@ -620,7 +643,7 @@ impl Config {
         ConfigError::Invalid {
             path: self.path.clone(),
             key: key.to_string(),
-            message: message.into(),
+            message: crate::output::clip(&message.into(), MAX_ECHO),
         }
     }
 
@@ -651,6 +674,10 @@ impl Config {
         if self.approval_ttl.0.is_zero() {
             return Err(self.invalid("approval_ttl", "must be above 0"));
         }
+        // Expiry times are computed by adding it to now: keep that representable.
+        if self.approval_ttl.0 > MAX_APPROVAL_TTL {
+            return Err(self.invalid("approval_ttl", "must be at most 100 years"));
+        }
         if self.api.enabled && self.api.token_file.is_none() && self.api.token_credential.is_none()
         {
             return Err(self.invalid(
@@ -662,6 +689,13 @@ impl Config {
             return Err(self.invalid(
                 "daemon.lease_secs",
                 "lease_secs must be at least 10 and execute_interval_secs above 0",
+            ));
+        }
+        // A lease's expiry is now + lease_secs: keep that representable.
+        if self.daemon.lease_secs > MAX_LEASE_SECS {
+            return Err(self.invalid(
+                "daemon.lease_secs",
+                format!("must be at most {MAX_LEASE_SECS} (a year)"),
             ));
         }
         for (i, w) in self.notify.webhooks.iter().enumerate() {

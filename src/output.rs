@@ -110,6 +110,46 @@ pub fn write_records<W: std::io::Write>(
     Ok(())
 }
 
+/// Shortens a message that echoes input (one value of a hostile scan, config or
+/// rule file can be megabytes long): keeps its start and end and says how much
+/// was cut, so logs and history stay small and the message still names the
+/// place and the problem.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut head = max / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - max / 2;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}...[{} bytes cut]...{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `bytes`, the
+/// place of the first invalid byte when a file is not UTF-8.
+pub fn place_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,6 +150,29 @@ async fn ensure_policy(
             return Err(map_error(&r, "read Conditional Access policy"));
         }
     }
+    // A policy we created may be in the tenant without its id recorded: the
+    // process stopped, or the store failed, between Graph's answer and the
+    // record. Take that one rather than create a second.
+    if let Some(found) = find_ours(ex, k, s, calls).await? {
+        let id = found["id"].as_str().unwrap_or("").to_string();
+        ex.store
+            .set_tenant_state(
+                &ex.tenant.name,
+                k.key,
+                &id,
+                tenant_event(
+                    ex,
+                    "ca_policy_adopted",
+                    json!({
+                        "policy_id": id, "previous_id": stored,
+                        "why": "a policy with this name and grant is in the tenant but its id was not recorded (an interrupted run created it)",
+                    }),
+                ),
+            )
+            .await
+            .map_err(|e| Outcome::Failed(format!("history unavailable: {e}"), true))?;
+        return Ok((found, false));
+    }
     let body = new_policy(k, s, users);
     // Record the intent (the tenant's and each action's) before creating the policy.
     let mut events = vec![tenant_event(
@@ -196,6 +219,38 @@ async fn ensure_policy(
         .await
         .map_err(|e| Outcome::Failed(format!("policy {id} created but its id could not be stored: {e}"), true))?;
     Ok((r.body, true))
+}
+
+/// The policy of this kind that we would create, if the tenant has one: the
+/// same display name and grant.
+async fn find_ours(
+    ex: &Executor<'_>,
+    k: &Kind,
+    s: &MfaPolicyConfig,
+    calls: &mut Vec<Value>,
+) -> Result<Option<Value>, Outcome> {
+    let name = s.display_name.clone().unwrap_or_else(|| k.name.to_string());
+    let r = call(ex, GraphRequest::get(POLICIES), calls)
+        .await
+        .map_err(|e| Outcome::Failed(e, true))?;
+    if !r.ok() {
+        return Err(map_error(&r, "list Conditional Access policies"));
+    }
+    let same_grant = |p: &Value| {
+        let g = &p["grantControls"];
+        if k.action == ActionKind::EnforcePhishingResistantMfa {
+            g["authenticationStrength"]["id"] == PHISHING_RESISTANT_STRENGTH
+        } else {
+            g["builtInControls"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|c| c == "mfa"))
+        }
+    };
+    Ok(r.body["value"].as_array().and_then(|v| {
+        v.iter()
+            .find(|p| p["displayName"].as_str() == Some(name.as_str()) && same_grant(p))
+            .cloned()
+    }))
 }
 
 /// Decides and carries out every MFA action of this pass.

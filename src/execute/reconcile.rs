@@ -62,7 +62,11 @@ impl Executor<'_> {
                 ),
                 Verdict::Unknown(s) => (
                     "failed",
-                    format!("interrupted after its write was sent: {s}; not sent again"),
+                    // The intents of a pass are committed before any of its
+                    // writes is sent, so this one may or may not have been.
+                    format!(
+                        "interrupted after its intent was recorded, so its write may have reached Graph: {s}; not sent again"
+                    ),
                 ),
             };
             report

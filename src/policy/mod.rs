@@ -165,9 +165,29 @@ impl RuleSet {
         }
         files.sort();
         let mut sources = Vec::with_capacity(files.len());
+        let mut not_text = Vec::new();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| read(&f, e))?;
-            sources.push((f, text));
+            let bytes = std::fs::read(&f).map_err(|e| read(&f, e))?;
+            match String::from_utf8(bytes) {
+                Ok(text) => sources.push((f, text)),
+                Err(e) => {
+                    let (line, column) =
+                        crate::output::place_of(e.as_bytes(), e.utf8_error().valid_up_to());
+                    not_text.push(RuleFileError {
+                        file: f,
+                        line,
+                        column,
+                        message: "not UTF-8 text".into(),
+                    });
+                }
+            }
+        }
+        if !not_text.is_empty() {
+            // Report the other files' problems too.
+            if let Err(PolicyError::Invalid(mut more)) = Self::from_sources(sources, limits) {
+                not_text.append(&mut more);
+            }
+            return Err(PolicyError::Invalid(not_text));
         }
         Self::from_sources(sources, limits)
     }
@@ -308,9 +328,11 @@ impl RuleSet {
                                 });
                             }
                         }
-                        Err(msg) => out
-                            .failures
-                            .push(fail(format!("{}: {msg}", rule.file.display()))),
+                        Err(msg) => out.failures.push(fail(format!(
+                            "{}: {}",
+                            rule.file.display(),
+                            crate::output::clip(&msg, MAX_ECHO)
+                        ))),
                     }
                 }
             }
@@ -400,19 +422,25 @@ fn actions_of(value: Dynamic) -> Result<Vec<RuleAction>, String> {
     ))
 }
 
+/// Longest message kept for one rule problem: a message may quote the rule's
+/// text or a thrown value, and one rule error is recorded per identity.
+const MAX_ECHO: usize = 1000;
+
 fn pos_err(file: &Path, pos: Position, message: impl Into<String>) -> RuleFileError {
     RuleFileError {
         file: file.to_path_buf(),
         line: pos.line().unwrap_or(0),
         column: pos.position().unwrap_or(0),
-        message: message.into(),
+        message: crate::output::clip(&message.into(), MAX_ECHO),
     }
 }
 
-fn line_of(text: &str, needle: &str) -> Position {
+/// The 1-based line of the first line containing `needle` (0 when none).
+/// Kept as a plain number: Rhai positions stop at line 65,535.
+fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|l| l.contains(needle))
-        .map_or(Position::NONE, |i| Position::new((i + 1) as u16, 1))
+        .map_or(0, |i| i + 1)
 }
 
 fn compile_rule(
@@ -481,8 +509,15 @@ fn compile_rule(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let meta_pos = line_of(text, "fn metadata");
-    let meta_err = |m: String| vec![pos_err(file, meta_pos, m)];
+    let meta_line = line_of(text, "fn metadata");
+    let meta_err = |m: String| {
+        vec![RuleFileError {
+            file: file.to_path_buf(),
+            line: meta_line,
+            column: usize::from(meta_line > 0),
+            message: m,
+        }]
+    };
     let meta = sandbox::with_deadline(timeout, || {
         engine.call_fn_with_options::<Dynamic>(
             CallFnOptions::new().eval_ast(false),

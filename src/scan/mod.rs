@@ -377,14 +377,14 @@ impl Scan {
         let scan: Scan = match serde_path_to_error::deserialize(&mut de) {
             Ok(s) => s,
             Err(e) => {
-                let path = e.path().to_string();
+                let path = clip(&e.path().to_string());
                 let inner = e.into_inner();
                 return Err(ScanError::Json {
                     source_name: source_name.to_string(),
                     line: inner.line(),
                     column: inner.column(),
                     json_path: path,
-                    message: strip_position(&inner.to_string()),
+                    message: clip(&strip_position(&inner.to_string())),
                 });
             }
         };
@@ -393,7 +393,7 @@ impl Scan {
             line: e.line(),
             column: e.column(),
             json_path: ".".into(),
-            message: strip_position(&e.to_string()),
+            message: clip(&strip_position(&e.to_string())),
         })?;
         scan.check_references(source_name)?;
         Ok(scan)
@@ -403,7 +403,7 @@ impl Scan {
         let invalid = |json_path: String, message: String| ScanError::Invalid {
             source_name: source_name.to_string(),
             json_path,
-            message,
+            message: clip(&message),
         };
         let mut ids = HashSet::with_capacity(self.identities.len());
         for (i, ident) in self.identities.iter().enumerate() {
@@ -436,6 +436,15 @@ impl Scan {
         }
         Ok(())
     }
+}
+
+/// Longest message (or JSON path) echoed from a scan: serde quotes the offending
+/// value, and one value of a hostile scan can be megabytes long.
+const MAX_ECHO: usize = 400;
+
+/// Shortens a message that quotes a huge value (see [`MAX_ECHO`]).
+pub(crate) fn clip(msg: &str) -> String {
+    crate::output::clip(msg, MAX_ECHO)
 }
 
 /// serde_json appends " at line L column C"; we report the position separately.

@@ -152,7 +152,7 @@ fn pick_in_dir(dir: &Path, wanted: Option<DateTime<Utc>>) -> Result<PathBuf, Sca
                 json_path: ".".into(),
                 message: format!(
                     "{} (a malformed file in the scan directory blocks choosing the newest scan)",
-                    super::strip_position(&e.to_string())
+                    super::clip(&super::strip_position(&e.to_string()))
                 ),
             })?;
         let at = header

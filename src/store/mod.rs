@@ -20,12 +20,13 @@ use crate::approval::{ApprovalError, ApprovalPolicy, Decision};
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database reported an error.
+    /// The database reported an error (its text is in the message, and it is
+    /// not also a `source`, so an error chain does not print it three times).
     #[error("store error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// Migrations could not be applied.
     #[error("store migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     /// The URL names a backend this build does not support yet.
     #[error("unsupported store url {0:?}: use sqlite://PATH or postgres://...")]
     Unsupported(String),
@@ -35,6 +36,18 @@ pub enum StoreError {
     /// An approval request was refused; nothing changed.
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 /// Formats a time the way the store keeps it (UTC, milliseconds, sortable as text).

@@ -418,3 +418,18 @@ fn a_rule_error_is_recorded_against_rule_and_identity() {
     assert_eq!(errs[0]["identity_id"], guid(1));
     assert_eq!(ws.actions().len(), 1);
 }
+
+#[test]
+fn a_rule_whose_metadata_is_past_line_65535_loads_and_errors_name_the_real_line() {
+    // Found by fuzzing (fuzz/regressions/rule_eval/metadata-on-line-65536): Rhai
+    // positions are 16-bit, and the metadata's line used to wrap to 0 and panic.
+    let pad = "\n".repeat(65_535);
+    let ok = format!("{pad}{}", rule("far", "F1", "disable_user(\"x\")"));
+    let rules = load(&[("far.rhai", ok)]).unwrap();
+    assert_eq!(rules.rules[0].name, "far");
+    let bad =
+        format!("{pad}fn metadata() {{ #{{ name: \"far\" }} }}\nfn evaluate(f, i, t) {{ () }}\n");
+    let err = invalid(load(&[("far.rhai", bad)]).err().unwrap());
+    assert!(err.starts_with("policies/far.rhai:65536:1:"), "{err}");
+    assert!(err.contains("needs a non-empty description"), "{err}");
+}
