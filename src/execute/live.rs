@@ -304,26 +304,42 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
     }
 }
 
-/// Ids of a group's members (first page of up to 999).
+/// Ids of a group's members, every page.
 pub(crate) async fn member_ids(
     ex: &Executor<'_>,
     w: &mut Work,
     gid: &str,
 ) -> Option<HashSet<String>> {
-    let r = get(ex, w, format!("/groups/{gid}/members?$select=id&$top=999")).await?;
-    if !r.ok() {
-        w.decide(map_error(&r, "read group members"));
-        return None;
+    let mut out = HashSet::new();
+    let mut path = format!("/groups/{gid}/members?$select=id&$top=999");
+    // Follow @odata.nextLink: a member past the first page is still a member.
+    for _ in 0..10_000 {
+        let r = get(ex, w, path).await?;
+        if !r.ok() {
+            w.decide(map_error(&r, "read group members"));
+            return None;
+        }
+        out.extend(
+            r.body["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str())
+                .map(str::to_ascii_lowercase),
+        );
+        match r.body["@odata.nextLink"]
+            .as_str()
+            .and_then(|next| next.split_once("/v1.0").map(|(_, rest)| rest.to_string()))
+        {
+            Some(next) => path = next,
+            None => return Some(out),
+        }
     }
-    Some(
-        r.body["value"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["id"].as_str())
-            .map(str::to_ascii_lowercase)
-            .collect(),
-    )
+    w.decide(Outcome::Failed(
+        format!("group {gid} has too many pages of members"),
+        false,
+    ));
+    None
 }
 
 /// Group removal: refused for dynamic, mail-enabled, distribution and synced

@@ -1120,3 +1120,41 @@ async fn a_token_close_to_expiry_is_renewed_before_it_is_used() {
     assert!(reqs.iter().all(|r| r.status != 401), "{:?}", paths(&reqs));
     assert!(!e.fake.user(&guid(1)).unwrap().account_enabled);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_past_the_first_page_of_a_large_group_is_still_found() {
+    let e = env("").await;
+    e.fake.add_group(fake_group(90, "Big Group"));
+    for n in 1000..2100 {
+        e.fake.add_user(fake_user(n, &format!("m{n}@t.com"), false));
+        e.fake.add_member(&guid(90), &guid(n));
+    }
+    // The user is the 1,050th member: on the second page of 999.
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "remove_group_membership(identity.group_ids(\"Big Group\"), \"stale\")",
+        ),
+    );
+    e.scan(vec![with_group(
+        ident(2049, "m2049@t.com"),
+        90,
+        "Big Group",
+        false,
+        false,
+    )]);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        paths(&e.writes()),
+        vec![format!(
+            "DELETE /v1.0/groups/{}/members/{}/$ref",
+            guid(90),
+            guid(2049)
+        )]
+    );
+    assert_eq!(e.states()[0].1, "done");
+    assert_eq!(e.fake.members(&guid(90)).len(), 1099);
+}
