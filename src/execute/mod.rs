@@ -250,8 +250,29 @@ impl<'a> Executor<'a> {
             .await?;
         let mut work: Vec<Work> = claimed.into_iter().map(Work::new).collect();
         self.decide_all(&mut work).await;
-        self.send_writes(&mut work).await?;
-        self.finish(work).await
+        // Actions decided without a write are recorded now; the others go out in
+        // chunks of what Graph can take at once, each chunk's intents committed
+        // just before it is sent and its outcomes right after, so that a crash
+        // leaves at most one chunk to settle.
+        let (mut rest, decided): (Vec<Work>, Vec<Work>) = work
+            .into_iter()
+            .partition(|w| w.outcome.is_none() && !w.writes.is_empty());
+        let mut report = self.finish(decided).await?;
+        let chunk = self.graph.requests_in_flight();
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut requests = 0;
+            while take < rest.len() && (take == 0 || requests + rest[take].writes.len() <= chunk) {
+                requests += rest[take].writes.len();
+                take += 1;
+            }
+            let later = rest.split_off(take);
+            let mut part = rest;
+            rest = later;
+            self.send_writes(&mut part).await?;
+            report.results.extend(self.finish(part).await?.results);
+        }
+        Ok(report)
     }
 
     /// Reads live state and decides every action (writes or outcomes).

@@ -190,6 +190,11 @@ impl GraphClient {
         }))
     }
 
+    /// How many requests `batch` has in flight at most: a chunk worth sending at once.
+    pub fn requests_in_flight(&self) -> usize {
+        self.batch_size * self.max_concurrency
+    }
+
     /// Sets the observer that metrics are fed from.
     pub fn observe(&self, o: CallObserver) {
         if let Ok(mut g) = self.observer.write() {
