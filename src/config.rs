@@ -803,6 +803,10 @@ pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(s)
         .map_err(|e| format!("{s:?} is not a cron schedule with seconds (\"sec min hour day month weekday\", UTC): {e}"))
+        .and_then(|cron| match cron.find_next_occurrence(&chrono::Utc::now(), false) {
+            Ok(_) => Ok(cron),
+            Err(_) => Err(format!("{s:?} never fires (no such date)")),
+        })
 }
 
 impl GraphConfig {

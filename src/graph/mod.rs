@@ -468,7 +468,12 @@ impl GraphClient {
                 else {
                     continue;
                 };
-                let status = item.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+                // A status that is not a valid HTTP code counts as no answer.
+                let status = item
+                    .get("status")
+                    .and_then(Value::as_u64)
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(0);
                 let header = |n: &str| {
                     item.get("headers").and_then(|h| {
                         h.as_object()?

@@ -209,3 +209,15 @@ fn a_tenant_that_may_act_needs_a_graph_section() {
         &["tenant[0].graph.batch_size", "1 to 20"],
     );
 }
+
+#[test]
+fn a_schedule_that_never_fires_is_refused() {
+    bad_config(
+        "[daemon]\nschedule = \"0 0 0 30 2 *\"\n",
+        &["daemon.schedule", "never fires"],
+    );
+    bad_config(
+        "[daemon]\nschedule = \"every hour\"\n",
+        &["daemon.schedule", "not a cron schedule"],
+    );
+}
