@@ -48,12 +48,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        // Two processes starting at once (the daemon and a CLI command) must not
-        // both apply migrations: SQLite has no advisory lock, so use a lock file.
+        // Two processes opening the store at once (the daemon and a CLI command)
+        // must not both switch it to WAL or apply migrations: SQLite has no
+        // advisory lock for that, and the WAL switch ignores the busy timeout, so
+        // opening is serialized with a lock file.
         let lock_path = path.with_extension("migrate.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -69,10 +67,17 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Corrupt(e.to_string()))?
             .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        let opened = async {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Ok::<_, StoreError>(pool)
+        }
+        .await;
         drop(lock);
-        migrated?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool: opened? })
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
