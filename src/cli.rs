@@ -11,7 +11,7 @@ use crate::approval::{ApprovalPolicy, Decision};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, RuleLimits};
 use std::io::Write;
 
-use crate::output::{Format, action_json, render, write_records};
+use crate::output::{Format, action_json, printable, render, write_records};
 use crate::plan::Decision as PlanDecision;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
@@ -299,7 +299,13 @@ pub fn init_logging(cli: &Cli) {
     if !done {
         let _ = tracing_subscriber::registry()
             .with(filter())
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours only for a person at a terminal, never into a
+                    // file, a pipe or the journal's stderr capture.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .try_init();
     }
 }
@@ -543,7 +549,7 @@ async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &st
 
 fn print_exec(tenant: &str, report: &crate::execute::ExecReport) {
     for (id, state, why) in &report.results {
-        eprintln!("  action {id}: {state}: {why}");
+        eprintln!("  action {id}: {state}: {}", printable(why));
     }
     if !report.results.is_empty() {
         eprintln!(
@@ -594,7 +600,10 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
     for o in outcomes {
         match o {
             TenantOutcome::Rejected { tenant, error } => {
-                eprintln!("tenant {tenant}: scan refused, nothing planned: {error}");
+                eprintln!(
+                    "tenant {tenant}: scan refused, nothing planned: {}",
+                    printable(&error.to_string())
+                );
             }
             TenantOutcome::AlreadyProcessed {
                 tenant,
@@ -627,7 +636,7 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                                 .join("; "),
                             PlanDecision::Refused(w) | PlanDecision::Excepted(w) => w.clone(),
                         };
-                        json!({
+                        let mut rec = json!({
                             "id": ids.get(i),
                             "tenant": tenant,
                             "run_id": run_id,
@@ -640,7 +649,13 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                             "rules": a.reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>().join(","),
                             "reasons": a.reasons,
                             "why": why,
-                        })
+                        });
+                        // A preview records nothing: no action id, no run id to look up.
+                        if !recorded && let Some(o) = rec.as_object_mut() {
+                            o.remove("id");
+                            o.remove("run_id");
+                        }
+                        rec
                     });
                 let cols: &[&str] = if recorded {
                     &["id", "state", "action", "upn", "targets", "why"]
@@ -656,11 +671,11 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                 }
                 let count = |s: &str| plan.actions.iter().filter(|a| a.state() == s).count();
                 eprintln!(
-                    "\ntenant {tenant}: scan {scan_source}\n  run {run_id} ({}), mode {}, rule set {}\n  {} action(s): {} planned (dry-run), {} pending approval, {} ready to execute, {} refused by guardrails, {} skipped by exceptions; {} rule error(s)",
+                    "\ntenant {tenant}: scan {scan_source}\n  {}, mode {}, rule set {}\n  {} action(s): {} planned (dry-run), {} pending approval, {} ready to execute, {} refused by guardrails, {} skipped by exceptions; {} rule error(s)",
                     if recorded {
-                        "recorded in history"
+                        format!("run {run_id} (recorded in history)")
                     } else {
-                        "preview, nothing recorded"
+                        "preview, nothing recorded".to_string()
                     },
                     plan.mode,
                     &rule_set_hash[..12.min(rule_set_hash.len())],
@@ -680,7 +695,9 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                 for f in failures {
                     eprintln!(
                         "  rule error: {} for identity {}: {}",
-                        f.rule, f.identity_id, f.message
+                        f.rule,
+                        printable(&f.identity_id),
+                        printable(&f.message)
                     );
                 }
             }
@@ -803,7 +820,9 @@ async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result
                         if k != "history" && k != "approvals" {
                             println!(
                                 "{k:<14} {}",
-                                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                                printable(
+                                    &v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                                )
                             );
                         }
                     }
@@ -811,10 +830,10 @@ async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result
                     for ap in &approvals {
                         println!(
                             "  {} {} at {}: {}",
-                            ap.approver,
+                            printable(&ap.approver),
                             ap.decision,
                             ap.at,
-                            ap.comment.as_deref().unwrap_or("")
+                            printable(ap.comment.as_deref().unwrap_or(""))
                         );
                     }
                     println!("history:");
@@ -824,8 +843,8 @@ async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result
                             e.at,
                             e.kind,
                             e.state.as_deref().unwrap_or(""),
-                            e.actor,
-                            e.detail
+                            printable(&e.actor),
+                            printable(&e.detail)
                         );
                     }
                 }
@@ -861,7 +880,9 @@ async fn decide(
                 if decision == Decision::Approve && single {
                     eprintln!(
                         "skipped action {} ({} for {}): single-identity actions must be approved on their own",
-                        p.id, p.kind, p.identity_upn
+                        p.id,
+                        p.kind,
+                        printable(&p.identity_upn)
                     );
                 } else {
                     ids.push(p.id);
@@ -894,7 +915,7 @@ async fn decide(
             r.id,
             r.kind,
             decision.as_str(),
-            r.identity_upn,
+            printable(&r.identity_upn),
             r.state
         );
     }

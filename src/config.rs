@@ -598,12 +598,13 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            // toml quotes the offending line and value: keep a huge one short.
+            // toml quotes the offending line and value: keep a huge one short,
+            // and never quote a value that may be a secret.
             message: e
                 .to_string()
                 .trim_end()
                 .lines()
-                .map(|l| crate::output::clip(l, MAX_ECHO))
+                .map(|l| crate::output::clip(&redact_quoted_secret(l), MAX_ECHO))
                 .collect::<Vec<_>>()
                 .join("\n"),
         })?;
@@ -653,9 +654,14 @@ impl Config {
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
+            // The URL itself is not quoted: it may carry a password.
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
             return Err(self.invalid(
                 "store.url",
-                format!("{url:?} must start with sqlite:// or postgres://"),
+                format!(
+                    "must start with sqlite:// or postgres:// (it starts with {:?}; the rest is not shown, it may carry a password)",
+                    crate::output::clip(scheme, 40)
+                ),
             ));
         }
         let g = &self.guardrails;
@@ -876,10 +882,70 @@ impl GraphConfig {
     }
 }
 
+/// Keys whose values are secrets (webhook and scan URLs carry tokens, a
+/// PostgreSQL URL its password): never echoed into errors, logs or history.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    // `*_file` and `*_credential` name where a secret is, not the secret.
+    !k.ends_with("_file")
+        && !k.ends_with("_credential")
+        && ["url", "secret", "token", "password", "key"]
+            .iter()
+            .any(|s| k.contains(s))
+}
+
+/// One line of a toml error: the line it quotes from the file (`12 | url =
+/// "..."`) loses its value when the key is a secret's.
+fn redact_quoted_secret(line: &str) -> String {
+    let Some((gutter, content)) = line.split_once('|') else {
+        return line.to_string();
+    };
+    if !gutter.trim().chars().all(|c| c.is_ascii_digit()) || gutter.trim().is_empty() {
+        return line.to_string();
+    }
+    match content.split_once('=') {
+        Some((key, _)) if is_secret_key(key.trim().trim_matches('"')) => {
+            format!("{gutter}|{key}= <value not shown: it may be a secret>")
+        }
+        _ => line.to_string(),
+    }
+}
+
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_error_on_a_secret_line_names_the_place_but_not_the_value() {
+        let text = "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://hooks.example/services/T0/B0/SECRETVALUE\" junk\n";
+        let e = Config::parse(text, Path::new("/etc/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(!e.contains("SECRETVALUE"), "{e}");
+        assert!(e.contains("value not shown"), "{e}");
+        // Other lines are still quoted, so ordinary mistakes stay easy to find.
+        let e = Config::parse("mode = 5\n", Path::new("/etc/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode = 5"), "{e}");
+    }
+
+    #[test]
+    fn a_store_url_with_a_password_is_never_quoted() {
+        let text = "[store]\nurl = \"mysql://app:hunter2@db/x\"\n";
+        let e = Config::parse(text, Path::new("/etc/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.url"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

@@ -32,8 +32,49 @@ pub fn action_json(a: &crate::store::ActionRow) -> Value {
 fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+        Some(Value::String(s)) => printable(s).into_owned(),
+        Some(other) => printable(&other.to_string()).into_owned(),
+    }
+}
+
+/// Whether a character would move the cursor, erase, recolour or reorder what a
+/// terminal shows (C0/C1 controls, DEL, and the Unicode bidirectional overrides).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Makes text from a scan, rule or Graph safe to show on a terminal: control
+/// characters (a UPN carrying `\r\x1b[2K` could rewrite the row above) are
+/// written as visible escapes (`\r`, `\n`, `\t`, `\x1b`, `\u{202e}`); other
+/// text is returned unchanged.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A CSV cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` at
+/// the start) gets a leading `'`, the usual defence against CSV injection; the
+/// exported history is often opened in one.
+fn csv_cell(v: Option<&Value>) -> String {
+    let s = cell(v);
+    match (v, s.chars().next()) {
+        (Some(Value::String(_)), Some('=' | '+' | '-' | '@')) => format!("'{s}"),
+        _ => s,
     }
 }
 
@@ -65,7 +106,7 @@ pub fn write_records<W: std::io::Write>(
             let mut c = csv::Writer::from_writer(&mut *w);
             c.write_record(columns)?;
             for r in records {
-                c.write_record(columns.iter().map(|col| cell(r.get(col))))?;
+                c.write_record(columns.iter().map(|col| csv_cell(r.get(col))))?;
             }
             c.flush()?;
         }
@@ -76,7 +117,7 @@ pub fn write_records<W: std::io::Write>(
                     columns
                         .iter()
                         .map(|c| {
-                            let s = cell(r.get(c)).replace('\n', " ");
+                            let s = cell(r.get(c));
                             if s.chars().count() > MAX {
                                 let t: String = s.chars().take(MAX - 1).collect();
                                 format!("{t}…")
@@ -167,5 +208,36 @@ mod tests {
         assert_eq!(table, "A           B\nx,y         1\nlong value\n");
         let json = render(Format::Json, &["a"], &recs);
         assert_eq!(json.lines().count(), 2);
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal_in_tables_or_csv() {
+        let hostile = "evil@contoso.com\r\u{1b}[2Kadmin@contoso.com\u{202e}moc.\u{7}\n";
+        let recs = vec![json!({"upn": hostile, "n": 1})];
+        for format in [Format::Table, Format::Csv] {
+            let out = render(format, &["upn", "n"], &recs);
+            assert!(
+                !out.chars()
+                    .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+                "{format:?} leaked a control character: {out:?}"
+            );
+            assert!(
+                out.contains("evil@contoso.com\\r\\x1b[2Kadmin@contoso.com\\u{202e}moc.\\x07\\n"),
+                "{out}"
+            );
+            // One header line and one record line: an embedded newline does not split the row.
+            assert_eq!(out.lines().count(), 2, "{out}");
+        }
+        assert_eq!(printable("plain é text"), "plain é text");
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_quoted_out() {
+        let recs = vec![json!({"a": "=HYPERLINK(\"http://x\")", "b": -1, "c": "@SUM(A1)"})];
+        let csv = render(Format::Csv, &["a", "b", "c"], &recs);
+        assert_eq!(
+            csv,
+            "a,b,c\n\"'=HYPERLINK(\"\"http://x\"\")\",-1,'@SUM(A1)\n"
+        );
     }
 }

@@ -27,6 +27,9 @@ pub enum RunError {
     /// No such tenant in the config.
     #[error("no tenant named {0:?} in the config")]
     UnknownTenant(String),
+    /// The command asked for a scan that no source has; nothing was recorded.
+    #[error("{0}")]
+    Request(String),
     /// The rule evaluation thread failed.
     #[error("rule evaluation stopped unexpectedly: {0}")]
     Join(String),
@@ -151,6 +154,7 @@ async fn run_tenant(
 ) -> Result<TenantOutcome, RunError> {
     let loaded = match scan::load_for_tenant(cfg, tenant, &opts.scan, opts.now).await {
         Ok(l) => l,
+        Err(ScanError::BadRequest(m)) => return Err(RunError::Request(m)),
         Err(error) => {
             tracing::warn!(tenant = %tenant.name, %error, "scan refused");
             if let Some(store) = store {

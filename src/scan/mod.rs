@@ -93,6 +93,11 @@ pub enum ScanError {
     /// No scan matched the request.
     #[error("{0}")]
     NotFound(String),
+    /// The command asked for something no source can give (a `--scanned-at`
+    /// that matches no scan, or one for a URL source): a mistake in the
+    /// command, not a refused scan, so nothing is recorded.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// A string that must be a GUID (tenant ids, object ids, role template ids).

@@ -63,7 +63,7 @@ pub async fn load_for_tenant(
             }
             (None, Some(url)) => {
                 if req.scanned_at.is_some() {
-                    return Err(ScanError::NotFound(format!(
+                    return Err(ScanError::BadRequest(format!(
                         "tenant {:?} reads its scan from a URL; --scanned-at needs a directory source (use --scan FILE)",
                         tenant.name
                     )));
@@ -172,15 +172,13 @@ fn pick_in_dir(dir: &Path, wanted: Option<DateTime<Utc>>) -> Result<PathBuf, Sca
             best = Some((at, path));
         }
     }
-    best.map(|(_, p)| p).ok_or_else(|| {
-        ScanError::NotFound(match wanted {
-            Some(w) => format!(
-                "no scan in {} has scanned_at {}",
-                dir.display(),
-                w.to_rfc3339()
-            ),
-            None => format!("no scan files (*.json) in {}", dir.display()),
-        })
+    best.map(|(_, p)| p).ok_or_else(|| match wanted {
+        Some(w) => ScanError::BadRequest(format!(
+            "no scan in {} has scanned_at {} (--scanned-at must match a scan's time exactly)",
+            dir.display(),
+            w.to_rfc3339()
+        )),
+        None => ScanError::NotFound(format!("no scan files (*.json) in {}", dir.display())),
     })
 }
 

@@ -120,7 +120,10 @@ fn help_explains_the_commands_to_a_newcomer() {
         );
     }
     let out = run_bin(&repo(), &["run"]);
-    assert_eq!(out.code, 2, "run without --once is a usage error");
+    assert_eq!(
+        out.code, 1,
+        "run without --once is a usage error (exit 1: 2 means a refused scan)"
+    );
     assert!(out.stderr.contains("--once"));
 }
 

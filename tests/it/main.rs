@@ -16,3 +16,4 @@ mod policy;
 mod scan;
 mod secrets;
 mod store;
+mod terminal;
