@@ -188,6 +188,34 @@ fn configured_exceptions_file_that_is_missing_is_an_error() {
     }
 }
 
+#[test]
+fn the_daemon_reload_path_refuses_exceptions_that_cannot_apply() {
+    // The daemon loads (and reloads) rules and exceptions through run::load_rules.
+    let mut ws = revoke_ws();
+    ws.write(
+        "policies/exceptions.toml",
+        "[[exception]]\nidentity = \"a@x.test\"\nrule = \"nope\"\nreason = \"vip\"\nowner = \"sec\"\nexpires = \"2099-01-01\"\n",
+    );
+    let cfg = entra_remediator::config::Config::load(&ws.config_path()).unwrap();
+    let err = entra_remediator::run::load_rules(&cfg)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("exceptions.toml:3:8") && err.contains("\"nope\""),
+        "{err}"
+    );
+    std::fs::remove_file(ws.path().join("policies/exceptions.toml")).unwrap();
+    assert!(entra_remediator::run::load_rules(&cfg).is_ok());
+    ws.set_top("exceptions_file = \"gone.toml\"");
+    let cfg = entra_remediator::config::Config::load(&ws.config_path()).unwrap();
+    let err = entra_remediator::run::load_rules(&cfg)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("gone.toml does not exist"), "{err}");
+}
+
 // ---- item 12: max_call_depth is bounded and rules run on a big stack --------
 
 #[test]
