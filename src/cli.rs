@@ -687,6 +687,12 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                     count("skipped"),
                     failures.len()
                 );
+                if count("carried_over") > 0 {
+                    eprintln!(
+                        "  {} action(s) carried over: still pending approval from an earlier scan, not queued again",
+                        count("carried_over")
+                    );
+                }
                 for d in &plan.downgrades {
                     eprintln!(
                         "  run-size guardrail: {d}; actions that would execute are held for approval"
@@ -728,8 +734,23 @@ fn load_rules_for(config: &Path, dir: Option<PathBuf>) -> Result<(PathBuf, RuleS
 fn policy(config: &Path, cmd: PolicyCmd) -> Result<i32> {
     match cmd {
         PolicyCmd::Check { dir } => {
+            let explicit_dir = dir.is_some();
             let (dir, rules) = load_rules_for(config, dir)?;
-            crate::exceptions::Exceptions::load(&dir.join("exceptions.toml"))?;
+            // A rules directory checked on its own has its optional exceptions.toml;
+            // otherwise the config says where the exceptions are.
+            let source = if explicit_dir {
+                crate::exceptions::ExceptionsSource {
+                    path: dir.join("exceptions.toml"),
+                    configured_in: None,
+                }
+            } else {
+                Config::load(config)?.exceptions_source()
+            };
+            crate::exceptions::Exceptions::load_from(&source)?
+                .check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;
+            for w in rules.rules.iter().flat_map(|r| &r.warnings) {
+                eprintln!("warning: {w}");
+            }
             for r in &rules.rules {
                 println!(
                     "ok  {:<40} {}{}{}",

@@ -18,6 +18,9 @@ const MAX_ECHO: usize = 400;
 const MAX_APPROVAL_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Longest `daemon.lease_secs` accepted.
 const MAX_LEASE_SECS: u64 = 365 * 24 * 3600;
+/// Largest `rules.max_call_depth` accepted: rule threads get a stack sized for
+/// it, and a deeper limit would let a recursive rule overflow even that.
+pub const MAX_CALL_DEPTH: usize = 256;
 
 /// Default config path when neither `--config` nor `ENTRA_REMEDIATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/entra-remediator/config.toml";
@@ -83,6 +86,10 @@ pub struct Config {
     /// Scans older than this are refused. Default 7 days.
     #[serde(default = "default_max_scan_age")]
     pub max_scan_age: HumanDuration,
+    /// Scans dated later than now plus this (clock skew between scanner and
+    /// remediator) are refused. Default 5 minutes.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: HumanDuration,
     /// Scan files larger than this many bytes are refused. Default 512 MiB.
     #[serde(default = "default_max_scan_bytes")]
     pub max_scan_bytes: u64,
@@ -126,6 +133,9 @@ fn default_policies_dir() -> PathBuf {
 }
 fn default_max_scan_age() -> HumanDuration {
     HumanDuration(Duration::from_secs(7 * 24 * 3600))
+}
+fn default_max_clock_skew() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 60))
 }
 fn default_max_scan_bytes() -> u64 {
     512 * 1024 * 1024
@@ -296,7 +306,8 @@ pub struct RuleLimits {
     pub max_operations: u64,
     /// Wall-clock limit per evaluation, in milliseconds.
     pub timeout_ms: u64,
-    /// Maximum function call depth.
+    /// Maximum function call depth (1 to [`MAX_CALL_DEPTH`]).
+    #[serde(deserialize_with = "call_depth")]
     pub max_call_depth: usize,
     /// Maximum string length in bytes.
     pub max_string_size: usize,
@@ -316,6 +327,18 @@ impl Default for RuleLimits {
             max_array_size: 10_000,
             max_map_size: 10_000,
         }
+    }
+}
+
+/// Reads `rules.max_call_depth`, refusing values beyond what the rule threads'
+/// stack is sized for (the error is toml's, with the line and column).
+fn call_depth<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = u64::deserialize(d)?;
+    match usize::try_from(v) {
+        Ok(n) if (1..=MAX_CALL_DEPTH).contains(&n) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "rules.max_call_depth {v} must be 1 to {MAX_CALL_DEPTH} (deeper recursion would overflow the rule threads' stack)"
+        ))),
     }
 }
 
@@ -677,6 +700,10 @@ impl Config {
         if self.rules.timeout_ms == 0 || self.rules.max_operations == 0 {
             return Err(self.invalid("rules", "timeout_ms and max_operations must be above 0"));
         }
+        // A scan's time plus this is compared with now: keep that representable.
+        if self.max_clock_skew.0 > MAX_APPROVAL_TTL {
+            return Err(self.invalid("max_clock_skew", "must be at most 100 years"));
+        }
         if self.approval_ttl.0.is_zero() {
             return Err(self.invalid("approval_ttl", "must be above 0"));
         }
@@ -793,6 +820,14 @@ impl Config {
         self.exceptions_file
             .clone()
             .unwrap_or_else(|| self.policies_dir.join("exceptions.toml"))
+    }
+
+    /// The exceptions file and whether it must exist (when configured explicitly).
+    pub fn exceptions_source(&self) -> crate::exceptions::ExceptionsSource {
+        crate::exceptions::ExceptionsSource {
+            path: self.exceptions_path(),
+            configured_in: self.exceptions_file.as_ref().map(|_| self.path.clone()),
+        }
     }
 
     /// Finds a tenant by its configured name.

@@ -29,6 +29,18 @@ pub enum ExceptionError {
         /// toml's message with key, line and column.
         message: String,
     },
+    /// `exceptions_file` is configured but the file does not exist: the people
+    /// it protects would be remediated, so this is never read as "no exceptions".
+    #[error("exceptions_file {path} does not exist (configured in {config})")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The config that names it.
+        config: PathBuf,
+    },
+    /// Exceptions naming rules that are not in the rule set: they would never apply.
+    #[error("{} exception(s) name a rule that does not exist:\n{}", .0.len(), .0.join("\n"))]
+    UnknownRule(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -36,6 +48,19 @@ pub enum ExceptionError {
 struct File {
     #[serde(default)]
     exception: Vec<Exception>,
+}
+
+/// The `rule` keys with their places, read beside [`File`] for error messages.
+#[derive(Deserialize)]
+struct Places {
+    #[serde(default)]
+    exception: Vec<RulePlace>,
+}
+
+#[derive(Deserialize)]
+struct RulePlace {
+    #[serde(default)]
+    rule: Option<toml::Spanned<String>>,
 }
 
 /// One exception.
@@ -81,14 +106,47 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
 pub struct Exceptions {
     /// All exceptions, expired ones included.
     pub items: Vec<Exception>,
+    /// The file they came from (for messages).
+    pub path: PathBuf,
+    /// (line, column) of each item's `rule`, when it has one.
+    rule_places: Vec<Option<(usize, usize)>>,
+}
+
+/// Where the exceptions are and whether the file must exist.
+#[derive(Debug, Clone)]
+pub struct ExceptionsSource {
+    /// The file.
+    pub path: PathBuf,
+    /// The config that named it explicitly (`exceptions_file`): then it must
+    /// exist; the default `<policies_dir>/exceptions.toml` is optional.
+    pub configured_in: Option<PathBuf>,
 }
 
 impl Exceptions {
-    /// Loads the file; a missing file means no exceptions.
+    /// Loads the exceptions: a configured file that is missing is an error, a
+    /// missing default file means no exceptions.
+    pub fn load_from(src: &ExceptionsSource) -> Result<Exceptions, ExceptionError> {
+        if let Some(config) = &src.configured_in
+            && !src.path.exists()
+        {
+            return Err(ExceptionError::Missing {
+                path: src.path.clone(),
+                config: config.clone(),
+            });
+        }
+        Self::load(&src.path)
+    }
+
+    /// Loads the file; a missing file means no exceptions (see [`Exceptions::load_from`]).
     pub fn load(path: &Path) -> Result<Exceptions, ExceptionError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Exceptions::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Exceptions {
+                    path: path.to_path_buf(),
+                    ..Exceptions::default()
+                });
+            }
             Err(e) => {
                 return Err(ExceptionError::Read {
                     path: path.to_path_buf(),
@@ -108,7 +166,58 @@ impl Exceptions {
                 });
             }
         }
-        Ok(Exceptions { items: f.exception })
+        let rule_places = toml::from_str::<Places>(&text)
+            .map(|p| {
+                p.exception
+                    .iter()
+                    .map(|e| {
+                        e.rule
+                            .as_ref()
+                            .map(|r| crate::output::place_of(text.as_bytes(), r.span().start))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Exceptions {
+            items: f.exception,
+            path: path.to_path_buf(),
+            rule_places,
+        })
+    }
+
+    /// Refuses exceptions that name a rule the rule set does not have: such an
+    /// exception never applies, so the identity it was written for is remediated.
+    pub fn check_rules<'a>(
+        &self,
+        rules: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ExceptionError> {
+        let known: Vec<&str> = rules.into_iter().collect();
+        let mut bad = Vec::new();
+        for (i, e) in self.items.iter().enumerate() {
+            let Some(rule) = &e.rule else { continue };
+            if known.contains(&rule.as_str()) {
+                continue;
+            }
+            let place = match self.rule_places.get(i).copied().flatten() {
+                Some((line, column)) => format!("{}:{line}:{column}", self.path.display()),
+                None => self.path.display().to_string(),
+            };
+            bad.push(format!(
+                "  {place}: exception[{i}] for {:?} names rule {:?}, which does not exist (rules: {})",
+                crate::output::clip(&e.identity, 200),
+                crate::output::clip(rule, 200),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(ExceptionError::UnknownRule(bad))
+        }
     }
 
     /// The first unexpired exception covering this identity, rule and action.

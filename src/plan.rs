@@ -60,12 +60,18 @@ pub struct PlannedAction {
     pub mode: Mode,
     /// Go ahead, refused or excepted.
     pub decision: Decision,
+    /// The id of the same action (tenant, identity, kind, targets) still pending
+    /// from an earlier scan: this one is recorded as carried over to it rather
+    /// than queued for approval again. Set when the run is recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_over: Option<i64>,
 }
 
 impl PlannedAction {
     /// The state this action is recorded in.
     pub fn state(&self) -> &'static str {
         match (&self.decision, self.mode) {
+            (Decision::Proceed, Mode::Approval) if self.carried_over.is_some() => "carried_over",
             (Decision::Refused(_), _) => "refused",
             (Decision::Excepted(_), _) => "skipped",
             (Decision::Proceed, Mode::DryRun) => "planned",
@@ -193,6 +199,7 @@ pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
             reasons,
             mode,
             decision,
+            carried_over: None,
         });
     }
 

@@ -10,7 +10,7 @@ use crate::exceptions::{ExceptionError, Exceptions};
 use crate::plan::{self, Decision, Plan};
 use crate::policy::{PolicyError, RuleFailure, RuleSet};
 use crate::scan::{self, ScanError, ScanRequest};
-use crate::store::{NewAction, NewEvent, NewRuleError, NewRun, Store, StoreError};
+use crate::store::{Filter, NewAction, NewEvent, NewRuleError, NewRun, Store, StoreError};
 
 /// Why a cycle could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +86,12 @@ pub enum TenantOutcome {
     },
 }
 
-/// Loads rules and exceptions as configured.
+/// Loads rules and exceptions as configured; an exception that cannot apply
+/// (its file missing, its rule unknown) refuses the set.
 pub fn load_rules(cfg: &Config) -> Result<(Arc<RuleSet>, Arc<Exceptions>), RunError> {
     let rules = RuleSet::load(&cfg.policies_dir, &cfg.rules)?;
-    let exceptions = Exceptions::load(&cfg.exceptions_path())?;
+    let exceptions = Exceptions::load_from(&cfg.exceptions_source())?;
+    exceptions.check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;
     Ok((Arc::new(rules), Arc::new(exceptions)))
 }
 
@@ -174,6 +176,46 @@ async fn run_tenant(
             });
         }
     };
+    // Say so loudly when the newest scan is not the one processed: a newer file
+    // was refused (dated in the future), or the newest is older than the scan
+    // the last run processed.
+    for error in &loaded.refused {
+        tracing::warn!(tenant = %tenant.name, %error, used = %loaded.source_name, "newer scan refused; an older scan is used");
+        if let Some(store) = store {
+            store
+                .record_event(NewEvent {
+                    tenant: Some(tenant.name.clone()),
+                    kind: "scan_rejected".into(),
+                    actor: opts.actor.clone(),
+                    detail: format!("{error} (scan used instead: {})", loaded.source_name),
+                    ..NewEvent::default()
+                })
+                .await?;
+        }
+    }
+    if let Some(store) = store
+        && opts.scan.file.is_none()
+        && opts.scan.scanned_at.is_none()
+        && let Some(last) = store.last_scanned_at(&tenant.name).await?
+        && loaded.scan.scanned_at < last
+    {
+        let detail = format!(
+            "{}: the newest scan (dated {}) is older than the scan the last run processed (dated {})",
+            loaded.source_name,
+            loaded.scan.scanned_at.to_rfc3339(),
+            last.to_rfc3339()
+        );
+        tracing::warn!(tenant = %tenant.name, "{detail}");
+        store
+            .record_event(NewEvent {
+                tenant: Some(tenant.name.clone()),
+                kind: "scan_older_than_processed".into(),
+                actor: opts.actor.clone(),
+                detail,
+                ..NewEvent::default()
+            })
+            .await?;
+    }
     if let Some(store) = store
         && !opts.force
         && store.scan_processed(&tenant.name, &loaded.sha256).await?
@@ -189,7 +231,7 @@ async fn run_tenant(
         let scan = scan.clone();
         tokio::task::spawn_blocking(move || rules.evaluate(&scan, None))
             .await
-            .map_err(|e| RunError::Join(e.to_string()))?
+            .map_err(|e| RunError::Join(e.to_string()))??
     };
     for f in &eval.failures {
         tracing::warn!(tenant = %tenant.name, rule = %f.rule, identity = %f.identity_id, error = %f.message, "rule failed");
@@ -198,7 +240,7 @@ async fn run_tenant(
         Some(s) => s.previous_action_count(&tenant.name).await?,
         None => None,
     };
-    let plan = plan::build(
+    let mut plan = plan::build(
         cfg,
         tenant,
         &plan::Inputs {
@@ -213,6 +255,7 @@ async fn run_tenant(
     let run_id = uuid::Uuid::new_v4().to_string();
     let mut ids = Vec::new();
     if let Some(store) = store {
+        carry_over(store, &tenant.name, &mut plan).await?;
         let expires = opts.now
             + chrono::Duration::from_std(cfg.approval_ttl.0)
                 .unwrap_or_else(|_| chrono::Duration::hours(24));
@@ -246,7 +289,9 @@ async fn run_tenant(
                     mode: a.mode.to_string(),
                     state: state.to_string(),
                     state_reason: match &a.decision {
-                        Decision::Proceed => None,
+                        Decision::Proceed => a.carried_over.map(|id| {
+                            format!("still pending as action {id}: carried over, not queued again")
+                        }),
                         Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
                     },
                     expires_at: (state == "pending").then_some(expires),
@@ -274,4 +319,37 @@ async fn run_tenant(
         failures: eval.failures,
         rule_set_hash: rules.hash.clone(),
     })
+}
+
+/// Links each action that would be queued for approval again to the same action
+/// (tenant, identity, kind, targets) still pending from an earlier scan, so that
+/// hourly scans do not pile up copies for the approvers (and a webhook each).
+async fn carry_over(store: &dyn Store, tenant: &str, plan: &mut Plan) -> Result<(), RunError> {
+    if !plan.actions.iter().any(|a| a.state() == "pending") {
+        return Ok(());
+    }
+    let pending = store
+        .actions(&Filter {
+            tenant: Some(tenant.to_string()),
+            state: Some("pending".into()),
+            ..Filter::default()
+        })
+        .await?;
+    for a in plan.actions.iter_mut().filter(|a| a.state() == "pending") {
+        let kind = a.kind.to_string();
+        a.carried_over = pending
+            .iter()
+            .find(|p| {
+                p.identity_id.eq_ignore_ascii_case(&a.identity_id)
+                    && p.kind == kind
+                    && serde_json::from_str::<Vec<String>>(&p.targets).is_ok_and(|mut t| {
+                        t.sort();
+                        let mut want = a.targets.clone();
+                        want.sort();
+                        t == want
+                    })
+            })
+            .map(|p| p.id);
+    }
+    Ok(())
 }

@@ -137,7 +137,7 @@ pub fn run(ctx: &mut Ctx) {
         let rules_load = t.elapsed();
         let scan = Arc::new(Scan::from_slice(&bytes, "bench").expect("scan"));
         let t = Instant::now();
-        let eval = set.evaluate(&scan, None);
+        let eval = set.evaluate(&scan, None).expect("rule thread");
         let evaluate = t.elapsed();
         drop(scan);
         let opts = RunOptions {

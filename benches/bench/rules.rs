@@ -36,7 +36,7 @@ fn best_of(set: &RuleSet, scan: &Arc<Scan>, reps: usize) -> (Evaluation, Duratio
     let mut best: Option<(Evaluation, Duration)> = None;
     for _ in 0..reps {
         let t = Instant::now();
-        let e = set.evaluate(scan, None);
+        let e = set.evaluate(scan, None).expect("rule thread");
         let d = t.elapsed();
         if best.as_ref().is_none_or(|b| d < b.1) {
             best = Some((e, d));
@@ -105,7 +105,7 @@ pub fn run(ctx: &mut Ctx) {
                 .collect();
             let set = RuleSet::from_sources(sources, &limits).expect("compile");
             if !warmed {
-                let _ = set.evaluate(&scan, None);
+                let _ = set.evaluate(&scan, None).expect("rule thread");
                 warmed = true;
             }
             let (eval, time) = best_of(&set, &scan, REPS);
@@ -199,7 +199,7 @@ pub fn run(ctx: &mut Ctx) {
         let name = rule_name(&text);
         let scan = all_affected(&base, &fid);
         let set = RuleSet::from_sources(vec![(f.clone(), text)], &limits).expect("compile");
-        let _ = set.evaluate(&scan, None);
+        let _ = set.evaluate(&scan, None).expect("rule thread");
         let (eval, time) = best_of(&set, &scan, REPS);
         assert!(
             eval.failures.is_empty(),

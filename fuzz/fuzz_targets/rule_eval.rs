@@ -104,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
 
     let scan = Arc::new(scan);
     let started = Instant::now();
-    let eval = set.evaluate(&scan, None);
+    let eval = set.evaluate(&scan, None).expect("rule thread");
     let took = started.elapsed();
     assert!(
         took <= budget(eval.calls),

@@ -2,6 +2,7 @@
 //! evaluating them for every (finding, identity) pair of a scan.
 
 mod api;
+mod props;
 pub mod rule_test;
 mod sandbox;
 
@@ -64,6 +65,9 @@ pub enum PolicyError {
     /// One or more rule files are invalid; the whole set is refused.
     #[error("{} invalid rule file(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<RuleFileError>),
+    /// The thread that runs rules could not be started or stopped unexpectedly.
+    #[error("rule evaluation failed: {0}")]
+    Thread(String),
 }
 
 /// One compiled rule file.
@@ -81,6 +85,10 @@ pub struct Rule {
     pub findings: BTreeSet<String>,
     /// The file it came from.
     pub file: PathBuf,
+    /// Problems worth a look that do not refuse the rule (unknown properties).
+    pub warnings: Vec<RuleFileError>,
+    /// Where `fn evaluate` is, for errors that have no place of their own.
+    evaluate_at: Place,
     ast: Arc<AST>,
 }
 
@@ -92,6 +100,8 @@ pub struct RuleSet {
     /// SHA-256 over the rule files' names and contents, recorded with each run.
     pub hash: String,
     timeout: Duration,
+    /// Stack of the threads rules run on, sized for `rules.max_call_depth`.
+    stack: usize,
 }
 
 /// An action a rule proposed, before guardrails.
@@ -193,7 +203,17 @@ impl RuleSet {
     }
 
     /// Compiles rules from (file, text) pairs; used by `load` and by tests.
+    /// Runs on a rule thread, since compiling calls each rule's `metadata()`.
     pub fn from_sources(
+        sources: Vec<(PathBuf, String)>,
+        limits: &RuleLimits,
+    ) -> Result<RuleSet, PolicyError> {
+        let stack = sandbox::stack_size(limits.max_call_depth);
+        sandbox::on_rule_thread(stack, || Self::compile_all(sources, limits))
+            .map_err(PolicyError::Thread)?
+    }
+
+    fn compile_all(
         sources: Vec<(PathBuf, String)>,
         limits: &RuleLimits,
     ) -> Result<RuleSet, PolicyError> {
@@ -247,12 +267,23 @@ impl RuleSet {
             rules,
             hash: hex::encode(hasher.finalize()),
             timeout,
+            stack: sandbox::stack_size(limits.max_call_depth),
         })
     }
 
-    /// Evaluates every enabled rule for every (finding, affected identity) pair.
+    /// Evaluates every enabled rule for every (finding, affected identity) pair,
+    /// on a thread whose stack is sized for `rules.max_call_depth`.
     /// Blocking: call it from `spawn_blocking`.
-    pub fn evaluate(&self, scan: &Arc<Scan>, only: Option<&[String]>) -> Evaluation {
+    pub fn evaluate(
+        &self,
+        scan: &Arc<Scan>,
+        only: Option<&[String]>,
+    ) -> Result<Evaluation, PolicyError> {
+        sandbox::on_rule_thread(self.stack, || self.evaluate_here(scan, only))
+            .map_err(PolicyError::Thread)
+    }
+
+    fn evaluate_here(&self, scan: &Arc<Scan>, only: Option<&[String]>) -> Evaluation {
         let mut out = Evaluation::default();
         let tenant = Dynamic::from_map(api::tenant_map(scan));
         let index: std::collections::HashMap<&str, usize> = scan
@@ -312,10 +343,11 @@ impl RuleSet {
                         identity_id: affected.0.clone(),
                         message,
                     };
-                    match result
-                        .map_err(|e| describe(&e, self.timeout))
-                        .and_then(actions_of)
-                    {
+                    let outcome = match result {
+                        Ok(value) => actions_of(value).map_err(|m| (rule.evaluate_at, m)),
+                        Err(e) => Err(describe(&e, self.timeout, rule.evaluate_at)),
+                    };
+                    match outcome {
                         Ok(actions) => {
                             for a in actions {
                                 out.proposals.push(Proposal {
@@ -328,11 +360,15 @@ impl RuleSet {
                                 });
                             }
                         }
-                        Err(msg) => out.failures.push(fail(format!(
-                            "{}: {}",
-                            rule.file.display(),
-                            crate::output::clip(&msg, MAX_ECHO)
-                        ))),
+                        Err((place, msg)) => out.failures.push(fail(
+                            RuleFileError {
+                                file: rule.file.clone(),
+                                line: place.0,
+                                column: place.1,
+                                message: crate::output::clip(&msg, MAX_ECHO),
+                            }
+                            .to_string(),
+                        )),
                     }
                 }
             }
@@ -341,12 +377,26 @@ impl RuleSet {
     }
 }
 
-fn describe(e: &EvalAltResult, timeout: Duration) -> String {
+/// A (line, column) in a rule file; (0, 0) when unknown.
+type Place = (usize, usize);
+
+fn place_of(pos: Position) -> Option<Place> {
+    match (pos.line(), pos.position()) {
+        (Some(l), c) => Some((l, c.unwrap_or(0))),
+        _ => None,
+    }
+}
+
+/// What went wrong in a rule call and where: the innermost known position (the
+/// failing expression inside nested function calls), else `fallback`.
+fn describe(e: &EvalAltResult, timeout: Duration, fallback: Place) -> (Place, String) {
     let mut inner = e;
+    let mut place = place_of(e.position());
     while let EvalAltResult::ErrorInFunctionCall(_, _, err, _) = inner {
         inner = err;
+        place = place_of(inner.position()).or(place);
     }
-    match inner {
+    let message = match inner {
         EvalAltResult::ErrorTerminated(token, _)
             if token.clone().into_immutable_string().ok().as_deref()
                 == Some(sandbox::TIMEOUT_TOKEN) =>
@@ -365,20 +415,9 @@ fn describe(e: &EvalAltResult, timeout: Duration) -> String {
         EvalAltResult::ErrorDataTooLarge(what, _) => format!(
             "{what} too large (limits: rules.max_string_size, max_array_size, max_map_size)"
         ),
-        _ => {
-            let pos = inner.position();
-            if pos.is_none() {
-                inner.to_string()
-            } else {
-                format!(
-                    "line {}:{}: {}",
-                    pos.line().unwrap_or(0),
-                    pos.position().unwrap_or(0),
-                    strip_pos(&inner.to_string())
-                )
-            }
-        }
-    }
+        _ => strip_pos(&inner.to_string()),
+    };
+    (place.unwrap_or(fallback), message)
 }
 
 fn strip_pos(msg: &str) -> String {
@@ -509,6 +548,7 @@ fn compile_rule(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let warnings = props::check(file, &ast);
     let meta_line = line_of(text, "fn metadata");
     let meta_err = |m: String| {
         vec![RuleFileError {
@@ -527,7 +567,15 @@ fn compile_rule(
             (),
         )
     })
-    .map_err(|e| meta_err(format!("metadata() failed: {}", describe(&e, timeout))))?;
+    .map_err(|e| {
+        let ((line, column), m) = describe(&e, timeout, (meta_line, usize::from(meta_line > 0)));
+        vec![RuleFileError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: format!("metadata() failed: {m}"),
+        }]
+    })?;
     let meta: Map = meta.try_cast::<Map>().ok_or_else(|| {
         meta_err("metadata() must return a map #{ name: ..., description: ... }".into())
     })?;
@@ -596,6 +644,11 @@ fn compile_rule(
         mode,
         findings,
         file: file.to_path_buf(),
+        warnings,
+        evaluate_at: {
+            let line = line_of(text, "fn evaluate");
+            (line, usize::from(line > 0))
+        },
         ast: Arc::new(ast),
     })
 }

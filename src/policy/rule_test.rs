@@ -122,7 +122,13 @@ fn run_file(file: &Path, rules: &RuleSet) -> TestOutcome {
             }
         }
     }
-    let eval = rules.evaluate(&scan, tf.rules.as_deref());
+    let eval = match rules.evaluate(&scan, tf.rules.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            outcome.problems.push(e.to_string());
+            return outcome;
+        }
+    };
     for f in &eval.failures {
         outcome.problems.push(format!(
             "rule {} failed for identity {}: {}",

@@ -20,7 +20,7 @@ pub use source::{LoadedScan, ScanRequest, load_for_tenant};
 pub const GLOBAL_ADMIN_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
 
 /// Why a scan was rejected.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ScanError {
     /// The file or URL could not be read.
     #[error("{source_name}: cannot read scan: {message}")]
@@ -89,6 +89,21 @@ pub enum ScanError {
         scanned_at: DateTime<Utc>,
         /// The configured limit, human-readable.
         max_age: String,
+    },
+    /// The scan is dated later than now plus `max_clock_skew` (a typo such as
+    /// 2099 would otherwise make it the newest scan for ever).
+    #[error(
+        "{source_name}: scan is dated {scanned_at}, in the future (now {now}, allowed clock skew {skew}); refused"
+    )]
+    FutureDated {
+        /// File path or URL.
+        source_name: String,
+        /// The scan's time.
+        scanned_at: DateTime<Utc>,
+        /// The time of the check.
+        now: DateTime<Utc>,
+        /// The configured allowance, human-readable.
+        skew: String,
     },
     /// No scan matched the request.
     #[error("{0}")]

@@ -29,6 +29,9 @@ pub struct LoadedScan {
     pub source_name: String,
     /// SHA-256 of the bytes, to recognise a scan already processed.
     pub sha256: String,
+    /// Newer files of the scan directory that were refused (dated in the
+    /// future), so that an older scan was used: each is reported.
+    pub refused: Vec<ScanError>,
 }
 
 #[derive(Deserialize)]
@@ -47,12 +50,32 @@ pub async fn load_for_tenant(
     now: DateTime<Utc>,
 ) -> Result<LoadedScan, ScanError> {
     let limit = cfg.max_scan_bytes;
+    let skew = cfg.max_clock_skew.0;
+    let latest = chrono::Duration::from_std(skew)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let future = |source_name: String, scanned_at: DateTime<Utc>| ScanError::FutureDated {
+        source_name,
+        scanned_at,
+        now,
+        skew: humantime::format_duration(skew).to_string(),
+    };
+    let mut refused = Vec::new();
     let (bytes, source_name) = if let Some(file) = &req.file {
         (read_file(file, limit)?, file.display().to_string())
     } else {
         match (&tenant.source.dir, &tenant.source.url) {
             (Some(dir), _) => {
-                let file = pick_in_dir(dir, req.scanned_at)?;
+                let (file, skipped) = pick_in_dir(dir, req.scanned_at, latest)?;
+                refused = skipped
+                    .into_iter()
+                    .map(|(at, p)| future(p.display().to_string(), at))
+                    .collect();
+                let Some(file) = file else {
+                    // Every candidate is dated in the future: refuse the newest.
+                    return Err(refused.swap_remove(0));
+                };
                 (read_file(&file, limit)?, file.display().to_string())
             }
             (None, None) => {
@@ -86,6 +109,9 @@ pub async fn load_for_tenant(
             found: scan.tenant_id.0.clone(),
         });
     }
+    if scan.scanned_at > latest {
+        return Err(future(source_name, scan.scanned_at));
+    }
     let max_age = tenant.max_scan_age.unwrap_or(cfg.max_scan_age).0;
     let age = now.signed_duration_since(scan.scanned_at);
     if age.to_std().is_ok_and(|a| a > max_age) {
@@ -99,6 +125,7 @@ pub async fn load_for_tenant(
         scan,
         source_name,
         sha256,
+        refused,
     })
 }
 
@@ -134,10 +161,20 @@ fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ScanError> {
     Ok(bytes)
 }
 
-/// Chooses the file with the newest (or the requested) `scanned_at` in a directory.
-fn pick_in_dir(dir: &Path, wanted: Option<DateTime<Utc>>) -> Result<PathBuf, ScanError> {
+/// A scan file dated later than allowed, passed over when choosing.
+type Skipped = (DateTime<Utc>, PathBuf);
+
+/// Chooses the file with the newest (or the requested) `scanned_at` in a
+/// directory, passing over files dated after `latest` (returned newest first).
+/// `None` with a non-empty list: every candidate was dated in the future.
+fn pick_in_dir(
+    dir: &Path,
+    wanted: Option<DateTime<Utc>>,
+    latest: DateTime<Utc>,
+) -> Result<(Option<PathBuf>, Vec<Skipped>), ScanError> {
     let entries = std::fs::read_dir(dir).map_err(|e| read_err(dir, e))?;
     let mut best: Option<(DateTime<Utc>, PathBuf)> = None;
+    let mut skipped: Vec<Skipped> = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| read_err(dir, e))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") || !path.is_file() {
@@ -168,11 +205,19 @@ fn pick_in_dir(dir: &Path, wanted: Option<DateTime<Utc>>) -> Result<PathBuf, Sca
         if wanted.is_some_and(|w| w != at) {
             continue;
         }
+        if at > latest {
+            skipped.push((at, path));
+            continue;
+        }
         if best.as_ref().is_none_or(|(b, _)| at > *b) {
             best = Some((at, path));
         }
     }
-    best.map(|(_, p)| p).ok_or_else(|| match wanted {
+    skipped.sort_by(|a, b| b.cmp(a));
+    if best.is_none() && !skipped.is_empty() {
+        return Ok((None, skipped));
+    }
+    best.map(|(_, p)| (Some(p), skipped)).ok_or_else(|| match wanted {
         Some(w) => ScanError::BadRequest(format!(
             "no scan in {} has scanned_at {} (--scanned-at must match a scan's time exactly)",
             dir.display(),

@@ -536,6 +536,9 @@ pub trait Store: Send + Sync {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
     /// When the tenant's last scan run started, for catching up after downtime.
     async fn last_run_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// The `scanned_at` of the scan the tenant's latest scan run processed, to
+    /// notice when the newest scan available is older than that.
+    async fn last_scanned_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// Opens the store named by a URL and applies migrations.

@@ -204,7 +204,9 @@ impl Store for SqliteStore {
         let at = ts(run.started_at);
         let actionable = actions
             .iter()
-            .filter(|a| matches!(a.state.as_str(), "pending" | "ready"))
+            // Carried-over actions are still asked for (pending under an earlier
+            // run): they count, or the next run's circuit breaker would misfire.
+            .filter(|a| matches!(a.state.as_str(), "pending" | "ready" | "carried_over"))
             .count() as i64;
         let mut tx = self.begin().await?;
         let mut chain = Self::chain(&mut tx).await?;
@@ -642,6 +644,19 @@ impl Store for SqliteStore {
         )
         .bind(tenant)
         .fetch_one(&self.pool)
+        .await?;
+        Ok(at
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    async fn last_scanned_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT scanned_at FROM runs WHERE tenant = ? AND kind = 'scan' \
+             ORDER BY started_at DESC, rowid DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
         .await?;
         Ok(at
             .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())

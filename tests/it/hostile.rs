@@ -795,8 +795,8 @@ const COMPILE: &[(&str, &str, &str)] = &[
     ),
     (
         "metadata-throws.rhai",
-        "2:1",
-        "metadata() failed: line 2:17: Runtime error: no metadata for you",
+        "2:17",
+        "metadata() failed: Runtime error: no metadata for you",
     ),
     (
         "metadata-garbage.rhai",

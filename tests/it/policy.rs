@@ -151,7 +151,7 @@ fn eval_one(body: &str, limits: &RuleLimits) -> (usize, Vec<String>, u128) {
     )
     .unwrap();
     let start = Instant::now();
-    let eval = rules.evaluate(&small_scan(), None);
+    let eval = rules.evaluate(&small_scan(), None).unwrap();
     let ms = start.elapsed().as_millis();
     let msgs = eval
         .failures
@@ -215,7 +215,7 @@ fn huge_allocations_and_deep_recursion_hit_their_limits() {
     assert!(f[0].contains("Size of array"), "{f:?}");
     let rec = "fn deep(n) { deep(n + 1) }\nfn metadata() { #{ name: \"bad\", description: \"d\" } }\nfn evaluate(f, i, t) { deep(0) }";
     let rules = load_with(&[("bad.rhai", rec.into())], &no_clock()).unwrap();
-    let eval = rules.evaluate(&small_scan(), None);
+    let eval = rules.evaluate(&small_scan(), None).unwrap();
     assert_eq!(eval.failures.len(), 2);
     assert!(
         eval.failures[0].message.contains("nested too deep"),
@@ -252,7 +252,7 @@ fn helpers_see_the_identity_as_the_scan_reports_it() {
         out
     "#;
     let rules = load(&[("h.rhai", rule("h", "F1", body))]).unwrap();
-    let eval = rules.evaluate(&small_scan(), None);
+    let eval = rules.evaluate(&small_scan(), None).unwrap();
     assert!(eval.failures.is_empty(), "{:?}", eval.failures);
     let got: Vec<(usize, String, String)> = eval
         .proposals
@@ -276,7 +276,7 @@ fn rules_only_see_the_findings_they_name_and_disabled_rules_do_nothing() {
         ("off.rhai", off.into()),
     ])
     .unwrap();
-    let eval = rules.evaluate(&small_scan(), None);
+    let eval = rules.evaluate(&small_scan(), None).unwrap();
     assert!(eval.proposals.is_empty());
     assert_eq!(eval.calls, 0);
 }
