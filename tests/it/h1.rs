@@ -677,3 +677,35 @@ async fn store_keeps_scan_times_and_counts_retryable_failures() {
         }
     }
 }
+
+/// Item 5: token requests carry their own `client-request-id` too, and a refused
+/// one names it in the failure history keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_request_is_traceable_by_its_own_id() {
+    let e = env("", "").await;
+    e.fake.add_user(user(1, "a@t.com"));
+    e.ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"x\")"));
+    e.scan(vec![ident(1, "a@t.com")], &[1]);
+    e.ws.write("secret", "wrong-secret");
+    assert_eq!(e.cli(&["run", "--once"]).await.code, 1);
+    let sent: Vec<String> = e
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/oauth2/"))
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "client-request-id")
+                .map(|(_, v)| v.clone())
+                .expect("a token request without client-request-id")
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    let reason = e.action(1)["state_reason"].as_str().unwrap().to_string();
+    assert!(
+        sent.iter()
+            .any(|id| reason.contains(&format!("(client-request-id {id})"))),
+        "{reason} / {sent:?}"
+    );
+}
