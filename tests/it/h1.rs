@@ -709,3 +709,23 @@ async fn a_refused_token_request_is_traceable_by_its_own_id() {
         "{reason} / {sent:?}"
     );
 }
+
+/// Item 6: the retry bounds are checked like every other setting.
+#[test]
+fn retry_settings_out_of_range_are_config_errors() {
+    let mut ws = Workspace::new();
+    for (extra, key) in [
+        ("action_attempts = 0\n", "action_attempts"),
+        ("action_retry_secs = 86401\n", "action_retry_secs"),
+    ] {
+        ws.set_graph(&format!("{UNREACHABLE_GRAPH}{extra}"));
+        let out = ws.cli(&["config", "check"]);
+        assert_ne!(out.code, 0, "{extra}: {}", out.all());
+        assert!(out.stderr.contains(key), "{extra}: {}", out.stderr);
+    }
+    ws.set_graph(&format!(
+        "{UNREACHABLE_GRAPH}action_attempts = 1\naction_retry_secs = 0\n"
+    ));
+    let out = ws.cli(&["config", "check"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
