@@ -540,7 +540,7 @@ async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &st
         }
         let report = ex.run_pending().await?;
         print_exec(&t.name, &report);
-        if report.count("failed") > 0 {
+        if report.count("failed") > 0 || report.to_retry() > 0 {
             code = 1;
         }
     }
@@ -553,12 +553,13 @@ fn print_exec(tenant: &str, report: &crate::execute::ExecReport) {
     }
     if !report.results.is_empty() {
         eprintln!(
-            "tenant {tenant}: executed {} action(s): {} done, {} already done, {} refused, {} failed",
+            "tenant {tenant}: executed {} action(s): {} done, {} already done, {} refused, {} failed, {} to retry",
             report.results.len(),
             report.count("done"),
             report.count("already_done"),
             report.count("refused"),
-            report.count("failed")
+            report.count("failed"),
+            report.to_retry()
         );
     }
 }

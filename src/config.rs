@@ -546,6 +546,21 @@ pub struct GraphConfig {
     /// Timeout of one HTTP request, in seconds.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// Execution attempts per action across `execute` runs when it fails
+    /// retryably (credentials, throttling, 5xx, timeouts); after the last, it fails for good.
+    #[serde(default = "default_action_attempts")]
+    pub action_attempts: u32,
+    /// Wait before retrying such an action, in seconds; doubled after each
+    /// failed attempt, at most a day.
+    #[serde(default = "default_action_retry_secs")]
+    pub action_retry_secs: u64,
+}
+
+fn default_action_attempts() -> u32 {
+    5
+}
+fn default_action_retry_secs() -> u64 {
+    300
 }
 
 fn default_batch_size() -> usize {
@@ -888,6 +903,15 @@ impl GraphConfig {
             return err(
                 "max_concurrency",
                 "max_concurrency, max_attempts and timeout_secs must be above 0",
+            );
+        }
+        if self.action_attempts == 0 || self.action_attempts > 100 {
+            return err("action_attempts", "must be 1 to 100");
+        }
+        if self.action_retry_secs > 86_400 {
+            return err(
+                "action_retry_secs",
+                "must be at most 86400 (a day); later waits double it up to a day",
             );
         }
         for (k, u) in [

@@ -27,38 +27,42 @@ fn refuse(guard: &'static str, reason: String) -> Result<(), Refusal> {
 
 /// Protected identities: never acted on.
 pub fn check_protected(p: &Protected, id: &Identity) -> Result<(), Refusal> {
-    if p.ids.iter().any(|x| x.eq_ignore_ascii_case(&id.id.0)) {
-        return refuse(
-            "protected",
-            format!(
-                "{} is a protected identity (protected.ids)",
-                id.user_principal_name
-            ),
-        );
-    }
-    if p.upns
+    let groups: Vec<(&str, &str)> = id
+        .groups
         .iter()
-        .any(|x| x.eq_ignore_ascii_case(&id.user_principal_name))
-    {
+        .map(|g| (g.id.0.as_str(), g.display_name.as_str()))
+        .collect();
+    check_protected_account(p, &id.id.0, &id.user_principal_name, &groups)
+}
+
+/// Protection of one account given its object id, UPN and groups (id, display
+/// name): the scan's view at planning, the live tenant's just before a write.
+pub fn check_protected_account(
+    p: &Protected,
+    id: &str,
+    upn: &str,
+    groups: &[(&str, &str)],
+) -> Result<(), Refusal> {
+    if p.ids.iter().any(|x| x.eq_ignore_ascii_case(id)) {
         return refuse(
             "protected",
-            format!(
-                "{} is a protected identity (protected.upns)",
-                id.user_principal_name
-            ),
+            format!("{upn} is a protected identity (protected.ids)"),
         );
     }
-    if let Some(g) = id.groups.iter().find(|g| {
+    if p.upns.iter().any(|x| x.eq_ignore_ascii_case(upn)) {
+        return refuse(
+            "protected",
+            format!("{upn} is a protected identity (protected.upns)"),
+        );
+    }
+    if let Some((_, name)) = groups.iter().find(|(gid, name)| {
         p.groups
             .iter()
-            .any(|x| x.eq_ignore_ascii_case(&g.id.0) || x.eq_ignore_ascii_case(&g.display_name))
+            .any(|x| x.eq_ignore_ascii_case(gid) || x.eq_ignore_ascii_case(name))
     }) {
         return refuse(
             "protected",
-            format!(
-                "{} is a member of protected group {:?} (protected.groups)",
-                id.user_principal_name, g.display_name
-            ),
+            format!("{upn} is a member of protected group {name:?} (protected.groups)"),
         );
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono::{DateTime, Timelike, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -18,24 +19,101 @@ pub(crate) fn filter_eq(field: &str, value: &str) -> String {
 }
 
 fn user_path(id: &str) -> String {
-    format!("/users/{id}?$select=id,userPrincipalName,userType,accountEnabled")
+    format!(
+        "/users/{id}?$select=id,userPrincipalName,userType,accountEnabled,signInSessionsValidFromDateTime"
+    )
 }
 
-/// Reads every user the user-level actions need, in batches, and decides
+fn groups_path(id: &str) -> String {
+    format!("/users/{id}/transitiveMemberOf?$select=id,displayName&$top=999")
+}
+
+/// When the user's sessions were last revoked (`signInSessionsValidFromDateTime`).
+pub(crate) fn sessions_valid_from(user: &Value) -> Option<DateTime<Utc>> {
+    user["signInSessionsValidFromDateTime"]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Whether sessions were revoked at or after `since` (the scan the action comes
+/// from): Graph gives whole seconds, so `since` is compared to the second.
+pub(crate) fn revoked_since(user: &Value, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let from = sessions_valid_from(user)?;
+    let since = since.with_nanosecond(0).unwrap_or(since);
+    (from >= since).then_some(from)
+}
+
+/// What a revoke of this action is measured from: the `scanned_at` of the scan
+/// that asked for it (sessions revoked since then include those the scan saw).
+pub(crate) async fn revoke_reference(
+    ex: &Executor<'_>,
+    a: &crate::store::ActionRow,
+) -> Result<DateTime<Utc>, String> {
+    match ex.store.run_scanned_at(&a.run_id).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => crate::store::parse_ts(&a.created_at)
+            .ok_or_else(|| format!("action {} has no readable time", a.id)),
+        Err(e) => Err(format!("history unavailable: {e}")),
+    }
+}
+
+/// A user's live groups as (id, display name), or why they could not be read.
+type LiveGroups = Result<Vec<(String, String)>, Outcome>;
+
+/// The groups a user is in (directly or nested) as (id, display name), every
+/// page: the first page comes with the batch, further pages are read here.
+async fn live_groups(
+    ex: &Executor<'_>,
+    calls: &mut Vec<Value>,
+    first: &crate::graph::GraphResponse,
+) -> LiveGroups {
+    let mut out = Vec::new();
+    let mut page = first.clone();
+    for _ in 0..1_000 {
+        if !page.ok() {
+            return Err(map_error(&page, "read the user's groups"));
+        }
+        out.extend(
+            page.body["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|g| {
+                    g["@odata.type"]
+                        .as_str()
+                        .is_none_or(|t| t == "#microsoft.graph.group")
+                })
+                .map(|g| {
+                    (
+                        g["id"].as_str().unwrap_or("").to_string(),
+                        g["displayName"].as_str().unwrap_or("").to_string(),
+                    )
+                }),
+        );
+        let Some(next) = page.body["@odata.nextLink"]
+            .as_str()
+            .and_then(|next| next.split_once("/v1.0").map(|(_, rest)| rest.to_string()))
+        else {
+            return Ok(out);
+        };
+        let req = GraphRequest::get(next);
+        let ans = ex.graph.call(&req).await;
+        calls.push(call_record(&req, &ans));
+        page = ans.map_err(|e| Outcome::Failed(format!("read the user's groups: {e}"), true))?;
+    }
+    Err(Outcome::Failed(
+        "the user is in too many pages of groups to check protection".into(),
+        false,
+    ))
+}
+
+/// Reads every user that actions of this pass write for, in batches, and
+/// checks `[protected]` (ids, UPNs, groups) against the live account before
+/// anything is written for it: every action kind, undo included. Then decides
 /// disable, revoke and phishing-resistant MFA against live state.
 pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
-    let needs = |w: &Work| {
-        w.outcome.is_none()
-            && matches!(
-                w.kind,
-                Some(
-                    ActionKind::DisableUser
-                        | ActionKind::RevokeSessions
-                        | ActionKind::EnforceMfa
-                        | ActionKind::EnforcePhishingResistantMfa
-                )
-            )
-    };
+    let needs = |w: &Work| w.outcome.is_none() && (w.kind.is_some() || w.action.kind == "undo");
     let mut ids: Vec<String> = work
         .iter()
         .filter(|w| needs(w))
@@ -43,10 +121,7 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
         .collect();
     ids.sort();
     ids.dedup();
-    let mut reqs: Vec<GraphRequest> = ids
-        .iter()
-        .map(|id| GraphRequest::get(user_path(id)))
-        .collect();
+    let with_groups = !ex.cfg.protected.groups.is_empty();
     let pr_ids: Vec<String> = {
         let mut v: Vec<String> = work
             .iter()
@@ -57,21 +132,57 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
         v.dedup();
         v
     };
-    for id in &pr_ids {
-        reqs.push(GraphRequest::get(format!(
-            "/roleManagement/directory/roleAssignments?{}",
-            filter_eq("principalId", id)
-        )));
+    // (what, user id) of each request, in order.
+    let mut tags: Vec<(u8, String)> = ids.iter().map(|id| (0, id.clone())).collect();
+    if with_groups {
+        tags.extend(ids.iter().map(|id| (1, id.clone())));
     }
+    tags.extend(pr_ids.iter().map(|id| (2, id.clone())));
+    let reqs: Vec<GraphRequest> = tags
+        .iter()
+        .map(|(what, id)| match what {
+            0 => GraphRequest::get(user_path(id)),
+            1 => GraphRequest::get(groups_path(id)),
+            _ => GraphRequest::get(format!(
+                "/roleManagement/directory/roleAssignments?{}",
+                filter_eq("principalId", id)
+            )),
+        })
+        .collect();
     let answers = ex.graph.batch(reqs.clone()).await;
     let mut users = BTreeMap::new();
+    let mut groups = BTreeMap::new();
     let mut roles = BTreeMap::new();
-    for (i, (req, ans)) in reqs.iter().zip(answers).enumerate() {
+    for ((what, id), (req, ans)) in tags.into_iter().zip(reqs.iter().zip(answers)) {
         let rec = call_record(req, &ans);
-        if i < ids.len() {
-            users.insert(ids[i].clone(), (rec, ans));
-        } else {
-            roles.insert(pr_ids[i - ids.len()].clone(), (rec, ans));
+        match what {
+            0 => users.insert(id, (rec, ans)),
+            1 => groups.insert(id, (rec, ans)),
+            _ => roles.insert(id, (rec, ans)),
+        };
+    }
+    // Further pages of group memberships, read once per user.
+    let mut memberships: BTreeMap<String, (Vec<Value>, LiveGroups)> = BTreeMap::new();
+    for (id, (rec, ans)) in &groups {
+        let mut calls = vec![rec.clone()];
+        let result = match ans {
+            Ok(r) => live_groups(ex, &mut calls, r).await,
+            Err(e) => Err(Outcome::Failed(
+                format!("read the user's groups: {e}"),
+                true,
+            )),
+        };
+        memberships.insert(id.clone(), (calls, result));
+    }
+    // Revokes are measured from the scan that asked for them.
+    let mut references: BTreeMap<String, Result<DateTime<Utc>, String>> = BTreeMap::new();
+    for w in work
+        .iter()
+        .filter(|w| needs(w) && w.kind == Some(ActionKind::RevokeSessions))
+    {
+        if !references.contains_key(&w.action.run_id) {
+            let r = revoke_reference(ex, &w.action).await;
+            references.insert(w.action.run_id.clone(), r);
         }
     }
     for w in work.iter_mut().filter(|w| needs(w)) {
@@ -101,10 +212,43 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
             }
         };
         let uid = w.action.identity_id.clone();
+        let live_id = user["id"].as_str().unwrap_or(&uid).to_string();
         let upn = user["userPrincipalName"]
             .as_str()
             .unwrap_or(&w.action.identity_upn)
             .to_string();
+        // Protection, against the account as the tenant has it now.
+        let mut live_groups = Vec::new();
+        if let Some((calls, result)) = memberships.get(&w.action.identity_id) {
+            w.calls.extend(calls.iter().cloned());
+            match result {
+                Ok(g) => live_groups.clone_from(g),
+                Err(o) => {
+                    w.decide(o.clone());
+                    continue;
+                }
+            }
+        }
+        let pairs: Vec<(&str, &str)> = live_groups
+            .iter()
+            .map(|(i, n)| (i.as_str(), n.as_str()))
+            .collect();
+        if let Err(r) =
+            crate::guard::check_protected_account(&ex.cfg.protected, &live_id, &upn, &pairs)
+        {
+            w.decide(Outcome::Refused(format!(
+                "{r} in the live tenant, read just before the write; nothing was sent"
+            )));
+            continue;
+        }
+        if !live_id.eq_ignore_ascii_case(&uid) || !upn.eq_ignore_ascii_case(&w.action.identity_upn)
+        {
+            w.decide(Outcome::Refused(format!(
+                "live-mismatch: the scan named object {uid} {:?}, the live tenant has {live_id} {upn:?}; nothing is written for an account the scan does not describe (a newer scan will)",
+                w.action.identity_upn
+            )));
+            continue;
+        }
         let guest = user["userType"].as_str() == Some("Guest") || upn.contains("#EXT#");
         match w.kind {
             Some(ActionKind::DisableUser) => {
@@ -120,15 +264,32 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
                 }
             }
             Some(ActionKind::RevokeSessions) => {
+                let since = references
+                    .get(&w.action.run_id)
+                    .cloned()
+                    .unwrap_or_else(|| Err("no scan time for this action".to_string()));
                 if guest {
                     w.decide(Outcome::Refused(format!(
                         "{upn} is a guest in the live tenant: sessions are never revoked for guests"
                     )));
                 } else {
-                    w.writes.push(GraphRequest::new(
-                        Method::POST,
-                        format!("/users/{uid}/revokeSignInSessions"),
-                    ));
+                    match since {
+                        Err(e) => w.decide(Outcome::Failed(e, true)),
+                        Ok(since) => {
+                            if let Some(at) = revoked_since(&user, since) {
+                                w.decide(Outcome::AlreadyDone(format!(
+                                    "sessions of {upn} were already revoked at {} (signInSessionsValidFromDateTime), not before the scan of {}; nothing sent",
+                                    crate::store::ts(at),
+                                    crate::store::ts(since)
+                                )));
+                            } else {
+                                w.writes.push(GraphRequest::new(
+                                    Method::POST,
+                                    format!("/users/{uid}/revokeSignInSessions"),
+                                ));
+                            }
+                        }
+                    }
                 }
             }
             Some(ActionKind::EnforcePhishingResistantMfa) => {

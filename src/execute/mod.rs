@@ -123,6 +123,8 @@ pub(crate) struct Work {
     pub snapshot: Option<Value>,
     /// Set once decided.
     pub outcome: Option<Outcome>,
+    /// Which execution attempt this is: 1 + the retryable failures before it.
+    pub attempt: u32,
 }
 
 impl Work {
@@ -137,6 +139,7 @@ impl Work {
             writes: Vec::new(),
             snapshot: None,
             outcome: None,
+            attempt: 1,
         }
     }
 
@@ -158,6 +161,21 @@ impl ExecReport {
     /// How many actions ended in `state`.
     pub fn count(&self, state: &str) -> usize {
         self.results.iter().filter(|r| r.1 == state).count()
+    }
+
+    /// How many actions failed retryably and wait for a later run (they are
+    /// back to ready or approved).
+    pub fn to_retry(&self) -> usize {
+        self.count("ready") + self.count("approved")
+    }
+}
+
+/// The state an action returns to when it is to be executed again.
+pub(crate) fn retry_state(a: &ActionRow) -> &'static str {
+    if a.mode == "enforce" {
+        "ready"
+    } else {
+        "approved"
     }
 }
 
@@ -215,7 +233,24 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Executes every ready or approved action of the tenant.
+    /// Attempts per action, and the wait before attempt `k + 1` after `k`
+    /// retryable failures: `action_retry_secs` doubled each time, at most a day.
+    fn retry_policy(&self, failures: u32) -> (u32, chrono::Duration) {
+        let (n, base) = self
+            .tenant
+            .graph
+            .as_ref()
+            .map_or((5, 300), |g| (g.action_attempts, g.action_retry_secs));
+        let factor = 1u64 << failures.saturating_sub(1).min(20);
+        let secs = base.saturating_mul(factor).min(86_400);
+        (
+            n,
+            chrono::Duration::seconds(i64::try_from(secs).unwrap_or(86_400)),
+        )
+    }
+
+    /// Executes every ready or approved action of the tenant, except those
+    /// waiting out the backoff after a retryable failure.
     pub async fn run_pending(&self) -> Result<ExecReport, ExecError> {
         let mut ids = Vec::new();
         for state in ["ready", "approved"] {
@@ -230,6 +265,13 @@ impl<'a> Executor<'a> {
             ids.extend(rows.into_iter().map(|r| r.id));
         }
         ids.sort_unstable();
+        let retries = self.store.retry_counts(&ids).await?;
+        let now = chrono::Utc::now();
+        ids.retain(|id| {
+            retries
+                .get(id)
+                .is_none_or(|(k, last)| now >= *last + self.retry_policy(*k).1)
+        });
         self.execute(&ids).await
     }
 
@@ -249,6 +291,11 @@ impl<'a> Executor<'a> {
             )
             .await?;
         let mut work: Vec<Work> = claimed.into_iter().map(Work::new).collect();
+        let claimed_ids: Vec<i64> = work.iter().map(|w| w.action.id).collect();
+        let retries = self.store.retry_counts(&claimed_ids).await?;
+        for w in &mut work {
+            w.attempt = retries.get(&w.action.id).map_or(1, |(k, _)| k + 1);
+        }
         self.decide_all(&mut work).await;
         // Actions decided without a write are recorded now; the others go out in
         // chunks of what Graph can take at once, each chunk's intents committed
@@ -279,6 +326,9 @@ impl<'a> Executor<'a> {
     async fn decide_all(&self, work: &mut [Work]) {
         live::check_users(self, work).await;
         for w in work.iter_mut() {
+            if w.outcome.is_some() {
+                continue;
+            }
             match w.kind {
                 Some(ActionKind::RemoveRoleAssignment) => live::plan_role_removal(self, w).await,
                 Some(ActionKind::RemoveGroupMembership) => live::plan_group_removal(self, w).await,
@@ -351,13 +401,34 @@ impl<'a> Executor<'a> {
     async fn finish(&self, work: Vec<Work>) -> Result<ExecReport, ExecError> {
         let mut report = ExecReport::default();
         let mut changes = Vec::with_capacity(work.len());
+        let now = chrono::Utc::now();
         for w in work {
             let outcome = w
                 .outcome
                 .clone()
                 .unwrap_or_else(|| Outcome::Failed("no decision was reached".into(), true));
-            let state = outcome.state().to_string();
-            let reason = outcome.reason();
+            let mut state = outcome.state().to_string();
+            let mut reason = outcome.reason();
+            let mut detail = json!({"outcome": reason, "calls": w.calls});
+            if let Outcome::Failed(why, true) = &outcome {
+                // A retryable failure is tried again by later runs, with
+                // backoff, until the attempts run out.
+                let (n, wait) = self.retry_policy(w.attempt);
+                if w.attempt < n {
+                    let not_before = crate::store::ts(now + wait);
+                    state = retry_state(&w.action).to_string();
+                    reason = format!(
+                        "attempt {} of {n} failed (retryable): {why}; next attempt not before {not_before}",
+                        w.attempt
+                    );
+                    detail["not_before"] = json!(not_before);
+                } else {
+                    reason = format!("failed for good after attempt {} of {n}: {why}", w.attempt);
+                }
+                detail["outcome"] = json!(reason);
+                detail["attempt"] = json!(w.attempt);
+                detail["max_attempts"] = json!(n);
+            }
             report
                 .results
                 .push((w.action.id, state.clone(), reason.clone()));
@@ -365,11 +436,7 @@ impl<'a> Executor<'a> {
                 action_id: w.action.id,
                 state,
                 reason: Some(reason.clone()),
-                event: self.event(
-                    "execution_outcome",
-                    &w.action,
-                    json!({"outcome": reason, "calls": w.calls}),
-                ),
+                event: self.event("execution_outcome", &w.action, detail),
             });
         }
         self.store.transition(changes).await?;

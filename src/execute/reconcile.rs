@@ -85,6 +85,11 @@ impl Executor<'_> {
     }
 
     async fn verdict(&self, a: &ActionRow, snapshot: &Value, calls: &mut Vec<Value>) -> Verdict {
+        let revoke_since = if a.kind == ActionKind::RevokeSessions.as_str() {
+            Some(live::revoke_reference(self, a).await)
+        } else {
+            None
+        };
         let mut get = async |path: String| {
             let req = GraphRequest::get(path);
             let ans = self.graph.call(&req).await;
@@ -103,9 +108,35 @@ impl Executor<'_> {
                     _ => Verdict::Unknown("the account could not be read".into()),
                 }
             }
-            Some(ActionKind::RevokeSessions) => {
-                Verdict::Unknown("revoked sessions leave no state to read".into())
-            }
+            // A revoke resets signInSessionsValidFromDateTime to its time: at
+            // or after the scan means it landed (or someone revoked since).
+            Some(ActionKind::RevokeSessions) => match revoke_since {
+                Some(Ok(since)) => {
+                    match get(format!(
+                        "/users/{uid}?$select=id,signInSessionsValidFromDateTime"
+                    ))
+                    .await
+                    {
+                        Some(r) if r.ok() => match live::revoked_since(&r.body, since) {
+                            Some(at) => Verdict::Applied(format!(
+                                "sessions were revoked at {} (signInSessionsValidFromDateTime), not before the scan of {}",
+                                crate::store::ts(at),
+                                crate::store::ts(since)
+                            )),
+                            None => Verdict::NotApplied(format!(
+                                "signInSessionsValidFromDateTime is {}, before the scan of {}: the revoke did not land",
+                                r.body["signInSessionsValidFromDateTime"]
+                                    .as_str()
+                                    .unwrap_or("unset"),
+                                crate::store::ts(since)
+                            )),
+                        },
+                        _ => Verdict::Unknown("the user could not be read".into()),
+                    }
+                }
+                Some(Err(e)) => Verdict::Unknown(format!("the scan time is unknown: {e}")),
+                None => Verdict::Unknown("no scan time".into()),
+            },
             Some(ActionKind::RemoveRoleAssignment) => {
                 let mut all_gone = true;
                 for t in &targets {

@@ -168,8 +168,12 @@ impl TokenSource {
             }
         }
         let started = Instant::now();
+        // Its own id too, to find a refused token request in Entra's sign-in logs.
+        let client_request_id = uuid::Uuid::new_v4().to_string();
         let resp = http
             .post(&self.token_url)
+            .header("client-request-id", &client_request_id)
+            .header("return-client-request-id", "true")
             .form(&form)
             .send()
             .await
@@ -184,7 +188,7 @@ impl TokenSource {
             // The description starts with the AADSTS code; it names no secret.
             let first_line = err.error_description.lines().next().unwrap_or("");
             return Err(GraphError::Auth(format!(
-                "token request refused ({status}): {} {first_line}",
+                "token request refused ({status}): {} {first_line} (client-request-id {client_request_id})",
                 err.error
             )));
         }

@@ -88,6 +88,8 @@ pub struct Attempt {
     pub status: u16,
     /// Inside a `$batch`.
     pub batched: bool,
+    /// For a `$batch` item: the envelope's `request-id`, to find the batch in Graph's logs.
+    pub batch_request_id: Option<String>,
 }
 
 /// Graph's answer to a request, after retries.
@@ -242,6 +244,7 @@ impl GraphClient {
                     request_id: None,
                     status: 0,
                     batched: false,
+                    batch_request_id: None,
                 },
             )
         };
@@ -288,6 +291,7 @@ impl GraphClient {
                 request_id,
                 status,
                 batched: false,
+                batch_request_id: None,
             },
             after,
         ))
@@ -404,16 +408,27 @@ impl GraphClient {
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
+            // Every item carries its own fresh `client-request-id`, so that each
+            // request (not only the envelope) can be traced in Graph's logs.
+            let crids: HashMap<usize, String> = pending
+                .iter()
+                .map(|&i| (i, uuid::Uuid::new_v4().to_string()))
+                .collect();
             let items: Vec<Value> = pending
                 .iter()
                 .map(|&i| {
                     let r = &reqs[i];
                     let mut item =
                         json!({"id": i.to_string(), "method": r.method.as_str(), "url": r.path});
+                    let mut headers = json!({
+                        "client-request-id": crids.get(&i).cloned().unwrap_or_default(),
+                        "return-client-request-id": "true",
+                    });
                     if let Some(b) = &r.body {
                         item["body"] = b.clone();
-                        item["headers"] = json!({"Content-Type": "application/json"});
+                        headers["Content-Type"] = json!("application/json");
                     }
+                    item["headers"] = headers;
                     item
                 })
                 .collect();
@@ -453,7 +468,8 @@ impl GraphClient {
                 break;
             }
             let batch_request_id = resp.request_id().map(str::to_string);
-            let mut answers: HashMap<usize, (u16, Value, Option<Duration>)> = HashMap::new();
+            let mut answers: HashMap<usize, (u16, Value, Option<Duration>, Option<String>)> =
+                HashMap::new();
             for item in resp
                 .body
                 .get("responses")
@@ -484,22 +500,20 @@ impl GraphClient {
                 };
                 let after = retry_after(header("Retry-After").as_deref());
                 let body = item.get("body").cloned().unwrap_or(Value::Null);
-                answers.insert(id, (status, body, after));
+                answers.insert(id, (status, body, after, header("request-id")));
             }
             let mut again = Vec::new();
             let mut wait = Duration::ZERO;
             for i in pending.drain(..) {
-                let (status, body, after) = answers.remove(&i).unwrap_or((0, Value::Null, None));
+                let (status, body, after, request_id) =
+                    answers.remove(&i).unwrap_or((0, Value::Null, None, None));
                 let attempts = history.entry(i).or_default();
                 attempts.push(Attempt {
-                    client_request_id: resp
-                        .attempts
-                        .last()
-                        .map(|a| a.client_request_id.clone())
-                        .unwrap_or_default(),
-                    request_id: batch_request_id.clone(),
+                    client_request_id: crids.get(&i).cloned().unwrap_or_default(),
+                    request_id,
                     status,
                     batched: true,
+                    batch_request_id: batch_request_id.clone(),
                 });
                 self.report(Some(status), Duration::ZERO);
                 let retry = retryable(status) || status == 424 || status == 0;

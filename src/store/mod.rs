@@ -485,6 +485,15 @@ pub trait Store: Send + Sync {
     async fn actions(&self, filter: &Filter) -> Result<Vec<ActionRow>, StoreError>;
     /// One action.
     async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError>;
+    /// A run's `scanned_at`: revoking sessions after it is the revoke done.
+    async fn run_scanned_at(&self, run_id: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// For those of these actions that failed retryably before (execution
+    /// outcomes that put them back to ready or approved): how many times, and
+    /// when the last one was recorded, so that later runs retry with backoff.
+    async fn retry_counts(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (u32, DateTime<Utc>)>, StoreError>;
     /// The approvals recorded for an action.
     async fn approvals(&self, id: i64) -> Result<Vec<ApprovalRow>, StoreError>;
     /// Marks pending actions past their expiry as expired; returns how many.
@@ -539,6 +548,13 @@ pub trait Store: Send + Sync {
     /// The `scanned_at` of the scan the tenant's latest scan run processed, to
     /// notice when the newest scan available is older than that.
     async fn last_scanned_at(&self, tenant: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+/// Parses a time the store kept (see [`ts`]).
+pub(crate) fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Opens the store named by a URL and applies migrations.

@@ -335,6 +335,36 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn run_scanned_at(&self, run_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar("SELECT scanned_at FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(at.as_deref().and_then(super::parse_ts))
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = ids.len()))]
+    async fn retry_counts(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (u32, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT action_id, COUNT(*), MAX(at) FROM events \
+             WHERE kind = 'execution_outcome' AND state IN ('ready', 'approved') \
+             AND action_id = ANY($1::bigint[]) GROUP BY action_id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, n, at)| {
+                super::parse_ts(&at).map(|at| (id, (u32::try_from(n).unwrap_or(u32::MAX), at)))
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn approvals(&self, id: i64) -> Result<Vec<ApprovalRow>, StoreError> {
         Ok(sqlx::query_as(APPROVALS_OF)
             .bind(id)

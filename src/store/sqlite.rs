@@ -300,6 +300,41 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn run_scanned_at(&self, run_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar("SELECT scanned_at FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(at.as_deref().and_then(super::parse_ts))
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = ids.len()))]
+    async fn retry_counts(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (u32, DateTime<Utc>)>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT action_id, COUNT(*), MAX(at) FROM events \
+                 WHERE kind = 'execution_outcome' AND state IN ('ready', 'approved') \
+                 AND action_id IN ({marks}) GROUP BY action_id"
+            );
+            let mut q = sqlx::query_as::<_, (i64, i64, String)>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for (id, n, at) in q.fetch_all(&self.pool).await? {
+                if let Some(at) = super::parse_ts(&at) {
+                    out.insert(id, (u32::try_from(n).unwrap_or(u32::MAX), at));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn approvals(&self, id: i64) -> Result<Vec<ApprovalRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM approvals WHERE action_id = ? ORDER BY rowid")

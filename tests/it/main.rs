@@ -9,6 +9,7 @@ mod crash;
 mod daemon;
 mod execute;
 mod h5;
+mod h1;
 mod history;
 mod hostile;
 mod notify;

@@ -175,6 +175,14 @@ pub(crate) fn dispatch(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
                 _ => method_not_allowed(),
             }
         }
+        [u, id, rel]
+            if is(u, "users") && (is(rel, "memberOf") || is(rel, "transitiveMemberOf")) =>
+        {
+            match m {
+                "GET" => list_member_of(st, req, ctx, id, is(rel, "transitiveMemberOf")),
+                _ => method_not_allowed(),
+            }
+        }
         [g, id] if is(g, "groups") => match m {
             "GET" => get_group(st, req, id),
             _ => method_not_allowed(),
@@ -693,6 +701,89 @@ fn list_members(st: &mut State, req: &Req, ctx: &Ctx, gid: &str) -> Resp {
         json!(context_for("directoryObjects", &select, "")),
     );
     if skip + top < ids.len() {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in req.params() {
+            if !k.eq_ignore_ascii_case("$skiptoken") {
+                q.append_pair(&k, &v);
+            }
+        }
+        q.append_pair("$skiptoken", &format!("fake-{}", skip + top));
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!("{}/v1.0{}?{}", ctx.base_url, req.path, q.finish())),
+        );
+    }
+    body.insert("value".into(), Value::Array(page));
+    Resp::json(200, Value::Object(body))
+}
+
+/// `GET /users/{id}/memberOf` (direct) or `/transitiveMemberOf` (through nested
+/// groups too): the groups the user is in, paged like member listings.
+fn list_member_of(st: &mut State, req: &Req, ctx: &Ctx, id: &str, transitive: bool) -> Resp {
+    let select = match member_select(req) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let Some(uid) = st.find_user(id).map(|e| e.user.id.clone()) else {
+        return not_found(id);
+    };
+    let top = match req.param("$top") {
+        None => 100,
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if (1..=999).contains(&n) => n,
+            _ => {
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    &format!(
+                        "Invalid page size specified: '{t}'. Must be between 1 and 999 inclusive."
+                    ),
+                );
+            }
+        },
+    };
+    let skip = match req.param("$skiptoken") {
+        None => 0,
+        Some(t) => match t
+            .strip_prefix("fake-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return bad_request("Invalid skip token."),
+        },
+    };
+    // Groups containing the user, then (transitively) groups containing those.
+    let mut found: Vec<String> = Vec::new();
+    let mut frontier = vec![uid];
+    while let Some(member) = frontier.pop() {
+        let mut parents: Vec<&String> = st
+            .members
+            .iter()
+            .filter(|(_, m)| m.contains(&member))
+            .map(|(g, _)| g)
+            .collect();
+        parents.sort();
+        for g in parents {
+            if !found.contains(g) {
+                found.push(g.clone());
+                if transitive {
+                    frontier.push(g.clone());
+                }
+            }
+        }
+    }
+    let page: Vec<Value> = found
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|g| Value::Object(directory_object(st, g, &select)))
+        .collect();
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(context_for("directoryObjects", &select, "")),
+    );
+    if skip + top < found.len() {
         let mut q = form_urlencoded::Serializer::new(String::new());
         for (k, v) in req.params() {
             if !k.eq_ignore_ascii_case("$skiptoken") {

@@ -5,7 +5,8 @@
 //! Shapes follow Microsoft's Graph v1.0 reference. Points worth knowing:
 //!
 //! - Every answer carries `request-id` and echoes `client-request-id` (or repeats
-//!   the request id). Graph errors are `{"error": {"code", "message",
+//!   the request id); so does each `$batch` item, in the item's own `headers`
+//!   (its own `request-id`, and its own `client-request-id` or the envelope's). Graph errors are `{"error": {"code", "message",
 //!   "innerError": {"date", "request-id", "client-request-id"}}}`; token endpoint
 //!   errors are Entra's `{"error", "error_description": "AADSTSnnn: ...",
 //!   "error_codes", "timestamp", "trace_id", "correlation_id", "error_uri"}`.
@@ -20,6 +21,10 @@
 //!   too; [`FakeTenant::set_ca_read_throttling`] turns that off.
 //! - `GET /users/{id}` without `$select` returns Graph's default property set,
 //!   which has neither `accountEnabled` nor `userType`: select them.
+//! - `signInSessionsValidFromDateTime` (select it) is reset to the current time,
+//!   in whole seconds, by `revokeSignInSessions`; null until then.
+//! - `GET /users/{id}/memberOf` and `/transitiveMemberOf` list the groups a user
+//!   is in (directly, or through nested groups too), paged like members.
 //! - `onPremisesSyncEnabled` and `isAssignableToRole` of a group read `null`
 //!   (not `false`) when unset, as Graph returns them.
 //! - Membership changes are refused (400) on dynamic, on-premises synced and
@@ -302,6 +307,23 @@ impl FakeTenant {
     /// (default true: Graph documents the limit for any request).
     pub fn set_ca_read_throttling(&self, on: bool) {
         self.st().ca_throttle_reads = on;
+    }
+
+    /// Sets the user's `signInSessionsValidFromDateTime` (RFC 3339, whole seconds
+    /// as Graph gives it; `None` reads null), as if sessions were revoked then.
+    pub fn set_sessions_valid_from(&self, user_id: &str, at: Option<&str>) {
+        if let Some(e) = self.st().users.get_mut(user_id) {
+            e.sessions_valid_from = at.map(str::to_string);
+        }
+    }
+
+    /// The user's `signInSessionsValidFromDateTime`, which `revokeSignInSessions`
+    /// resets to the current time.
+    pub fn sessions_valid_from(&self, user_id: &str) -> Option<String> {
+        self.st()
+            .users
+            .get(user_id)
+            .and_then(|e| e.sessions_valid_from.clone())
     }
 
     /// How many times this user's sessions were revoked.

@@ -514,8 +514,14 @@ async fn batch(
         } else {
             run(shared, &it.req, true).await
         };
+        // Each item has its own request id, returned in the item's headers with
+        // the item's `client-request-id` (the envelope's when the item has none).
         let item_crid = header(&it.req.headers, "client-request-id").unwrap_or(client_request_id);
-        resp.stamp(&uuid::Uuid::new_v4().to_string(), item_crid);
+        let item_rid = uuid::Uuid::new_v4().to_string();
+        resp.stamp(&item_rid, item_crid);
+        let resp = resp
+            .with_header("request-id", &item_rid)
+            .with_header("client-request-id", item_crid);
         results[i] = Some(resp);
     }
     let mut responses: Vec<Value> = items

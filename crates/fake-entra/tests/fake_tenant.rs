@@ -860,3 +860,103 @@ async fn users_roles_and_pim() {
     assert_eq!(s, 404);
     assert!(v["error"]["code"].is_string());
 }
+
+#[tokio::test]
+async fn batch_items_have_their_own_request_ids() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    t.add_user(user("u2"));
+    let requests = json!([
+        {"id": "a", "method": "GET", "url": "/users/u1", "headers": {"client-request-id": "item-a"}},
+        {"id": "b", "method": "GET", "url": "/users/u2"},
+    ]);
+    let (s, headers, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/$batch",
+        Some(json!({"requests": requests})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let envelope = headers["request-id"].to_str().unwrap().to_string();
+    let resp = v["responses"].as_array().unwrap();
+    let item = |id: &str| resp.iter().find(|r| r["id"] == id).unwrap()["headers"].clone();
+    let (a, b) = (item("a"), item("b"));
+    assert_eq!(a["client-request-id"], "item-a");
+    // Without its own, an item echoes the envelope's client-request-id.
+    assert_eq!(
+        b["client-request-id"].as_str().unwrap(),
+        headers["client-request-id"].to_str().unwrap()
+    );
+    let (ra, rb) = (
+        a["request-id"].as_str().unwrap(),
+        b["request-id"].as_str().unwrap(),
+    );
+    assert!(ra != rb && ra != envelope && rb != envelope);
+}
+
+#[tokio::test]
+async fn member_of_and_sign_in_sessions_valid_from() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    let mut outer = group("g-outer");
+    outer.display_name = "Break Glass".into();
+    t.add_group(outer);
+    t.add_group(group("g-inner"));
+    t.add_member("g-outer", "g-inner");
+    t.add_member("g-inner", "u1");
+    let ids = |v: &Value| {
+        let mut ids: Vec<String> = v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (s, _, v) = graph(&t, &tok, "GET", "/users/u1/memberOf?$select=id", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(ids(&v), vec!["g-inner"]);
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/users/u1/transitiveMemberOf?$select=id,displayName&$top=1",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"].as_array().unwrap().len(), 1);
+    assert_eq!(v["value"][0]["@odata.type"], "#microsoft.graph.group");
+    let next = v["@odata.nextLink"].as_str().unwrap();
+    let path = next.split_once("/v1.0").unwrap().1.to_string();
+    let (s, _, v2) = graph(&t, &tok, "GET", &path, None).await;
+    assert_eq!(s, 200);
+    let mut all = ids(&v);
+    all.extend(ids(&v2));
+    all.sort();
+    assert_eq!(all, vec!["g-inner", "g-outer"]);
+    let (s, _, _) = graph(&t, &tok, "GET", "/users/nobody/transitiveMemberOf", None).await;
+    assert_eq!(s, 404);
+
+    // revokeSignInSessions resets signInSessionsValidFromDateTime to now (whole seconds).
+    let select = "/users/u1?$select=id,signInSessionsValidFromDateTime";
+    let (_, _, v) = graph(&t, &tok, "GET", select, None).await;
+    assert_eq!(v["signInSessionsValidFromDateTime"], Value::Null);
+    t.set_sessions_valid_from("u1", Some("2020-01-01T00:00:00Z"));
+    let (_, _, v) = graph(&t, &tok, "GET", select, None).await;
+    assert_eq!(v["signInSessionsValidFromDateTime"], "2020-01-01T00:00:00Z");
+    let (s, _, _) = graph(&t, &tok, "POST", "/users/u1/revokeSignInSessions", None).await;
+    assert_eq!(s, 200);
+    let (_, _, v) = graph(&t, &tok, "GET", select, None).await;
+    let at = v["signInSessionsValidFromDateTime"].as_str().unwrap();
+    assert!(
+        at > "2020-01-01T00:00:00Z" && at.ends_with('Z') && at.len() == 20,
+        "{at}"
+    );
+    assert_eq!(t.sessions_valid_from("u1").as_deref(), Some(at));
+}
