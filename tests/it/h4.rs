@@ -391,6 +391,90 @@ async fn whole_store_rewrite_is_detected_against_a_checkpoint() {
     }
 }
 
+/// An existing, unkeyed store keeps verifying once a key is configured: the
+/// first writer with the key appends the `history_keyed` event after the old
+/// events, and an approval recorded before still counts towards four eyes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_unkeyed_store_keeps_verifying_when_keying_starts() {
+    for f in Fresh::all().await {
+        let s = open_with(&OpenOptions::new(&f.url)).await.unwrap();
+        let ids = s
+            .record_run(&run("r1"), &[pending_disable(1)], &[])
+            .await
+            .unwrap();
+        s.decide(&approve(ids[0], "alice"), &four_eyes())
+            .await
+            .unwrap();
+        let before = s.events(&Filter::default()).await.unwrap().len() as i64;
+        let report = s.verify().await.unwrap();
+        assert!(
+            report.problems.is_empty(),
+            "{}: {:?}",
+            f.name(),
+            report.problems
+        );
+        assert_eq!(report.keyed_from, None);
+        drop(s);
+
+        assert!(!f.key_file().exists());
+        let s = open_with(&f.keyed()).await.unwrap();
+        assert!(f.key_file().exists(), "{}", f.name());
+        let report = s.verify().await.unwrap();
+        assert!(
+            report.problems.is_empty(),
+            "{}: {:?}",
+            f.name(),
+            report.problems
+        );
+        assert_eq!(report.keyed_from, Some(before + 1), "{}", f.name());
+        let rows = s
+            .decide(&approve(ids[0], "bob"), &four_eyes())
+            .await
+            .unwrap();
+        assert_eq!(rows[0].state, "approved", "{}", f.name());
+        let report = s.verify().await.unwrap();
+        assert!(
+            report.problems.is_empty(),
+            "{}: {:?}",
+            f.name(),
+            report.problems
+        );
+        assert_eq!(report.approvals, 2);
+        // Editing an unkeyed event before the key started is still found: the
+        // keyed `history_keyed` event chains to it.
+        f.tamper("UPDATE events SET actor = 'mallory' WHERE seq = 1")
+            .await;
+        recompute_unkeyed_prefix(&f, &*s, before).await;
+        let report = s.verify().await.unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains(&format!("event {}: prev_hash", before + 1))),
+            "{}: {:?}",
+            f.name(),
+            report.problems
+        );
+        f.cleanup().await;
+    }
+}
+
+/// Recomputes the unkeyed events up to `last` with plain SHA-256.
+async fn recompute_unkeyed_prefix(f: &Fresh, s: &dyn Store, last: i64) {
+    let events = s.events(&Filter::default()).await.unwrap();
+    let mut prev = GENESIS.to_string();
+    let mut sql = String::new();
+    for e in events.iter().filter(|e| e.seq <= last) {
+        let h = event_hash(e.seq, &e.at, &e.content(), &prev);
+        sql.push_str(&format!(
+            "UPDATE events SET prev_hash = '{prev}', hash = '{h}' WHERE seq = {};",
+            e.seq
+        ));
+        prev = h;
+    }
+    f.tamper(sql.trim_end_matches(';')).await;
+}
+
 /// A keyed store refuses a writer without the key (its events would break the
 /// chain) and one with another key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
