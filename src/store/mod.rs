@@ -610,7 +610,7 @@ pub fn verify_history(
     let keyed = keyed_from(events);
     match (&keyed, key) {
         (Some((seq, _)), None) => problems.push(format!(
-            "the history is keyed from event {seq} on but no key is configured ([store] history_key_file or history_key_credential): those events cannot be checked"
+            "the history is keyed from event {seq} on but no key is configured, or its key file is missing ([store] history_key_file or history_key_credential): those events cannot be checked"
         )),
         (Some((seq, id)), Some(k)) if *id != k.id() => problems.push(format!(
             "the history is keyed from event {seq} on with key id {id}, but the configured key has id {}: wrong key, or the chain was rewritten",
