@@ -1035,7 +1035,11 @@ pub(crate) fn resolve_key(
     let store = display_name(&opts.url);
     let key = match &opts.key {
         None => None,
-        Some(src) => match HistoryKey::load(src)? {
+        // A reader does without a key it cannot load: `audit verify` then says
+        // that the keyed part cannot be checked.
+        Some(src) => match HistoryKey::load(src)
+            .or_else(|e| if opts.read_only { Ok(None) } else { Err(e) })?
+        {
             Some(k) => Some(k),
             None => match (src, marker, opts.create && !opts.read_only) {
                 (KeySource::File(p), None, true) => Some(HistoryKey::generate(p)?),

@@ -757,3 +757,68 @@ fn unreachable_postgres_is_named_without_its_password() {
     }
     drop(silent);
 }
+
+/// The key from a systemd credential (`$CREDENTIALS_DIRECTORY/NAME`): writers
+/// need it; `audit verify` without it says the keyed part cannot be checked.
+#[test]
+fn history_key_from_a_systemd_credential() {
+    let mut ws = Workspace::new();
+    ws.set_tables("history_key_credential = \"history-key\"\n");
+    let creds = ws.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(
+        creds.join("history-key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));
+    ws.add_scan(
+        "s1.json",
+        &scan(
+            &now_rfc3339(),
+            vec![ident(1, "u1@contoso.com")],
+            vec![finding("F1", "high", &[1])],
+        ),
+    );
+    let cli = |args: &[&str], with_creds: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_entra-remediator"));
+        c.arg("--config")
+            .arg(ws.config_path())
+            .args(args)
+            .current_dir(ws.path())
+            .env_remove("ENTRA_REMEDIATOR_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if with_creds {
+            c.env("CREDENTIALS_DIRECTORY", &creds);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = cli(&["run", "--once"], false);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("\"history-key\" is set but CREDENTIALS_DIRECTORY is not"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["run", "--once"], true);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&["audit", "verify"], true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("keyed (HMAC-SHA-256) from event 1 on"),
+        "{err}"
+    );
+    let (code, out, _) = cli(&["audit", "verify"], false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("keyed from event 1 on but no key is configured"),
+        "{out}"
+    );
+    // `history` needs no key.
+    let (code, _, err) = cli(&["history"], false);
+    assert_eq!(code, 0, "{err}");
+}
