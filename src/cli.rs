@@ -200,10 +200,10 @@ pub struct HistoryArgs {
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,
-    /// At or after this time (RFC 3339).
+    /// At or after this time (RFC 3339, or a date: its start in UTC).
     #[arg(long)]
     pub since: Option<String>,
-    /// Before this time (RFC 3339).
+    /// Before this time (RFC 3339, or a date: its start in UTC).
     #[arg(long)]
     pub until: Option<String>,
     /// Only the newest N events.
@@ -217,8 +217,15 @@ pub struct HistoryArgs {
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Recompute the history's hash chain; exits 1 if anything was edited.
-    Verify,
+    /// Recompute the history's hash chain (keyed when a history key is
+    /// configured), check every approval against it and compare with checkpoints;
+    /// exits 1 if anything was edited.
+    Verify {
+        /// Checkpoints kept apart from the store (JSON lines as the log and
+        /// `[store] checkpoint_file` write them); default: the checkpoint_file.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
 }
 
 /// `policy` subcommands.
@@ -253,6 +260,40 @@ fn time_arg(name: &str, s: &Option<String>) -> Result<Option<DateTime<Utc>>> {
                 })
         })
         .transpose()
+}
+
+/// A `--since`/`--until` bound: an RFC 3339 time, or a plain date meaning its
+/// start (00:00) in UTC.
+fn date_or_time_arg(name: &str, s: &Option<String>) -> Result<Option<DateTime<Utc>>> {
+    if let Some(v) = s.as_deref()
+        && let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+    {
+        return Ok(Some(d.and_time(chrono::NaiveTime::MIN).and_utc()));
+    }
+    s.as_deref()
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| {
+                    format!(
+                        "--{name} {v:?} is not an RFC 3339 time like 2026-11-20T06:00:00Z nor a date like 2026-11-20"
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Opens the configured store: `create` for commands that record runs (the
+/// store and a missing history key file are created), otherwise an existing
+/// store only, read-only when `read_only`.
+async fn open_store(cfg: &Config, create: bool, read_only: bool) -> Result<Box<dyn Store>> {
+    let mut opts = store::OpenOptions::from_config(&cfg.store);
+    if read_only {
+        opts = opts.read_only();
+    } else if !create {
+        opts = opts.existing();
+    }
+    Ok(store::open_with(&opts).await?)
 }
 
 fn actor() -> String {
@@ -337,7 +378,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Run(args) => {
             let cfg = Config::load(&cli.config)?;
-            let store = store::open(&cfg.store.url)
+            let store = open_store(&cfg, true, false)
                 .await
                 .with_context(|| store_failed(&cfg))?;
             let opts = run_options(&cfg, &args.scan, args.force)?;
@@ -366,7 +407,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             {
                 bail!("no tenant named {t:?} in the config");
             }
-            let store = store::open(&cfg.store.url)
+            let store = open_store(&cfg, true, false)
                 .await
                 .with_context(|| store_failed(&cfg))?;
             execute(&cfg, store.as_ref(), tenant.as_deref(), &actor())
@@ -375,7 +416,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Undo { id, by } => {
             let cfg = Config::load(&cli.config)?;
-            let store = store::open(&cfg.store.url).await?;
+            let store = open_store(&cfg, true, false).await?;
             let (undo_id, state) =
                 crate::execute::request_undo(&cfg, store.as_ref(), id, &by, Utc::now()).await?;
             println!("undo of action {id} recorded as action {undo_id}: {state}");
@@ -394,12 +435,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Approvals(cmd) => {
             let cfg = Config::load(&cli.config)?;
-            let store = store::open(&cfg.store.url).await?;
+            let store = open_store(&cfg, false, false).await?;
             approvals(&cfg, store.as_ref(), cmd).await
         }
         Command::History(a) => {
             let cfg = Config::load(&cli.config)?;
-            let store = store::open(&cfg.store.url).await?;
+            let store = open_store(&cfg, false, true).await?;
             let filter = Filter {
                 tenant: a.tenant,
                 identity: a.identity,
@@ -407,8 +448,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 state: a.state,
                 rule: a.rule,
                 run: a.run,
-                since: time_arg("since", &a.since)?,
-                until: time_arg("until", &a.until)?,
+                since: date_or_time_arg("since", &a.since)?,
+                until: date_or_time_arg("until", &a.until)?,
                 limit: a.limit,
                 action_id: None,
             };
@@ -439,10 +480,45 @@ pub async fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
-        Command::Audit(AuditCmd::Verify) => {
+        Command::Audit(AuditCmd::Verify { checkpoint }) => {
             let cfg = Config::load(&cli.config)?;
-            let store = store::open(&cfg.store.url).await?;
-            let report = store.verify().await?;
+            // Read the checkpoints first: a bad file changes nothing.
+            let file =
+                checkpoint.or_else(|| cfg.store.checkpoint_file.clone().filter(|f| f.exists()));
+            let checkpoints = match &file {
+                Some(f) => store::Checkpoint::read_file(f).map_err(anyhow::Error::msg)?,
+                None => Vec::new(),
+            };
+            let store = open_store(&cfg, false, true).await?;
+            let mut report = store.verify().await?;
+            let cp_problems =
+                store::check_checkpoints(store.as_ref(), &report, &checkpoints).await?;
+            report.problems.extend(cp_problems);
+            // stdout is the verdict; what it rests on goes to stderr.
+            eprintln!(
+                "{} approval row(s) checked against the chain; chain {}",
+                report.approvals,
+                match report.keyed_from {
+                    Some(seq) => format!("keyed (HMAC-SHA-256) from event {seq} on"),
+                    None => "UNKEYED: anyone with write access to the store could recompute it (set [store] history_key_file)".to_string(),
+                }
+            );
+            match &file {
+                Some(f) => eprintln!(
+                    "compared with {} checkpoint(s) from {}",
+                    checkpoints.len(),
+                    f.display()
+                ),
+                None => eprintln!(
+                    "no checkpoints compared: a rewrite of the whole store is found only against one kept apart (--checkpoint FILE)"
+                ),
+            }
+            if let Some(head) = &report.head {
+                eprintln!(
+                    "checkpoint: {}",
+                    serde_json::to_string(head).unwrap_or_default()
+                );
+            }
             if report.problems.is_empty() {
                 println!(
                     "history intact: {} events, hash chain verified",
@@ -467,23 +543,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
 /// The store as messages name it: the SQLite path, or the PostgreSQL URL
 /// without its password.
 fn store_name(url: &str) -> String {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return path.to_string();
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    // The query may carry a password too: leave it out.
-    let rest = rest.split('?').next().unwrap_or("");
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => format!("{scheme}://{rest}"),
-    }
+    store::display_name(url)
 }
 
 /// Context for an error of the history store during a run or an execution.

@@ -282,18 +282,49 @@ pub enum NoticeKind {
     RulesError,
 }
 
-/// The history store location.
+/// The history store location, its history key and checkpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (relative to the config file) or `postgres://...`.
     pub url: String,
+    /// File holding the key of the history chain (HMAC-SHA-256), relative to the
+    /// config file; a writing command creates it (mode 0600) when missing and the
+    /// store is not keyed yet. Never stored in the database.
+    #[serde(default)]
+    pub history_key_file: Option<PathBuf>,
+    /// Name of a systemd credential holding that key (`LoadCredential=`).
+    #[serde(default)]
+    pub history_key_credential: Option<String>,
+    /// How long to wait for a PostgreSQL server before giving up.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// A checkpoint (head seq, hash, count) is logged each time the history
+    /// passes a multiple of this many events.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Also append each checkpoint to this file (relative to the config file).
+    #[serde(default)]
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://entra-remediator.db".into(),
+            history_key_file: None,
+            history_key_credential: None,
+            connect_timeout: default_connect_timeout(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_file: None,
         }
     }
 }
@@ -657,6 +688,16 @@ impl Config {
             let p = resolve(&base, Path::new(rest));
             cfg.store.url = format!("sqlite://{}", p.display());
         }
+        cfg.store.history_key_file = cfg
+            .store
+            .history_key_file
+            .as_ref()
+            .map(|p| resolve(&base, p));
+        cfg.store.checkpoint_file = cfg
+            .store
+            .checkpoint_file
+            .as_ref()
+            .map(|p| resolve(&base, p));
         cfg.api.token_file = cfg.api.token_file.as_ref().map(|p| resolve(&base, p));
         for w in &mut cfg.notify.webhooks {
             w.url_file = w.url_file.as_ref().map(|p| resolve(&base, p));
@@ -701,6 +742,18 @@ impl Config {
                     crate::output::clip(scheme, 40)
                 ),
             ));
+        }
+        if self.store.history_key_file.is_some() && self.store.history_key_credential.is_some() {
+            return Err(self.invalid(
+                "store.history_key_credential",
+                "set history_key_file or history_key_credential, not both",
+            ));
+        }
+        if self.store.checkpoint_every == 0 {
+            return Err(self.invalid("store.checkpoint_every", "must be above 0"));
+        }
+        if self.store.connect_timeout.0.is_zero() {
+            return Err(self.invalid("store.connect_timeout", "must be above 0"));
         }
         let g = &self.guardrails;
         if !(g.max_actions_percent > 0.0 && g.max_actions_percent <= 100.0) {

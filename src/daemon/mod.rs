@@ -518,8 +518,11 @@ async fn missed(shared: &Arc<Shared>) -> Vec<String> {
 /// (or the grace period is over).
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let cfg = Config::load(config_path).map_err(startup)?;
-    let store: Arc<dyn Store> =
-        Arc::from(crate::store::open(&cfg.store.url).await.map_err(startup)?);
+    let store: Arc<dyn Store> = Arc::from(
+        crate::store::open_with(&crate::store::OpenOptions::from_config(&cfg.store))
+            .await
+            .map_err(startup)?,
+    );
     let (set, exceptions) = crate::run::load_rules(&cfg).map_err(startup)?;
     let metrics = Arc::new(Metrics::default());
     let notifier = Notifier::new(&cfg.notify).map_err(startup)?;

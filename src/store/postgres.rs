@@ -15,42 +15,123 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{
-    ActionRow, ApprovalRow, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent,
-    NewRuleError, NewRun, StateChange, Store, StoreError, VerifyReport, action_event, event_hash,
-    run_events, state_event, ts, verify_history,
+    ActionRow, ApprovalRow, Chain, CheckpointSink, DecisionRequest, EventRow, Filter, HistoryKey,
+    KEYED_EVENT, NewAction, NewEvent, NewRuleError, NewRun, OpenOptions, StateChange, Store,
+    StoreError, VerifyReport, action_event, approval_in_chain, display_name, keyed_event,
+    marker_of, resolve_key, run_events, state_event, ts, verify_history,
 };
 use crate::approval::{self, ApprovalError, ApprovalPolicy};
 
 /// History kept in a PostgreSQL database shared by any number of daemons.
 pub struct PostgresStore {
     pool: PgPool,
+    /// The key new events are chained with (`None`: unkeyed).
+    key: Option<HistoryKey>,
+    /// The seq of the `history_keyed` event, when the chain is keyed.
+    keyed_from: Option<i64>,
+    read_only: bool,
+    sink: CheckpointSink,
 }
 
 /// The advisory lock key that serializes appends to the hash chain ("entra-hc").
 const CHAIN_LOCK: i64 = 0x656e_7472_612d_6863;
 
-/// The tail of the hash chain while a transaction appends to it.
-struct Chain {
-    seq: i64,
-    hash: String,
-}
-
 impl PostgresStore {
-    /// Connects to the database named by a `postgres://` URL and applies migrations.
-    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let opts = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
+    /// Connects to the database named by a `postgres://` URL (waiting at most
+    /// the connect timeout), applies migrations and settles the history key.
+    /// Without `create`, a database that holds no history is refused untouched.
+    pub async fn open_with(opts: &OpenOptions) -> Result<PostgresStore, StoreError> {
+        let name = display_name(&opts.url);
+        let failed = |message: String| StoreError::Open {
+            store: name.clone(),
+            message,
+        };
+        let pg = PgConnectOptions::from_str(&opts.url).map_err(|e| {
+            // The URL itself may carry the password: the message names the store only.
+            failed(format!("not a valid PostgreSQL URL ({})", first_line(&e)))
+        })?;
+        let timeout = opts.connect_timeout.max(Duration::from_millis(100));
+        let connecting = PgPoolOptions::new()
             .max_connections(5)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
-            .await?;
+            .acquire_timeout(timeout)
+            .connect_with(pg);
+        let pool = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => {
+                return Err(failed(first_line(&e)));
+            }
+            Ok(Err(_)) | Err(_) => {
+                return Err(failed(format!(
+                    "no answer within {} ([store] connect_timeout)",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
+        if !opts.create {
+            let has: Option<String> = sqlx::query_scalar("SELECT to_regclass('events')::text")
+                .fetch_one(&pool)
+                .await?;
+            if has.is_none() {
+                return Err(failed(
+                    "it holds no history (not an entra-remediator store); nothing was changed"
+                        .into(),
+                ));
+            }
+        }
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let marker = marker_of(
+            sqlx::query_as("SELECT seq, detail FROM events WHERE kind = $1 ORDER BY seq LIMIT 1")
+                .bind(KEYED_EVENT)
+                .fetch_optional(&pool)
+                .await?,
+        );
+        let key = resolve_key(opts, marker.as_ref())?;
+        let mut store = PostgresStore {
+            pool,
+            keyed_from: marker.as_ref().map(|(s, _)| *s),
+            key,
+            read_only: opts.read_only,
+            sink: opts.sink(),
+        };
+        if let Some(k) = store.key.clone()
+            && store.keyed_from.is_none()
+            && !store.read_only
+        {
+            // Start keying under the chain lock, unless another instance did meanwhile.
+            let mut tx = store.begin().await?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM events WHERE kind = $1 ORDER BY seq LIMIT 1")
+                    .bind(KEYED_EVENT)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let mut chain = store.chain(&mut tx).await?;
+            let seq = match found {
+                Some(seq) => seq,
+                None => {
+                    let previous = chain.seq;
+                    Self::append(
+                        &mut tx,
+                        &mut chain,
+                        &ts(Utc::now()),
+                        &keyed_event(&k, previous),
+                    )
+                    .await?;
+                    chain.seq
+                }
+            };
+            tx.commit().await?;
+            store.sink.after_commit(&chain);
+            store.keyed_from = Some(seq);
+        }
+        Ok(store)
     }
 
     /// Starts a transaction that will append to the history: takes the chain lock
     /// before anything is read, so what it reads is what it appends after.
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK)
@@ -59,18 +140,12 @@ impl PostgresStore {
         Ok(tx)
     }
 
-    async fn chain(tx: &mut Transaction<'_, Postgres>) -> Result<Chain, StoreError> {
+    async fn chain(&self, tx: &mut Transaction<'_, Postgres>) -> Result<Chain, StoreError> {
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)
                 .await?;
-        Ok(match last {
-            Some((seq, hash)) => Chain { seq, hash },
-            None => Chain {
-                seq: 0,
-                hash: GENESIS.to_string(),
-            },
-        })
+        Ok(Chain::new(last, self.key.as_ref()))
     }
 
     async fn append(
@@ -79,8 +154,7 @@ impl PostgresStore {
         at: &str,
         e: &NewEvent,
     ) -> Result<(), StoreError> {
-        let seq = chain.seq + 1;
-        let hash = event_hash(seq, at, e, &chain.hash);
+        let (seq, prev, hash) = chain.link(at, e);
         sqlx::query(
             "INSERT INTO events (seq, at, tenant, run_id, action_id, identity_id, action_kind, \
              rule, kind, actor, state, detail, prev_hash, hash) \
@@ -98,12 +172,10 @@ impl PostgresStore {
         .bind(&e.actor)
         .bind(&e.state)
         .bind(&e.detail)
-        .bind(&chain.hash)
+        .bind(&prev)
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-        chain.seq = seq;
-        chain.hash = hash;
         Ok(())
     }
 
@@ -130,15 +202,45 @@ impl PostgresStore {
             .await?)
     }
 
+    /// The approvals of an action that the verified chain records: only these
+    /// count towards four eyes (a row inserted behind the store's back does not).
     async fn approvals_in(
+        &self,
         tx: &mut Transaction<'_, Postgres>,
         id: i64,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
-        Ok(sqlx::query_as(APPROVALS_OF)
+        let rows: Vec<ApprovalRow> = sqlx::query_as(APPROVALS_OF)
             .bind(id)
             .fetch_all(&mut **tx)
-            .await?)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for ap in rows {
+            let ev: Option<EventRow> = match ap.event_seq {
+                Some(seq) => {
+                    sqlx::query_as("SELECT * FROM events WHERE seq = $1")
+                        .bind(seq)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                }
+                None => None,
+            };
+            if approval_in_chain(&ap, ev.as_ref(), self.key.as_ref(), self.keyed_from) {
+                out.push(ap);
+            } else {
+                tracing::warn!(
+                    action = id,
+                    approver = %ap.approver,
+                    "an approval row is not recorded in the history chain; it does not count"
+                );
+            }
+        }
+        Ok(out)
     }
+}
+
+/// The first line of an error, for messages that name the store themselves.
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// The columns of `ActionRow`, in table order.
@@ -149,8 +251,8 @@ const ACTION_BY_ID: &str = "SELECT id, run_id, tenant, identity_id, identity_upn
      kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at \
      FROM actions WHERE id = $1";
 
-const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at FROM approvals \
-     WHERE action_id = $1 ORDER BY ord";
+const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at, event_seq \
+     FROM approvals WHERE action_id = $1 ORDER BY ord";
 
 /// SQLite's `lower()`: ASCII letters only, so both stores match the same UPNs.
 macro_rules! ascii_lower {
@@ -167,7 +269,11 @@ macro_rules! ascii_lower {
 /// search (never a pattern), as SQLite's `instr`.
 const FILTER_SQL: &str = concat!(
     "($1::text IS NULL OR tenant = $1::text) ",
-    "AND ($2::text IS NULL OR identity_id = $2::text OR ",
+    "AND ($2::text IS NULL OR ",
+    ascii_lower!("identity_id"),
+    " = ",
+    ascii_lower!("$2::text"),
+    " OR ",
     ascii_lower!("identity_upn"),
     " = ",
     ascii_lower!("$2::text"),
@@ -181,7 +287,11 @@ const FILTER_SQL: &str = concat!(
 /// The events filter; NULL matches everything.
 const EVENT_FILTER_SQL: &str = concat!(
     "($1::text IS NULL OR e.tenant = $1::text) ",
-    "AND ($2::text IS NULL OR e.identity_id = $2::text OR e.identity_id IN ",
+    "AND ($2::text IS NULL OR ",
+    ascii_lower!("e.identity_id"),
+    " = ",
+    ascii_lower!("$2::text"),
+    " OR e.identity_id IN ",
     "(SELECT a.identity_id FROM actions a WHERE ",
     ascii_lower!("a.identity_upn"),
     " = ",
@@ -191,8 +301,7 @@ const EVENT_FILTER_SQL: &str = concat!(
     "AND ($5::text IS NULL OR e.rule = $5::text OR EXISTS (SELECT 1 FROM actions a ",
     "WHERE a.id = e.action_id AND position(',' || $5::text || ',' in a.rules) > 0)) ",
     "AND ($6::text IS NULL OR e.run_id = $6::text) AND ($7::text IS NULL OR e.at >= $7::text) ",
-    "AND ($8::text IS NULL OR e.at < $8::text) ",
-    "AND ($10::bigint IS NULL OR e.action_id = $10::bigint)"
+    "AND ($8::text IS NULL OR e.at < $8::text)"
 );
 
 #[async_trait]
@@ -223,9 +332,10 @@ impl Store for PostgresStore {
     #[tracing::instrument(skip_all)]
     async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         Self::append(&mut tx, &mut chain, &ts(Utc::now()), &event).await?;
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 
@@ -244,7 +354,7 @@ impl Store for PostgresStore {
             .filter(|a| matches!(a.state.as_str(), "pending" | "ready" | "carried_over"))
             .count() as i64;
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         sqlx::query(
             "INSERT INTO runs (id, tenant, scan_source, scan_sha256, scanned_at, rule_set_hash, \
              mode, downgrades, identities, findings, actionable, started_at, actor, kind) \
@@ -301,6 +411,7 @@ impl Store for PostgresStore {
             ids.push(id);
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(ids)
     }
 
@@ -383,7 +494,7 @@ impl Store for PostgresStore {
         .bind(&at)
         .fetch_all(&mut *tx)
         .await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         for a in &due {
             sqlx::query("UPDATE actions SET state = 'expired', state_reason = $1 WHERE id = $2")
                 .bind("approval window passed without a decision")
@@ -404,6 +515,7 @@ impl Store for PostgresStore {
             .await?;
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(due.len() as u64)
     }
 
@@ -430,7 +542,7 @@ impl Store for PostgresStore {
             let action = Self::action_for_update(&mut tx, id)
                 .await?
                 .ok_or(ApprovalError::UnknownId(id))?;
-            let prior = Self::approvals_in(&mut tx, id).await?;
+            let prior = self.approvals_in(&mut tx, id).await?;
             let t = approval::transition(
                 &action,
                 &prior,
@@ -442,20 +554,9 @@ impl Store for PostgresStore {
             )?;
             plans.push((action, t));
         }
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         let mut out = Vec::with_capacity(plans.len());
         for (action, t) in plans {
-            sqlx::query(
-                "INSERT INTO approvals (action_id, approver, decision, comment, at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(action.id)
-            .bind(&req.by)
-            .bind(req.decision.as_str())
-            .bind(&req.comment)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?;
             let detail = serde_json::json!({
                 "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
             });
@@ -491,19 +592,41 @@ impl Store for PostgresStore {
                     .await?;
                 }
             }
+            // The approval names the event just appended: that event records it
+            // in the chain.
+            sqlx::query(
+                "INSERT INTO approvals (action_id, approver, decision, comment, at, event_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(action.id)
+            .bind(&req.by)
+            .bind(req.decision.as_str())
+            .bind(&req.comment)
+            .bind(&at)
+            .bind(chain.seq)
+            .execute(&mut *tx)
+            .await?;
             if let Some(row) = Self::action_in(&mut tx, action.id).await? {
                 out.push(row);
             }
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(out)
     }
 
     #[tracing::instrument(skip_all)]
     async fn events(&self, f: &Filter) -> Result<Vec<EventRow>, StoreError> {
+        // One action's events are their own query, so the `events_action` index
+        // is used (`$10 IS NULL OR ...` would make a generic plan scan them all).
+        let by_action = if f.action_id.is_some() {
+            "e.action_id = $10::bigint"
+        } else {
+            "$10::bigint IS NULL"
+        };
         // `LIMIT NULL` is no limit: the newest `limit` events, returned in order.
         let sql = format!(
-            "SELECT * FROM (SELECT e.* FROM events e WHERE {EVENT_FILTER_SQL} \
+            "SELECT * FROM (SELECT e.* FROM events e WHERE {by_action} AND {EVENT_FILTER_SQL} \
              ORDER BY e.seq DESC LIMIT $9::bigint) AS newest ORDER BY seq"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -537,8 +660,26 @@ impl Store for PostgresStore {
             sqlx::query_as("SELECT id, state FROM actions ORDER BY id")
                 .fetch_all(&mut *tx)
                 .await?;
+        let approvals: Vec<ApprovalRow> = sqlx::query_as(
+            "SELECT action_id, approver, decision, comment, at, event_seq FROM approvals ORDER BY ord",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(verify_history(&events, &actions))
+        Ok(verify_history(
+            &events,
+            &actions,
+            &approvals,
+            self.key.as_ref(),
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn event_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT hash FROM events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     #[tracing::instrument(skip_all, fields(ids = ids.len(), to))]
@@ -554,7 +695,7 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         // Taken with the chain lock, so times follow the chain's order.
         let at = ts(Utc::now());
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         let mut out = Vec::new();
         for &id in ids {
             // Moves the row only if it is still in an allowed state: a concurrent
@@ -581,6 +722,7 @@ impl Store for PostgresStore {
             out.push(a);
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(out)
     }
 
@@ -592,11 +734,12 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         // Taken with the chain lock, so times follow the chain's order.
         let at = ts(Utc::now());
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         for e in &events {
             Self::append(&mut tx, &mut chain, &at, e).await?;
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 
@@ -608,7 +751,7 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         // Taken with the chain lock, so times follow the chain's order.
         let at = ts(Utc::now());
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         for c in changes {
             sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")
                 .bind(&c.state)
@@ -622,6 +765,7 @@ impl Store for PostgresStore {
             Self::append(&mut tx, &mut chain, &at, &e).await?;
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 
@@ -647,7 +791,7 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         // Taken with the chain lock, so times follow the chain's order.
         let at = ts(Utc::now());
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         sqlx::query(
             "INSERT INTO tenant_state (tenant, key, value, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value, \
@@ -661,6 +805,7 @@ impl Store for PostgresStore {
         .await?;
         Self::append(&mut tx, &mut chain, &at, &event).await?;
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 

@@ -11,27 +11,93 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{
-    ActionRow, ApprovalRow, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent,
-    NewRuleError, NewRun, StateChange, Store, StoreError, VerifyReport, action_event, event_hash,
-    run_events, state_event, ts, verify_history,
+    ActionRow, ApprovalRow, Chain, CheckpointSink, DecisionRequest, EventRow, Filter, HistoryKey,
+    KEYED_EVENT, NewAction, NewEvent, NewRuleError, NewRun, OpenOptions, StateChange, Store,
+    StoreError, VerifyReport, action_event, approval_in_chain, display_name, keyed_event,
+    marker_of, resolve_key, run_events, state_event, ts, verify_history,
 };
 use crate::approval::{self, ApprovalError, ApprovalPolicy};
 
 /// History kept in a local SQLite file.
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-/// The tail of the hash chain while a transaction appends to it.
-struct Chain {
-    seq: i64,
-    hash: String,
+    /// The key new events are chained with (`None`: unkeyed).
+    key: Option<HistoryKey>,
+    /// The seq of the `history_keyed` event, when the chain is keyed.
+    keyed_from: Option<i64>,
+    read_only: bool,
+    sink: CheckpointSink,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies migrations.
-    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent()
+    /// Opens the database file as the options say (creating it only when they
+    /// allow), applies migrations and settles the history key.
+    pub async fn open_with(opts: &OpenOptions) -> Result<SqliteStore, StoreError> {
+        let raw = opts.url.strip_prefix("sqlite://").unwrap_or(&opts.url);
+        let path = Path::new(raw);
+        if !opts.create && !path.is_file() {
+            return Err(StoreError::Missing(display_name(&opts.url)));
+        }
+        if !opts.create && !is_sqlite_file(path) {
+            return Err(StoreError::Open {
+                store: display_name(&opts.url),
+                message: "it is not an SQLite database, so it holds no history (not an entra-remediator store); nothing was changed".into(),
+            });
+        }
+        let pool = Self::connect(path, opts.create).await?;
+        let marker = marker_of(
+            sqlx::query_as("SELECT seq, detail FROM events WHERE kind = ? ORDER BY seq LIMIT 1")
+                .bind(KEYED_EVENT)
+                .fetch_optional(&pool)
+                .await?,
+        );
+        let key = resolve_key(opts, marker.as_ref())?;
+        let mut store = SqliteStore {
+            pool,
+            keyed_from: marker.as_ref().map(|(s, _)| *s),
+            key,
+            read_only: opts.read_only,
+            sink: opts.sink(),
+        };
+        if let Some(k) = store.key.clone()
+            && store.keyed_from.is_none()
+            && !store.read_only
+        {
+            // Start keying: one `history_keyed` event, itself keyed, unless
+            // another process did so meanwhile.
+            let mut tx = store.begin().await?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM events WHERE kind = ? ORDER BY seq LIMIT 1")
+                    .bind(KEYED_EVENT)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let mut chain = store.chain(&mut tx).await?;
+            let seq = match found {
+                Some(seq) => seq,
+                None => {
+                    let previous = chain.seq;
+                    Self::append(
+                        &mut tx,
+                        &mut chain,
+                        &ts(Utc::now()),
+                        &keyed_event(&k, previous),
+                    )
+                    .await?;
+                    chain.seq
+                }
+            };
+            tx.commit().await?;
+            store.sink.after_commit(&chain);
+            store.keyed_from = Some(seq);
+        }
+        Ok(store)
+    }
+
+    /// Opens the pool (serialized with other openers) and applies migrations;
+    /// without `create`, a file that holds no history is refused untouched.
+    async fn connect(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
+        if create
+            && let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
             && !dir.exists()
         {
@@ -43,7 +109,7 @@ impl SqliteStore {
         }
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
@@ -72,30 +138,40 @@ impl SqliteStore {
                 .max_connections(4)
                 .connect_with(opts)
                 .await?;
+            if !create {
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                )
+                .fetch_one(&pool)
+                .await?;
+                if tables == 0 {
+                    return Err(StoreError::Open {
+                        store: path.display().to_string(),
+                        message: "it holds no history (not an entra-remediator store); nothing was changed".into(),
+                    });
+                }
+            }
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             Ok::<_, StoreError>(pool)
         }
         .await;
         drop(lock);
-        Ok(SqliteStore { pool: opened? })
+        opened
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn chain(tx: &mut Transaction<'_, Sqlite>) -> Result<Chain, StoreError> {
+    async fn chain(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<Chain, StoreError> {
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)
                 .await?;
-        Ok(match last {
-            Some((seq, hash)) => Chain { seq, hash },
-            None => Chain {
-                seq: 0,
-                hash: GENESIS.to_string(),
-            },
-        })
+        Ok(Chain::new(last, self.key.as_ref()))
     }
 
     async fn append(
@@ -104,8 +180,7 @@ impl SqliteStore {
         at: &str,
         e: &NewEvent,
     ) -> Result<(), StoreError> {
-        let seq = chain.seq + 1;
-        let hash = event_hash(seq, at, e, &chain.hash);
+        let (seq, prev, hash) = chain.link(at, e);
         sqlx::query(
             "INSERT INTO events (seq, at, tenant, run_id, action_id, identity_id, action_kind, \
              rule, kind, actor, state, detail, prev_hash, hash) \
@@ -123,12 +198,10 @@ impl SqliteStore {
         .bind(&e.actor)
         .bind(&e.state)
         .bind(&e.detail)
-        .bind(&chain.hash)
+        .bind(&prev)
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-        chain.seq = seq;
-        chain.hash = hash;
         Ok(())
     }
 
@@ -142,21 +215,79 @@ impl SqliteStore {
             .await?)
     }
 
+    /// The approvals of an action that the verified chain records: only these
+    /// count towards four eyes (a row inserted behind the store's back does not).
     async fn approvals_in(
+        &self,
         tx: &mut Transaction<'_, Sqlite>,
         id: i64,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
-        Ok(
+        let rows: Vec<ApprovalRow> =
             sqlx::query_as("SELECT * FROM approvals WHERE action_id = ? ORDER BY rowid")
                 .bind(id)
                 .fetch_all(&mut **tx)
-                .await?,
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for ap in rows {
+            let ev: Option<EventRow> = match ap.event_seq {
+                Some(seq) => {
+                    sqlx::query_as("SELECT * FROM events WHERE seq = ?")
+                        .bind(seq)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                }
+                None => None,
+            };
+            if approval_in_chain(&ap, ev.as_ref(), self.key.as_ref(), self.keyed_from) {
+                out.push(ap);
+            } else {
+                tracing::warn!(
+                    action = id,
+                    approver = %ap.approver,
+                    "an approval row is not recorded in the history chain; it does not count"
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// True when the file starts with SQLite's header (an empty file does not).
+fn is_sqlite_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0")
+}
+
+/// The SQL of an events look-up. Looking up one action's events is its own
+/// query, `e.action_id = ?10`, so it uses the `events_action` index (an
+/// `?10 IS NULL OR ...` term would make SQLite scan every event).
+pub fn events_sql(f: &Filter) -> String {
+    let by_action = if f.action_id.is_some() {
+        "e.action_id = ?10"
+    } else {
+        "?10 IS NULL"
+    };
+    let cond = format!(
+        "{by_action} AND (?1 IS NULL OR e.tenant = ?1) \
+         AND (?2 IS NULL OR lower(e.identity_id) = lower(?2) OR e.identity_id IN (SELECT a.identity_id FROM actions a WHERE lower(a.identity_upn) = lower(?2))) \
+         AND (?3 IS NULL OR e.action_kind = ?3) AND (?4 IS NULL OR e.state = ?4) \
+         AND (?5 IS NULL OR e.rule = ?5 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND instr(a.rules, ',' || ?5 || ',') > 0)) \
+         AND (?6 IS NULL OR e.run_id = ?6) AND (?7 IS NULL OR e.at >= ?7) AND (?8 IS NULL OR e.at < ?8)"
+    );
+    if f.limit.is_some() {
+        format!(
+            "SELECT * FROM (SELECT e.* FROM events e WHERE {cond} ORDER BY e.seq DESC LIMIT ?9) ORDER BY seq"
         )
+    } else {
+        format!("SELECT e.* FROM events e WHERE {cond} AND ?9 IS NULL ORDER BY e.seq")
     }
 }
 
 const FILTER_SQL: &str = "(?1 IS NULL OR tenant = ?1) \
-     AND (?2 IS NULL OR identity_id = ?2 OR lower(identity_upn) = lower(?2)) \
+     AND (?2 IS NULL OR lower(identity_id) = lower(?2) OR lower(identity_upn) = lower(?2)) \
      AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4) \
      AND (?5 IS NULL OR instr(rules, ',' || ?5 || ',') > 0) AND (?6 IS NULL OR run_id = ?6) \
      AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at < ?8)";
@@ -188,9 +319,10 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all)]
     async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         Self::append(&mut tx, &mut chain, &ts(Utc::now()), &event).await?;
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 
@@ -209,7 +341,7 @@ impl Store for SqliteStore {
             .filter(|a| matches!(a.state.as_str(), "pending" | "ready" | "carried_over"))
             .count() as i64;
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         sqlx::query(
             "INSERT INTO runs (id, tenant, scan_source, scan_sha256, scanned_at, rule_set_hash, \
              mode, downgrades, identities, findings, actionable, started_at, actor, kind) \
@@ -266,6 +398,7 @@ impl Store for SqliteStore {
             ids.push(id);
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(ids)
     }
 
@@ -354,7 +487,7 @@ impl Store for SqliteStore {
         .bind(&at)
         .fetch_all(&mut *tx)
         .await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         for a in &due {
             sqlx::query("UPDATE actions SET state = 'expired', state_reason = ? WHERE id = ?")
                 .bind("approval window passed without a decision")
@@ -375,6 +508,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(due.len() as u64)
     }
 
@@ -401,7 +535,7 @@ impl Store for SqliteStore {
             let action = Self::action_in(&mut tx, id)
                 .await?
                 .ok_or(ApprovalError::UnknownId(id))?;
-            let prior = Self::approvals_in(&mut tx, id).await?;
+            let prior = self.approvals_in(&mut tx, id).await?;
             let t = approval::transition(
                 &action,
                 &prior,
@@ -413,19 +547,9 @@ impl Store for SqliteStore {
             )?;
             plans.push((action, t));
         }
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         let mut out = Vec::with_capacity(plans.len());
         for (action, t) in plans {
-            sqlx::query(
-                "INSERT INTO approvals (action_id, approver, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(action.id)
-            .bind(&req.by)
-            .bind(req.decision.as_str())
-            .bind(&req.comment)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?;
             let detail = serde_json::json!({
                 "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
             });
@@ -461,30 +585,32 @@ impl Store for SqliteStore {
                     .await?;
                 }
             }
+            // The approval names the event just appended: that event records it
+            // in the chain.
+            sqlx::query(
+                "INSERT INTO approvals (action_id, approver, decision, comment, at, event_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(action.id)
+            .bind(&req.by)
+            .bind(req.decision.as_str())
+            .bind(&req.comment)
+            .bind(&at)
+            .bind(chain.seq)
+            .execute(&mut *tx)
+            .await?;
             if let Some(row) = Self::action_in(&mut tx, action.id).await? {
                 out.push(row);
             }
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(out)
     }
 
     #[tracing::instrument(skip_all)]
     async fn events(&self, f: &Filter) -> Result<Vec<EventRow>, StoreError> {
-        let cond = "(?1 IS NULL OR e.tenant = ?1) \
-             AND (?2 IS NULL OR e.identity_id = ?2 OR e.identity_id IN (SELECT a.identity_id FROM actions a WHERE lower(a.identity_upn) = lower(?2))) \
-             AND (?3 IS NULL OR e.action_kind = ?3) AND (?4 IS NULL OR e.state = ?4) \
-             AND (?5 IS NULL OR e.rule = ?5 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND instr(a.rules, ',' || ?5 || ',') > 0)) \
-             AND (?6 IS NULL OR e.run_id = ?6) AND (?7 IS NULL OR e.at >= ?7) AND (?8 IS NULL OR e.at < ?8) \
-             AND (?10 IS NULL OR e.action_id = ?10)";
-        let sql = if f.limit.is_some() {
-            format!(
-                "SELECT * FROM (SELECT e.* FROM events e WHERE {cond} ORDER BY e.seq DESC LIMIT ?9) ORDER BY seq"
-            )
-        } else {
-            format!("SELECT e.* FROM events e WHERE {cond} AND ?9 IS NULL ORDER BY e.seq")
-        };
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(events_sql(f)))
             .bind(&f.tenant)
             .bind(&f.identity)
             .bind(&f.action)
@@ -508,7 +634,23 @@ impl Store for SqliteStore {
             sqlx::query_as("SELECT id, state FROM actions ORDER BY id")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(verify_history(&events, &actions))
+        let approvals: Vec<ApprovalRow> = sqlx::query_as("SELECT * FROM approvals ORDER BY rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(verify_history(
+            &events,
+            &actions,
+            &approvals,
+            self.key.as_ref(),
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn event_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT hash FROM events WHERE seq = ?")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     #[tracing::instrument(skip_all, fields(ids = ids.len(), to))]
@@ -522,7 +664,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ActionRow>, StoreError> {
         let at = ts(Utc::now());
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         let mut out = Vec::new();
         for &id in ids {
             let Some(a) = Self::action_in(&mut tx, id).await? else {
@@ -548,6 +690,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(out)
     }
 
@@ -558,11 +701,12 @@ impl Store for SqliteStore {
         }
         let at = ts(Utc::now());
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         for e in &events {
             Self::append(&mut tx, &mut chain, &at, e).await?;
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 
@@ -573,7 +717,7 @@ impl Store for SqliteStore {
         }
         let at = ts(Utc::now());
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         for c in changes {
             sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
                 .bind(&c.state)
@@ -587,6 +731,7 @@ impl Store for SqliteStore {
             Self::append(&mut tx, &mut chain, &at, &e).await?;
         }
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 
@@ -611,7 +756,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let at = ts(Utc::now());
         let mut tx = self.begin().await?;
-        let mut chain = Self::chain(&mut tx).await?;
+        let mut chain = self.chain(&mut tx).await?;
         sqlx::query(
             "INSERT INTO tenant_state (tenant, key, value, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -624,6 +769,7 @@ impl Store for SqliteStore {
         .await?;
         Self::append(&mut tx, &mut chain, &at, &event).await?;
         tx.commit().await?;
+        self.sink.after_commit(&chain);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod daemon;
 mod execute;
 mod h5;
 mod h1;
+mod h4;
 mod history;
 mod hostile;
 mod notify;
