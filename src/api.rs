@@ -146,7 +146,7 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::NotPending { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_pending", message)
             }
-            ApprovalError::SameApprover { .. } => {
+            ApprovalError::SameApprover { .. } | ApprovalError::SameOsUser { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_approved", message)
             }
             ApprovalError::NotBulk { .. } => {
@@ -449,6 +449,7 @@ async fn decide_one(
         comment: body.comment,
         bulk: false,
         now,
+        origin: crate::approval::Origin::api(),
     };
     let rows = store.decide(&req, &policy).await?;
     request_execution(&s.api, &rows);
@@ -542,6 +543,7 @@ async fn approve_run(
         comment: body.comment,
         bulk: true,
         now,
+        origin: crate::approval::Origin::api(),
     };
     let rows = store.decide(&req, &policy).await?;
     request_execution(&s.api, &rows);

@@ -357,13 +357,27 @@ pub struct Protected {
 }
 
 /// Approval policy.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalConfig {
     /// Names allowed to approve or reject; empty means anyone.
     pub approvers: Vec<String>,
     /// Actions that need two distinct approvers.
     pub four_eyes: Vec<ActionKind>,
+    /// Two command-line approvals of one action must come from two different
+    /// operating-system users (default true); false only where several people
+    /// share one OS account (the OS user is recorded either way).
+    pub distinct_os_users: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            approvers: Vec::new(),
+            four_eyes: Vec::new(),
+            distinct_os_users: true,
+        }
+    }
 }
 
 /// One Entra tenant to remediate.

@@ -172,6 +172,10 @@ pub struct ApprovalRow {
     pub comment: Option<String>,
     /// When.
     pub at: String,
+    /// The interface it came through: `cli` or `api` (none before this was kept).
+    pub interface: Option<String>,
+    /// The operating-system user who ran the CLI (none through the API).
+    pub os_user: Option<String>,
 }
 
 /// A history event.
@@ -450,6 +454,8 @@ pub struct DecisionRequest {
     pub bulk: bool,
     /// Now.
     pub now: DateTime<Utc>,
+    /// Where the decision came from (interface, operating-system user).
+    pub origin: crate::approval::Origin,
 }
 
 /// A state change of one action with the event that records it.

@@ -149,7 +149,7 @@ const ACTION_BY_ID: &str = "SELECT id, run_id, tenant, identity_id, identity_upn
      kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at \
      FROM actions WHERE id = $1";
 
-const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at FROM approvals \
+const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at, interface, os_user FROM approvals \
      WHERE action_id = $1 ORDER BY ord";
 
 /// SQLite's `lower()`: ASCII letters only, so both stores match the same UPNs.
@@ -404,6 +404,7 @@ impl Store for PostgresStore {
                 &prior,
                 req.decision,
                 &req.by,
+                &req.origin,
                 several,
                 policy,
                 req.now,
@@ -414,19 +415,22 @@ impl Store for PostgresStore {
         let mut out = Vec::with_capacity(plans.len());
         for (action, t) in plans {
             sqlx::query(
-                "INSERT INTO approvals (action_id, approver, decision, comment, at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO approvals (action_id, approver, decision, comment, at, interface, os_user) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(action.id)
             .bind(&req.by)
             .bind(req.decision.as_str())
             .bind(&req.comment)
             .bind(&at)
+            .bind(req.origin.interface_column())
+            .bind(&req.origin.os_user)
             .execute(&mut *tx)
             .await?;
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
             });
+            req.origin.describe(&mut detail);
             match t.new_state {
                 Some(state) => {
                     sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")

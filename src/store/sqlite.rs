@@ -370,6 +370,7 @@ impl Store for SqliteStore {
                 &prior,
                 req.decision,
                 &req.by,
+                &req.origin,
                 several,
                 policy,
                 req.now,
@@ -380,18 +381,22 @@ impl Store for SqliteStore {
         let mut out = Vec::with_capacity(plans.len());
         for (action, t) in plans {
             sqlx::query(
-                "INSERT INTO approvals (action_id, approver, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO approvals (action_id, approver, decision, comment, at, interface, os_user) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(action.id)
             .bind(&req.by)
             .bind(req.decision.as_str())
             .bind(&req.comment)
             .bind(&at)
+            .bind(req.origin.interface_column())
+            .bind(&req.origin.os_user)
             .execute(&mut *tx)
             .await?;
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
             });
+            req.origin.describe(&mut detail);
             match t.new_state {
                 Some(state) => {
                     sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
