@@ -573,15 +573,23 @@ impl Shared {
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.api, &new.api);
     let (d, e) = (&old.daemon, &new.daemon);
+    // The API's own settings matter only while it is on.
+    let on = a.enabled && b.enabled;
     [
         ("store.url", old.store.url != new.store.url),
         ("api.enabled", a.enabled != b.enabled),
-        ("api.listen", a.listen != b.listen),
-        ("api.max_body_bytes", a.max_body_bytes != b.max_body_bytes),
-        ("api.header_timeout", a.header_timeout != b.header_timeout),
+        ("api.listen", on && a.listen != b.listen),
+        (
+            "api.max_body_bytes",
+            on && a.max_body_bytes != b.max_body_bytes,
+        ),
+        (
+            "api.header_timeout",
+            on && a.header_timeout != b.header_timeout,
+        ),
         (
             "api.max_connections",
-            a.max_connections != b.max_connections,
+            on && a.max_connections != b.max_connections,
         ),
         ("daemon.instance", d.instance != e.instance),
         ("daemon.log_format", d.log_format != e.log_format),
