@@ -59,13 +59,41 @@ pub struct ApiState {
     /// The current config (reloaded on SIGHUP); clone the `Arc` out, never hold the lock.
     pub config: Arc<RwLock<Arc<Config>>>,
     /// The bearer token every route but the health checks requires.
-    pub token: Arc<str>,
+    pub token: Token,
     /// The daemon's counters.
     pub metrics: Arc<Metrics>,
     /// True once the daemon is ready to serve (false while starting or stopping).
     pub ready: Arc<AtomicBool>,
     /// Requests to the daemon's scheduler.
     pub requests: mpsc::Sender<DaemonRequest>,
+}
+
+/// The API bearer token, shared with the daemon so that SIGHUP can replace it
+/// (a rotated token works at once and the old one is refused).
+#[derive(Clone)]
+pub struct Token(Arc<RwLock<Arc<str>>>);
+
+impl Token {
+    /// A token slot holding `token`.
+    pub fn new(token: &str) -> Token {
+        Token(Arc::new(RwLock::new(Arc::from(token))))
+    }
+
+    /// The token in force now.
+    pub fn get(&self) -> Arc<str> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the token; requests after this need the new one.
+    pub fn set(&self, token: &str) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::from(token);
+    }
 }
 
 impl ApiState {
@@ -118,6 +146,11 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may never come: do not wait to read it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
@@ -146,7 +179,7 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::NotPending { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_pending", message)
             }
-            ApprovalError::SameApprover { .. } => {
+            ApprovalError::SameApprover { .. } | ApprovalError::SameOsUser { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_approved", message)
             }
             ApprovalError::NotBulk { .. } => {
@@ -193,7 +226,19 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
                 ));
             }
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+        let limit = state.api.config().api.body_timeout.0;
+        let read = tokio::time::timeout(limit, Bytes::from_request(req, state)).await;
+        let Ok(read) = read else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} (api.body_timeout)",
+                    humantime::format_duration(limit)
+                ),
+            ));
+        };
+        let bytes = read.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -255,7 +300,7 @@ fn is_public(path: &str) -> bool {
 }
 
 async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    if is_public(req.uri().path()) || authorized(req.headers(), &s.api.token) {
+    if is_public(req.uri().path()) || authorized(req.headers(), &s.api.token.get()) {
         next.run(req).await
     } else {
         tracing::debug!(method = %req.method(), path = %req.uri().path(), "API request without a valid bearer token");
@@ -449,6 +494,7 @@ async fn decide_one(
         comment: body.comment,
         bulk: false,
         now,
+        origin: crate::approval::Origin::api(),
     };
     let rows = store.decide(&req, &policy).await?;
     request_execution(&s.api, &rows);
@@ -542,6 +588,7 @@ async fn approve_run(
         comment: body.comment,
         bulk: true,
         now,
+        origin: crate::approval::Origin::api(),
     };
     let rows = store.decide(&req, &policy).await?;
     request_execution(&s.api, &rows);
@@ -628,16 +675,53 @@ async fn trigger_run(
         .into_response())
 }
 
-/// Serves on "HOST:PORT" or "unix:/path" until `shutdown` resolves.
+/// How long connections may take and how many are served at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Time allowed for a request's headers once a connection waits for one.
+    pub header_timeout: std::time::Duration,
+    /// Connections served at once; further ones wait in the listen queue.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits::from(&ApiConfig::default())
+    }
+}
+
+impl From<&ApiConfig> for ServeLimits {
+    fn from(c: &ApiConfig) -> Self {
+        ServeLimits {
+            header_timeout: c.header_timeout.0,
+            max_connections: c.max_connections.max(1),
+        }
+    }
+}
+
+/// Serves on "HOST:PORT" or "unix:/path" with the default limits until
+/// `shutdown` resolves.
 pub async fn serve(
     listen: &str,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listen, router, ServeLimits::default(), shutdown).await
+}
+
+/// Serves on "HOST:PORT" or "unix:/path" until `shutdown` resolves, closing
+/// connections that send no request headers in time and serving at most
+/// `limits.max_connections` at once.
+pub async fn serve_with(
+    listen: &str,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let annotate =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("API on {listen}: {e}"));
     if let Some(path) = listen.strip_prefix("unix:") {
-        return serve_unix(std::path::Path::new(path), router, shutdown)
+        return serve_unix(std::path::Path::new(path), router, limits, shutdown)
             .await
             .map_err(annotate);
     }
@@ -645,16 +729,73 @@ pub async fn serve(
         .await
         .map_err(annotate)?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(annotate)
+    serve_connections(listener, router, limits, shutdown).await;
+    Ok(())
+}
+
+/// The accept loop: one permit per connection, HTTP/1.1 with a header-read
+/// timeout, graceful shutdown of every connection when `shutdown` resolves.
+async fn serve_connections<L: axum::serve::Listener>(
+    mut listener: L,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let connections = tokio_util::task::TaskTracker::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::pin!(shutdown);
+    loop {
+        // At the limit, wait for a connection to close before accepting another.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (io, _addr) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        if permits.available_permits() == 0 {
+            tracing::warn!(
+                max = limits.max_connections,
+                "the API serves api.max_connections connections; new ones wait until one closes"
+            );
+        }
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "API connection closed");
+            }
+        });
+    }
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
 }
 
 #[cfg(unix)]
 async fn serve_unix(
     path: &std::path::Path,
     router: Router,
+    limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
@@ -690,17 +831,16 @@ async fn serve_unix(
     // Owner and group only; the bearer token is still required.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!(socket = %path.display(), "API listening");
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve_connections(listener, router, limits, shutdown).await;
     let _ = std::fs::remove_file(path);
-    result
+    Ok(())
 }
 
 #[cfg(not(unix))]
 async fn serve_unix(
     _path: &std::path::Path,
     _router: Router,
+    _limits: ServeLimits,
     _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     Err(std::io::Error::new(

@@ -33,6 +33,8 @@ pub struct ApprovalPolicy {
     pub approvers: Vec<String>,
     /// Actions needing two distinct approvers.
     pub four_eyes: Vec<ActionKind>,
+    /// Two CLI approvals of one action must come from two operating-system users.
+    pub distinct_os_users: bool,
 }
 
 impl From<&ApprovalConfig> for ApprovalPolicy {
@@ -40,7 +42,92 @@ impl From<&ApprovalConfig> for ApprovalPolicy {
         Self {
             approvers: c.approvers.clone(),
             four_eyes: c.four_eyes.clone(),
+            distinct_os_users: c.distinct_os_users,
         }
+    }
+}
+
+/// Where a decision came from: names are self-declared (`--by`, `"by"`), so the
+/// history also keeps what the machine can tell, until a console sign-in exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// `cli` or `api`; empty for library callers (recorded as unknown).
+    pub interface: &'static str,
+    /// The operating-system user who ran the CLI; `None` through the API.
+    pub os_user: Option<String>,
+}
+
+impl Origin {
+    /// A decision made with the command line by the user running this process.
+    pub fn cli() -> Origin {
+        Origin {
+            interface: "cli",
+            os_user: Some(os_user()),
+        }
+    }
+
+    /// A decision made through the daemon's HTTP API (bearer token holder).
+    pub fn api() -> Origin {
+        Origin {
+            interface: "api",
+            os_user: None,
+        }
+    }
+
+    /// The interface as stored: `None` when unknown.
+    pub fn interface_column(&self) -> Option<&'static str> {
+        (!self.interface.is_empty()).then_some(self.interface)
+    }
+
+    /// Adds `interface` and `os_user` to a history event's detail object.
+    pub fn describe(&self, detail: &mut serde_json::Value) {
+        if let Some(map) = detail.as_object_mut() {
+            if let Some(i) = self.interface_column() {
+                map.insert("interface".into(), i.into());
+            }
+            if let Some(u) = &self.os_user {
+                map.insert("os_user".into(), u.clone().into());
+            }
+        }
+    }
+}
+
+/// The operating-system user running this process, from the kernel's view (the
+/// real uid, named from /etc/passwd), not from `$USER`, which anyone can set.
+/// When the login session belongs to someone else (`sudo`, `su`), that login is
+/// added: "root (login alice)".
+pub fn os_user() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|u| u.parse::<u32>().ok());
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name_of = |id: u32| {
+        passwd
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let n = f.nth(1)?.parse::<u32>().ok()?;
+                (n == id).then(|| name.to_string())
+            })
+            .unwrap_or_else(|| format!("uid {id}"))
+    };
+    let me = name_of(uid);
+    // The audit login uid survives sudo and su and cannot be changed by the user;
+    // u32::MAX means unset (services, containers).
+    let login = std::fs::read_to_string("/proc/self/loginuid")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|l| *l != u32::MAX && *l != uid);
+    match login {
+        Some(l) => format!("{me} (login {})", name_of(l)),
+        None => me,
     }
 }
 
@@ -73,6 +160,18 @@ pub enum ApprovalError {
         id: i64,
         /// The approver.
         by: String,
+    },
+    /// Approved before by another name from the same operating-system user.
+    #[error(
+        "action {id} was already approved as {first:?} by operating-system user {os_user:?}; a second approval must come from another person (another OS user, or the API)"
+    )]
+    SameOsUser {
+        /// The action.
+        id: i64,
+        /// The name given with the first approval.
+        first: String,
+        /// The operating-system user of both.
+        os_user: String,
     },
     /// A single-identity action in a bulk request.
     #[error("action {id} ({kind}) is a single-identity action and must be approved on its own")]
@@ -107,11 +206,13 @@ pub fn check_approver(policy: &ApprovalPolicy, by: &str) -> Result<(), ApprovalE
 
 /// Decides what approving or rejecting one action does, or why it is refused.
 /// `several` is true when the request names more than one action.
+#[allow(clippy::too_many_arguments)] // plain data in, one decision out
 pub fn transition(
     action: &ActionRow,
     prior: &[ApprovalRow],
     decision: Decision,
     by: &str,
+    origin: &Origin,
     several: bool,
     policy: &ApprovalPolicy,
     now: DateTime<Utc>,
@@ -151,6 +252,18 @@ pub fn transition(
         return Err(ApprovalError::SameApprover {
             id: action.id,
             by: by.to_string(),
+        });
+    }
+    if policy.distinct_os_users
+        && let Some(me) = &origin.os_user
+        && let Some(first) = prior
+            .iter()
+            .find(|a| a.decision == "approve" && a.os_user.as_ref() == Some(me))
+    {
+        return Err(ApprovalError::SameOsUser {
+            id: action.id,
+            first: first.approver.clone(),
+            os_user: me.clone(),
         });
     }
     let needed = if kind.is_some_and(|k| policy.four_eyes.contains(&k)) {

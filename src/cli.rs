@@ -417,8 +417,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Undo { id, by } => {
             let cfg = Config::load(&cli.config)?;
             let store = open_store(&cfg, true, false).await?;
-            let (undo_id, state) =
-                crate::execute::request_undo(&cfg, store.as_ref(), id, &by, Utc::now()).await?;
+            let (undo_id, state) = crate::execute::request_undo(
+                &cfg,
+                store.as_ref(),
+                id,
+                &by,
+                &crate::approval::Origin::cli(),
+                Utc::now(),
+            )
+            .await?;
             println!("undo of action {id} recorded as action {undo_id}: {state}");
             if state == "ready" {
                 let a = store
@@ -910,8 +917,13 @@ async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result
                     }
                     println!("approvals:");
                     for ap in &approvals {
+                        let origin = match (&ap.interface, &ap.os_user) {
+                            (Some(i), Some(u)) => format!(" (via {i}, OS user {u})"),
+                            (Some(i), None) => format!(" (via {i})"),
+                            _ => String::new(),
+                        };
                         println!(
-                            "  {} {} at {}: {}",
+                            "  {} {} at {}{origin}: {}",
                             printable(&ap.approver),
                             ap.decision,
                             ap.at,
@@ -984,6 +996,7 @@ async fn decide(
         comment: a.comment.clone(),
         bulk,
         now,
+        origin: crate::approval::Origin::cli(),
     };
     let rows = store.decide(&req, policy).await?;
     for r in &rows {

@@ -21,6 +21,11 @@ const MAX_LEASE_SECS: u64 = 365 * 24 * 3600;
 /// Largest `rules.max_call_depth` accepted: rule threads get a stack sized for
 /// it, and a deeper limit would let a recursive rule overflow even that.
 pub const MAX_CALL_DEPTH: usize = 256;
+/// The longest API timeout accepted: longer ones would let connections pile up.
+const MAX_API_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The most API connections accepted: each holds a file descriptor
+/// (systemd/entra-remediator.service sets LimitNOFILE well above the default).
+const MAX_API_CONNECTIONS: usize = 16_384;
 
 /// Default config path when neither `--config` nor `ENTRA_REMEDIATOR_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/entra-remediator/config.toml";
@@ -205,6 +210,15 @@ pub struct ApiConfig {
     pub token_credential: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a request's headers, counted from
+    /// when it is waiting for one (new, or kept alive after a response): idle and
+    /// half-sent connections are closed after it.
+    pub header_timeout: HumanDuration,
+    /// How long a request body may take to arrive in full (408 after it).
+    pub body_timeout: HumanDuration,
+    /// Most connections served at once; further ones wait to be accepted, so
+    /// that open connections cannot use up the process's file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -215,6 +229,9 @@ impl Default for ApiConfig {
             token_file: None,
             token_credential: None,
             max_body_bytes: 64 * 1024,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
+            max_connections: 256,
         }
     }
 }
@@ -411,13 +428,27 @@ pub struct Protected {
 }
 
 /// Approval policy.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalConfig {
     /// Names allowed to approve or reject; empty means anyone.
     pub approvers: Vec<String>,
     /// Actions that need two distinct approvers.
     pub four_eyes: Vec<ActionKind>,
+    /// Two command-line approvals of one action must come from two different
+    /// operating-system users (default true); false only where several people
+    /// share one OS account (the OS user is recorded either way).
+    pub distinct_os_users: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            approvers: Vec::new(),
+            four_eyes: Vec::new(),
+            distinct_os_users: true,
+        }
+    }
 }
 
 /// One Entra tenant to remediate.
@@ -784,6 +815,21 @@ impl Config {
             return Err(self.invalid(
                 "api.token_file",
                 "the API needs a bearer token: set token_file or token_credential",
+            ));
+        }
+        let a = &self.api;
+        for (key, d) in [
+            ("api.header_timeout", a.header_timeout),
+            ("api.body_timeout", a.body_timeout),
+        ] {
+            if d.0.is_zero() || d.0 > MAX_API_TIMEOUT {
+                return Err(self.invalid(key, "must be above 0 and at most 1h"));
+            }
+        }
+        if a.max_connections == 0 || a.max_connections > MAX_API_CONNECTIONS {
+            return Err(self.invalid(
+                "api.max_connections",
+                format!("must be at least 1 and at most {MAX_API_CONNECTIONS}"),
             ));
         }
         if self.daemon.lease_secs < 10 || self.daemon.execute_interval_secs == 0 {

@@ -45,6 +45,52 @@ fn startup(e: impl std::fmt::Display) -> DaemonError {
 struct Rules {
     set: Arc<RuleSet>,
     exceptions: Arc<Exceptions>,
+    /// The fingerprint of the files they were loaded from.
+    sources: String,
+}
+
+/// A SHA-256 over what the rule files and the exceptions file hold (or why they
+/// cannot be read), taken before loading them: the same fingerprint as last time
+/// means nothing changed, so there is nothing to reload or to report again.
+fn sources_fingerprint(cfg: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |tag: &str, name: &[u8], body: &[u8]| {
+        for piece in [tag.as_bytes(), name, body] {
+            h.update((piece.len() as u64).to_le_bytes());
+            h.update(piece);
+        }
+    };
+    match std::fs::read_dir(&cfg.policies_dir) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("rhai"))
+                .collect();
+            files.sort();
+            for f in files {
+                let name = f
+                    .file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default();
+                match std::fs::read(&f) {
+                    Ok(bytes) => part("rule", name, &bytes),
+                    Err(e) => part("unreadable", name, e.to_string().as_bytes()),
+                }
+            }
+        }
+        Err(e) => part("no-dir", b"", e.to_string().as_bytes()),
+    }
+    let exc = cfg.exceptions_path();
+    match std::fs::read(&exc) {
+        Ok(bytes) => part("exceptions", exc.as_os_str().as_encoded_bytes(), &bytes),
+        Err(e) => part(
+            "no-exceptions",
+            exc.as_os_str().as_encoded_bytes(),
+            e.to_string().as_bytes(),
+        ),
+    }
+    hex::encode(h.finalize())
 }
 
 /// State shared by the scheduler jobs, the API and the main loop.
@@ -52,9 +98,13 @@ pub(crate) struct Shared {
     config_path: PathBuf,
     config: Arc<RwLock<Arc<Config>>>,
     rules: RwLock<Arc<Rules>>,
+    /// The fingerprint of the rule sources last loaded or refused.
+    rules_seen: Mutex<String>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     notifier: RwLock<Arc<Notifier>>,
+    /// The API's bearer token (when the API is on), re-read on SIGHUP.
+    api_token: Option<api::Token>,
     /// Tenants with a run or execution in progress here.
     busy: Mutex<HashSet<String>>,
     tracker: TaskTracker,
@@ -375,50 +425,103 @@ impl Shared {
         self.leave(&tenant);
     }
 
-    /// Compiles the rule set in full; the old one stays on any error.
-    async fn reload_rules(&self, why: &str) {
+    /// Compiles the rule set in full; the old one stays on any error. Unless
+    /// `force`d (a config reload), files holding what they held at the last
+    /// attempt are not loaded again: one edit is one reload, and a broken set is
+    /// reported once until its files change.
+    async fn reload_rules(&self, why: &str, force: bool) {
         let cfg = read(&self.config);
-        let loaded = tokio::task::spawn_blocking(move || crate::run::load_rules(&cfg)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let sources = sources_fingerprint(&cfg);
+            (sources, crate::run::load_rules(&cfg))
+        });
+        let (sources, loaded) = match loaded.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "rule loading stopped unexpectedly");
+                return;
+            }
+        };
+        {
+            let mut seen = match self.rules_seen.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if !force && *seen == sources {
+                tracing::debug!(trigger = why, "rule files unchanged; nothing to reload");
+                return;
+            }
+            seen.clone_from(&sources);
+        }
         match loaded {
-            Ok(Ok((set, exceptions))) => {
-                let old = read(&self.rules).set.hash.clone();
-                if old == set.hash {
+            Ok((set, exceptions)) => {
+                let current = read(&self.rules);
+                let old = current.set.hash.clone();
+                if old == set.hash && current.sources == sources {
                     return;
                 }
                 tracing::info!(hash = %set.hash, trigger = why, "rule set reloaded");
                 self.record(self.event(
                     "rules_reloaded",
                     None,
-                    json!({"rule_set_hash": set.hash, "previous": old, "rules": set.rules.len(), "trigger": why}),
+                    json!({"rule_set_hash": set.hash, "previous": old, "rules": set.rules.len(), "sources_sha256": sources, "trigger": why}),
                 ))
                 .await;
-                write(&self.rules, Arc::new(Rules { set, exceptions }));
+                write(
+                    &self.rules,
+                    Arc::new(Rules {
+                        set,
+                        exceptions,
+                        sources,
+                    }),
+                );
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(error = %e, "new rule set refused; the previous one stays in use");
                 self.metrics.rule_errors(1);
                 self.record(self.event(
                     "rule_set_refused",
                     None,
-                    json!({"error": e.to_string(), "kept": read(&self.rules).set.hash, "trigger": why}),
+                    json!({"error": e.to_string(), "kept": read(&self.rules).set.hash, "sources_sha256": sources, "trigger": why}),
                 ))
                 .await;
                 read(&self.notifier).notify(Notice::RulesError {
                     message: e.to_string(),
                 });
             }
-            Err(e) => tracing::error!(error = %e, "rule loading stopped unexpectedly"),
         }
     }
 
-    /// SIGHUP: the new config replaces the old only if it is valid.
+    /// SIGHUP: the new config replaces the old only if it is valid and changes
+    /// no setting that needs a restart; the API token is read again.
     async fn reload_config(&self) -> bool {
         match Config::load(&self.config_path) {
             Ok(new) => {
                 let old = read(&self.config);
-                if new.store.url != old.store.url {
-                    tracing::warn!("store.url changed: it takes effect at the next restart");
+                let restart = needs_restart(&old, &new);
+                if !restart.is_empty() {
+                    let message = format!(
+                        "{} changed, which takes effect only at a restart: the new configuration is refused and the previous one stays in use (restart the daemon to apply it, or set {} back)",
+                        restart.join(", "),
+                        if restart.len() == 1 { "it" } else { "them" }
+                    );
+                    self.refuse_config_with(
+                        &message,
+                        json!({"error": message, "settings": restart}),
+                    )
+                    .await;
+                    return false;
                 }
+                let token = match (&self.api_token, new.api.enabled) {
+                    (Some(_), true) => match api::load_token(&new.api) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            self.refuse_config(&e).await;
+                            return false;
+                        }
+                    },
+                    _ => None,
+                };
                 match Notifier::new(&new.notify) {
                     Ok(n) => {
                         let metrics = self.metrics.clone();
@@ -430,15 +533,20 @@ impl Shared {
                         return false;
                     }
                 }
+                let mut token_changed = false;
+                if let (Some(slot), Some(t)) = (&self.api_token, token) {
+                    token_changed = *slot.get() != *t;
+                    slot.set(&t);
+                }
                 write(&self.config, Arc::new(new));
-                tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+                tracing::info!(path = %self.config_path.display(), api_token_changed = token_changed, "configuration reloaded");
                 self.record(self.event(
                     "config_reloaded",
                     None,
-                    json!({"path": self.config_path.display().to_string()}),
+                    json!({"path": self.config_path.display().to_string(), "api_token_changed": token_changed}),
                 ))
                 .await;
-                self.reload_rules("config reload").await;
+                self.reload_rules("config reload", true).await;
                 true
             }
             Err(e) => {
@@ -449,10 +557,46 @@ impl Shared {
     }
 
     async fn refuse_config(&self, e: &str) {
+        self.refuse_config_with(e, json!({"error": e})).await;
+    }
+
+    async fn refuse_config_with(&self, e: &str, detail: serde_json::Value) {
         tracing::error!(error = %e, "new configuration refused; the previous one stays in use");
-        self.record(self.event("config_refused", None, json!({"error": e})))
+        self.record(self.event("config_refused", None, detail))
             .await;
     }
+}
+
+/// The settings a running daemon cannot change (they were used to open the
+/// store, bind the API, set up logging or name this instance), by dotted key,
+/// that differ between `old` and `new`. README.md and systemd/README.md list them.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.api, &new.api);
+    let (d, e) = (&old.daemon, &new.daemon);
+    // The API's own settings matter only while it is on.
+    let on = a.enabled && b.enabled;
+    [
+        ("store.url", old.store.url != new.store.url),
+        ("api.enabled", a.enabled != b.enabled),
+        ("api.listen", on && a.listen != b.listen),
+        (
+            "api.max_body_bytes",
+            on && a.max_body_bytes != b.max_body_bytes,
+        ),
+        (
+            "api.header_timeout",
+            on && a.header_timeout != b.header_timeout,
+        ),
+        (
+            "api.max_connections",
+            on && a.max_connections != b.max_connections,
+        ),
+        ("daemon.instance", d.instance != e.instance),
+        ("daemon.log_format", d.log_format != e.log_format),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// Adds one cron job per tenant; returns the scheduler (started).
@@ -523,6 +667,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             .await
             .map_err(startup)?,
     );
+    let sources = sources_fingerprint(&cfg);
     let (set, exceptions) = crate::run::load_rules(&cfg).map_err(startup)?;
     let metrics = Arc::new(Metrics::default());
     let notifier = Notifier::new(&cfg.notify).map_err(startup)?;
@@ -532,14 +677,27 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     let instance = instance_name(&cfg);
     let api_cfg = cfg.api.clone();
+    let api_token = if api_cfg.enabled {
+        Some(api::Token::new(
+            &api::load_token(&api_cfg).map_err(startup)?,
+        ))
+    } else {
+        None
+    };
     let config = Arc::new(RwLock::new(Arc::new(cfg)));
     let shared = Arc::new(Shared {
         config_path: config_path.to_path_buf(),
         config: config.clone(),
-        rules: RwLock::new(Arc::new(Rules { set, exceptions })),
+        rules: RwLock::new(Arc::new(Rules {
+            set,
+            exceptions,
+            sources: sources.clone(),
+        })),
+        rules_seen: Mutex::new(sources),
         store: store.clone(),
         metrics: metrics.clone(),
         notifier: RwLock::new(Arc::new(notifier)),
+        api_token: api_token.clone(),
         busy: Mutex::new(HashSet::new()),
         tracker: TaskTracker::new(),
         stopping: CancellationToken::new(),
@@ -553,12 +711,11 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut sighup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(startup)?;
 
-    let api_task = if api_cfg.enabled {
-        let token = api::load_token(&api_cfg).map_err(startup)?;
+    let api_task = if let Some(token) = api_token {
         let state = ApiState {
             store: store.clone(),
             config: config.clone(),
-            token: Arc::from(token.as_str()),
+            token,
             metrics: metrics.clone(),
             ready: ready.clone(),
             requests: req_tx.clone(),
@@ -566,10 +723,17 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let router = api::router(state, api_cfg.max_body_bytes);
         let stop = shared.stopping.clone();
         let listen = api_cfg.listen.clone();
+        let limits = api::ServeLimits::from(&api_cfg);
         // Bind now so that a bad address fails the start, not later.
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            let r = api::serve(&listen, router, async move { stop.cancelled().await }).await;
+            let r = api::serve_with(
+                &listen,
+                router,
+                limits,
+                async move { stop.cancelled().await },
+            )
+            .await;
             if let Err(e) = &r {
                 tracing::error!(error = %e, "the HTTP API stopped");
             }
@@ -611,9 +775,13 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             .spawn(shared.clone().tick(tenant, false, "catch-up"));
     }
 
-    let exec_every = Duration::from_secs(read(config.as_ref()).daemon.execute_interval_secs);
-    let mut exec_tick = tokio::time::interval(exec_every);
-    exec_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let exec_interval = |secs: u64| {
+        let mut t = tokio::time::interval(Duration::from_secs(secs));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        t
+    };
+    let mut exec_every = read(config.as_ref()).daemon.execute_interval_secs;
+    let mut exec_tick = exec_interval(exec_every);
     let watchdog = sd_notify::watchdog_enabled();
     let watchdog_on = watchdog.is_some();
     let wd_every = watchdog.map_or(Duration::from_secs(3600), |d| d / 2);
@@ -640,11 +808,16 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                         Ok(w) => watcher = w,
                         Err(e) => tracing::error!(error = %e, "cannot watch the rules directory"),
                     }
+                    let every = read(config.as_ref()).daemon.execute_interval_secs;
+                    if every != exec_every {
+                        exec_every = every;
+                        exec_tick = exec_interval(every);
+                    }
                 }
                 sd(&[sd_notify::NotifyState::Ready]);
             }
             Some(path) = rules_rx.recv() => {
-                shared.reload_rules(&format!("file changed: {path}")).await;
+                shared.reload_rules(&format!("file changed: {path}"), false).await;
             }
             Some(req) = req_rx.recv() => match req {
                 DaemonRequest::Run { tenant, force, by } => {

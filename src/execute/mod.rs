@@ -453,6 +453,14 @@ pub enum UndoError {
     /// No such action.
     #[error("action {0} does not exist")]
     Unknown(i64),
+    /// The name asking is not in `[approvals] approvers`.
+    #[error(
+        "{0:?} is not in approvals.approvers and may not request an undo (undoing is a decision like approving)"
+    )]
+    NotAllowed(String),
+    /// No name given.
+    #[error("--by must name who asks for the undo")]
+    NoName,
     /// Not undoable.
     #[error("action {id} cannot be undone: {why}")]
     NotUndoable {
@@ -463,15 +471,28 @@ pub enum UndoError {
     },
 }
 
+/// States in which an undo of an action still stands: asking again would undo
+/// the same change twice.
+const UNDO_STANDING: [&str; 5] = ["pending", "approved", "ready", "executing", "done"];
+
 /// Records an undo of a done action as a new action of kind `undo`, under the
 /// tenant's mode: planned (dry-run), pending (approval) or ready (enforce).
+/// Only a name on `[approvals] approvers` (when the list is set) may ask, and
+/// not while another undo of the same action is pending, ready, executing or done.
 pub async fn request_undo(
     cfg: &Config,
     store: &dyn Store,
     id: i64,
     by: &str,
+    origin: &crate::approval::Origin,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(i64, String), UndoError> {
+    let policy = crate::approval::ApprovalPolicy::from(&cfg.approvals);
+    match crate::approval::check_approver(&policy, by) {
+        Ok(()) => {}
+        Err(crate::approval::ApprovalError::NoName) => return Err(UndoError::NoName),
+        Err(_) => return Err(UndoError::NotAllowed(by.to_string())),
+    }
     let a = store.action(id).await?.ok_or(UndoError::Unknown(id))?;
     let not = |why: &str| UndoError::NotUndoable {
         id,
@@ -496,6 +517,24 @@ pub async fn request_undo(
     let tenant = cfg
         .tenant(&a.tenant)
         .ok_or_else(|| not("its tenant is no longer configured"))?;
+    let target = serde_json::to_string(&[id.to_string()]).unwrap_or_default();
+    let undos = store
+        .actions(&crate::store::Filter {
+            tenant: Some(a.tenant.clone()),
+            identity: Some(a.identity_id.clone()),
+            action: Some("undo".into()),
+            ..crate::store::Filter::default()
+        })
+        .await?;
+    if let Some(u) = undos
+        .iter()
+        .find(|u| u.targets == target && UNDO_STANDING.contains(&u.state.as_str()))
+    {
+        return Err(not(&format!(
+            "it already has an undo, action {} ({}); a second one would undo it twice",
+            u.id, u.state
+        )));
+    }
     let mode = tenant.mode.map_or(cfg.mode, |m| cfg.mode.strictest(m));
     let state = match mode {
         crate::mode::Mode::DryRun => "planned",
@@ -529,7 +568,19 @@ pub async fn request_undo(
         reasons: vec![crate::plan::Reason {
             rule: "undo".into(),
             finding: String::new(),
-            reason: format!("undo of action {id} ({}) requested by {by}", a.kind),
+            reason: match (origin.interface_column(), &origin.os_user) {
+                (Some(i), Some(u)) => format!(
+                    "undo of action {id} ({}) requested by {by} (via {i}, operating-system user {u})",
+                    a.kind
+                ),
+                (Some(i), None) => {
+                    format!(
+                        "undo of action {id} ({}) requested by {by} (via {i})",
+                        a.kind
+                    )
+                }
+                _ => format!("undo of action {id} ({}) requested by {by}", a.kind),
+            },
         }],
         mode: mode.to_string(),
         state: state.into(),

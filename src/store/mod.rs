@@ -199,6 +199,10 @@ pub struct ApprovalRow {
     /// The history event that records this decision (`seq`): an approval row
     /// without one, or whose event does not match it, is not in the chain.
     pub event_seq: Option<i64>,
+    /// The interface it came through: `cli` or `api` (none before this was kept).
+    pub interface: Option<String>,
+    /// The operating-system user who ran the CLI (none through the API).
+    pub os_user: Option<String>,
 }
 
 /// A history event.
@@ -564,7 +568,7 @@ fn keyed_from(events: &[EventRow]) -> Option<(i64, String)> {
 
 /// The problem with an approval row as the chain records it, if any: its event
 /// must exist, be about the same action, by the same approver, at the same time,
-/// with the same decision and comment.
+/// with the same decision, comment, interface and operating-system user.
 pub(crate) fn approval_problem(ap: &ApprovalRow, ev: Option<&EventRow>) -> Option<String> {
     let who = format!(
         "approval row ({} of action {} by {:?})",
@@ -590,6 +594,8 @@ pub(crate) fn approval_problem(ap: &ApprovalRow, ev: Option<&EventRow>) -> Optio
         && detail.as_ref().is_some_and(|d| {
             d["decision"].as_str() == Some(ap.decision.as_str())
                 && d["comment"].as_str() == ap.comment.as_deref()
+                && d["interface"].as_str() == ap.interface.as_deref()
+                && d["os_user"].as_str() == ap.os_user.as_deref()
         });
     (!matches).then(|| format!("{who}: does not match its event {seq}"))
 }
@@ -863,6 +869,8 @@ pub struct DecisionRequest {
     pub bulk: bool,
     /// Now.
     pub now: DateTime<Utc>,
+    /// Where the decision came from (interface, operating-system user).
+    pub origin: crate::approval::Origin,
 }
 
 /// A state change of one action with the event that records it.

@@ -251,8 +251,8 @@ const ACTION_BY_ID: &str = "SELECT id, run_id, tenant, identity_id, identity_upn
      kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at \
      FROM actions WHERE id = $1";
 
-const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at, event_seq \
-     FROM approvals WHERE action_id = $1 ORDER BY ord";
+const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at, event_seq, \
+     interface, os_user FROM approvals WHERE action_id = $1 ORDER BY ord";
 
 /// SQLite's `lower()`: ASCII letters only, so both stores match the same UPNs.
 macro_rules! ascii_lower {
@@ -548,6 +548,7 @@ impl Store for PostgresStore {
                 &prior,
                 req.decision,
                 &req.by,
+                &req.origin,
                 several,
                 policy,
                 req.now,
@@ -557,9 +558,10 @@ impl Store for PostgresStore {
         let mut chain = self.chain(&mut tx).await?;
         let mut out = Vec::with_capacity(plans.len());
         for (action, t) in plans {
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
             });
+            req.origin.describe(&mut detail);
             match t.new_state {
                 Some(state) => {
                     sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")
@@ -595,8 +597,8 @@ impl Store for PostgresStore {
             // The approval names the event just appended: that event records it
             // in the chain.
             sqlx::query(
-                "INSERT INTO approvals (action_id, approver, decision, comment, at, event_seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO approvals (action_id, approver, decision, comment, at, event_seq, interface, os_user) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(action.id)
             .bind(&req.by)
@@ -604,6 +606,8 @@ impl Store for PostgresStore {
             .bind(&req.comment)
             .bind(&at)
             .bind(chain.seq)
+            .bind(req.origin.interface_column())
+            .bind(&req.origin.os_user)
             .execute(&mut *tx)
             .await?;
             if let Some(row) = Self::action_in(&mut tx, action.id).await? {
@@ -661,7 +665,7 @@ impl Store for PostgresStore {
                 .fetch_all(&mut *tx)
                 .await?;
         let approvals: Vec<ApprovalRow> = sqlx::query_as(
-            "SELECT action_id, approver, decision, comment, at, event_seq FROM approvals ORDER BY ord",
+            "SELECT action_id, approver, decision, comment, at, event_seq, interface, os_user FROM approvals ORDER BY ord",
         )
         .fetch_all(&mut *tx)
         .await?;

@@ -541,6 +541,7 @@ impl Store for SqliteStore {
                 &prior,
                 req.decision,
                 &req.by,
+                &req.origin,
                 several,
                 policy,
                 req.now,
@@ -550,9 +551,10 @@ impl Store for SqliteStore {
         let mut chain = self.chain(&mut tx).await?;
         let mut out = Vec::with_capacity(plans.len());
         for (action, t) in plans {
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "decision": req.decision.as_str(), "comment": req.comment, "bulk": req.bulk,
             });
+            req.origin.describe(&mut detail);
             match t.new_state {
                 Some(state) => {
                     sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
@@ -588,8 +590,8 @@ impl Store for SqliteStore {
             // The approval names the event just appended: that event records it
             // in the chain.
             sqlx::query(
-                "INSERT INTO approvals (action_id, approver, decision, comment, at, event_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO approvals (action_id, approver, decision, comment, at, event_seq, interface, os_user) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(action.id)
             .bind(&req.by)
@@ -597,6 +599,8 @@ impl Store for SqliteStore {
             .bind(&req.comment)
             .bind(&at)
             .bind(chain.seq)
+            .bind(req.origin.interface_column())
+            .bind(&req.origin.os_user)
             .execute(&mut *tx)
             .await?;
             if let Some(row) = Self::action_in(&mut tx, action.id).await? {

@@ -124,7 +124,7 @@ impl Harness {
         let state = ApiState {
             store: store.clone(),
             config: Arc::new(RwLock::new(Arc::new(cfg))),
-            token: Arc::from(TOKEN),
+            token: api::Token::new(TOKEN),
             metrics: metrics.clone(),
             ready: ready.clone(),
             requests: tx,
@@ -869,7 +869,7 @@ async fn the_api_serves_on_a_unix_socket_and_removes_it_on_shutdown() {
         config: Arc::new(RwLock::new(Arc::new(
             Config::load(&h.dir.path().join("config.toml")).unwrap(),
         ))),
-        token: Arc::from(TOKEN),
+        token: api::Token::new(TOKEN),
         metrics: h.metrics.clone(),
         ready: h.ready.clone(),
         requests: mpsc::channel(1).0,

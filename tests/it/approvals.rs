@@ -281,7 +281,7 @@ fn approving_one_action_records_who_when_and_the_comment() {
     assert_eq!(e["actor"], "alice");
     assert_eq!(
         detail(e),
-        json!({"decision": "approve", "comment": "checked with HR, left in May", "bulk": false})
+        json!({"decision": "approve", "comment": "checked with HR, left in May", "bulk": false, "interface": "cli", "os_user": cli_os_user()})
     );
     let at = parse_time(e["at"].as_str().unwrap());
     assert!(
@@ -318,8 +318,9 @@ fn approving_one_action_records_who_when_and_the_comment() {
     assert!(table.contains("state          approved\n"), "{table}");
     assert!(
         table.contains(&format!(
-            "approvals:\n  alice approve at {}: checked with HR, left in May\n",
-            e["at"].as_str().unwrap()
+            "approvals:\n  alice approve at {} (via cli, OS user {}): checked with HR, left in May\n",
+            e["at"].as_str().unwrap(),
+            cli_os_user()
         )),
         "{table}"
     );
@@ -527,7 +528,7 @@ fn several_ids_are_approved_all_or_nothing() {
         assert_eq!(e["actor"], "alice");
         assert_eq!(
             detail(e),
-            json!({"decision": "approve", "comment": "batch ok", "bulk": false})
+            json!({"decision": "approve", "comment": "batch ok", "bulk": false, "interface": "cli", "os_user": cli_os_user()})
         );
     }
     for id in [1, 3] {
@@ -588,7 +589,7 @@ fn rejecting_with_a_comment_marks_the_action_rejected() {
     );
     assert_eq!(
         detail(e),
-        json!({"decision": "reject", "comment": "false positive: service account", "bulk": false})
+        json!({"decision": "reject", "comment": "false positive: service account", "bulk": false, "interface": "cli", "os_user": cli_os_user()})
     );
 }
 
@@ -791,7 +792,7 @@ fn bulk_approval_of_a_run_approves_bulk_actions_and_skips_removals() {
             assert_eq!(e["actor"], "alice");
             assert_eq!(
                 detail(e),
-                json!({"decision": "approve", "comment": "weekly review", "bulk": true})
+                json!({"decision": "approve", "comment": "weekly review", "bulk": true, "interface": "cli", "os_user": cli_os_user()})
             );
             e["action_id"].as_i64().unwrap()
         })
@@ -942,7 +943,11 @@ fn only_configured_approvers_may_approve_or_reject() {
 
 #[test]
 fn four_eyes_actions_need_two_distinct_approvers() {
-    let ws = mixed_run("[approvals]\nfour_eyes = [\"remove_role_assignment\"]");
+    // Both approvals come from this test's one OS user: names alone are tested
+    // here (h3.rs tests that one OS user cannot approve twice by default).
+    let ws = mixed_run(
+        "[approvals]\nfour_eyes = [\"remove_role_assignment\"]\ndistinct_os_users = false",
+    );
     let role = id_of(&ws, "remove_role_assignment", "u3@contoso.com");
     let group = id_of(&ws, "remove_group_membership", "u3@contoso.com");
     let d1 = id_of(&ws, "disable_user", "u1@contoso.com");

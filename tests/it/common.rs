@@ -273,3 +273,9 @@ pub fn run_bin(cwd: &Path, args: &[&str]) -> Output {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The operating-system user the CLI records beside `--by` (this test process
+/// runs it as the same user, in the same login session).
+pub fn cli_os_user() -> String {
+    entra_remediator::approval::os_user()
+}

@@ -11,6 +11,7 @@ mod execute;
 mod h5;
 mod h1;
 mod h4;
+mod h3;
 mod history;
 mod hostile;
 mod notify;

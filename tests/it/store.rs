@@ -322,6 +322,7 @@ fn request(ids: &[i64], decision: Decision, by: &str, now: DateTime<Utc>) -> Dec
         comment: Some(format!("{} by {by}", decision.as_str())),
         bulk: false,
         now,
+        origin: Default::default(),
     }
 }
 
@@ -778,6 +779,7 @@ async fn decide_approve_and_reject(s: &dyn Store, _db: &Db) {
     let only_alice = ApprovalPolicy {
         approvers: vec!["alice".into()],
         four_eyes: vec![],
+        ..ApprovalPolicy::default()
     };
     let err = approval_err(
         s.decide(
@@ -813,6 +815,7 @@ async fn decide_four_eyes(s: &dyn Store, _db: &Db) {
     let four_eyes = ApprovalPolicy {
         approvers: vec![],
         four_eyes: vec![ActionKind::DisableUser],
+        ..ApprovalPolicy::default()
     };
     let now = t0() + hours(1);
     let rows = s
