@@ -93,30 +93,16 @@ impl Origin {
 }
 
 /// The operating-system user running this process, from the kernel's view (the
-/// real uid, named from /etc/passwd), not from `$USER`, which anyone can set.
+/// real uid, named through the system's user database), not from `$USER`,
+/// which anyone can set.
 /// When the login session belongs to someone else (`sudo`, `su`), that login is
 /// added: "root (login alice)".
 pub fn os_user() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|u| u.parse::<u32>().ok());
-    let Some(uid) = uid else {
-        return "unknown".into();
-    };
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let name_of = |id: u32| {
-        passwd
-            .lines()
-            .find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                let n = f.nth(1)?.parse::<u32>().ok()?;
-                (n == id).then(|| name.to_string())
-            })
-            .unwrap_or_else(|| format!("uid {id}"))
+    let uid = nix::unistd::getuid();
+    // getpwuid_r through NSS: local, LDAP and SSSD users alike.
+    let name_of = |id: nix::unistd::Uid| match nix::unistd::User::from_uid(id) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {id}"),
     };
     let me = name_of(uid);
     // The audit login uid survives sudo and su and cannot be changed by the user;
@@ -124,9 +110,9 @@ pub fn os_user() -> String {
     let login = std::fs::read_to_string("/proc/self/loginuid")
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
-        .filter(|l| *l != u32::MAX && *l != uid);
+        .filter(|l| *l != u32::MAX && *l != uid.as_raw());
     match login {
-        Some(l) => format!("{me} (login {})", name_of(l)),
+        Some(l) => format!("{me} (login {})", name_of(nix::unistd::Uid::from_raw(l))),
         None => me,
     }
 }

@@ -217,14 +217,15 @@ fn pick_in_dir(
     if best.is_none() && !skipped.is_empty() {
         return Ok((None, skipped));
     }
-    best.map(|(_, p)| (Some(p), skipped)).ok_or_else(|| match wanted {
-        Some(w) => ScanError::BadRequest(format!(
-            "no scan in {} has scanned_at {} (--scanned-at must match a scan's time exactly)",
-            dir.display(),
-            w.to_rfc3339()
-        )),
-        None => ScanError::NotFound(format!("no scan files (*.json) in {}", dir.display())),
-    })
+    best.map(|(_, p)| (Some(p), skipped))
+        .ok_or_else(|| match wanted {
+            Some(w) => ScanError::BadRequest(format!(
+                "no scan in {} has scanned_at {} (--scanned-at must match a scan's time exactly)",
+                dir.display(),
+                w.to_rfc3339()
+            )),
+            None => ScanError::NotFound(format!("no scan files (*.json) in {}", dir.display())),
+        })
 }
 
 async fn fetch(url: &str, token_file: Option<&Path>, limit: u64) -> Result<Vec<u8>, ScanError> {

@@ -334,23 +334,17 @@ impl HistoryKey {
         hex::encode(&self.mac(b"entra-remediator history key id")[..8])
     }
 
-    /// HMAC-SHA-256 (RFC 2104) of `msg`.
+    /// HMAC-SHA-256 (RFC 2104) of `msg`, by the RustCrypto `hmac` crate.
     pub fn mac(&self, msg: &[u8]) -> Vec<u8> {
-        const BLOCK: usize = 64;
-        let mut k = if self.key.len() > BLOCK {
-            Sha256::digest(&self.key).to_vec()
-        } else {
-            self.key.clone()
-        };
-        k.resize(BLOCK, 0);
-        let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-        let mut inner = Sha256::new();
-        inner.update(pad(0x36));
-        inner.update(msg);
-        let mut outer = Sha256::new();
-        outer.update(pad(0x5c));
-        outer.update(inner.finalize());
-        outer.finalize().to_vec()
+        use hmac::{KeyInit, Mac};
+        // HMAC takes a key of any length, so this cannot fail.
+        match hmac::Hmac::<Sha256>::new_from_slice(&self.key) {
+            Ok(mut m) => {
+                m.update(msg);
+                m.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Reads the key from its source; `None` when a key file does not exist.

@@ -179,6 +179,7 @@ fn four_eyes() -> ApprovalPolicy {
     ApprovalPolicy {
         approvers: vec![],
         four_eyes: vec![ActionKind::DisableUser],
+        ..Default::default()
     }
 }
 
@@ -189,6 +190,7 @@ fn approve(id: i64, by: &str) -> DecisionRequest {
         by: by.into(),
         comment: Some("ok".into()),
         bulk: false,
+        origin: Default::default(),
         now: Utc::now(),
     }
 }
