@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod daemon;
 mod execute;
+mod h2;
 mod history;
 mod hostile;
 mod notify;

@@ -175,6 +175,11 @@ pub(crate) fn dispatch(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
                 _ => method_not_allowed(),
             }
         }
+        [g] if is(g, "groups") => match m {
+            "GET" => list_groups(st, req),
+            "POST" => create_group(st, req),
+            _ => method_not_allowed(),
+        },
         [g, id] if is(g, "groups") => match m {
             "GET" => get_group(st, req, id),
             _ => method_not_allowed(),
@@ -598,6 +603,90 @@ fn get_group(st: &mut State, req: &Req, id: &str) -> Resp {
         json!(context_for("groups", &select, "/$entity")),
     );
     Resp::json(200, Value::Object(obj))
+}
+
+/// `GET /groups`, with an optional `$filter=displayName eq '...'` (or another
+/// string property) and `$select`.
+fn list_groups(st: &mut State, req: &Req) -> Resp {
+    let select = match parse_select(req, GROUP_PROPS, "microsoft.graph.group") {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let clauses = match req.param("$filter") {
+        None => Vec::new(),
+        Some(f) => match parse_filter(&f, GROUP_PROPS) {
+            Ok(c) => c,
+            Err(e) => return e,
+        },
+    };
+    let default = group_default();
+    let mut groups: Vec<&Group> = st.groups.values().collect();
+    groups.sort_by(|a, b| a.id.cmp(&b.id));
+    let value: Vec<Value> = groups
+        .into_iter()
+        .map(group_json)
+        .filter(|o| filter_matches(o, &clauses))
+        .map(|o| Value::Object(project(&o, select.as_deref().unwrap_or(&default))))
+        .collect();
+    Resp::json(
+        200,
+        json!({"@odata.context": context_for("groups", &select, ""), "value": value}),
+    )
+}
+
+/// `POST /groups`: Graph requires displayName, mailEnabled, mailNickname and
+/// securityEnabled; only security groups (or Microsoft 365 groups) are made.
+fn create_group(st: &mut State, req: &Req) -> Resp {
+    let body = match object_body(req) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    for k in ["displayName", "mailNickname"] {
+        if body
+            .get(k)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return bad_request(&format!(
+                "Invalid value specified for property '{k}' of resource 'Group'."
+            ));
+        }
+    }
+    for k in ["mailEnabled", "securityEnabled"] {
+        if !body.get(k).is_some_and(Value::is_boolean) {
+            return bad_request(&format!(
+                "Invalid value specified for property '{k}' of resource 'Group'."
+            ));
+        }
+    }
+    let mail_enabled = body["mailEnabled"] == json!(true);
+    let unified = body
+        .get("groupTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|t| t.iter().any(|x| x == "Unified"));
+    if mail_enabled && !unified {
+        return bad_request(
+            "Creating mail-enabled security groups or distribution groups is not supported through Microsoft Graph.",
+        );
+    }
+    let g = Group {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: body["displayName"].as_str().unwrap_or("").to_string(),
+        dynamic: false,
+        mail_enabled,
+        security_enabled: body["securityEnabled"] == json!(true),
+        on_premises_sync_enabled: false,
+        is_assignable_to_role: body.get("isAssignableToRole") == Some(&json!(true)),
+    };
+    let mut obj = group_json(&g);
+    obj.insert(
+        "@odata.context".into(),
+        json!(format!("{META}#groups/$entity")),
+    );
+    st.members.entry(g.id.clone()).or_default();
+    st.groups.insert(g.id.clone(), g);
+    st.created_groups += 1;
+    Resp::json(201, Value::Object(obj))
 }
 
 /// A directory object (user, group or unknown) for member listings.
@@ -1179,6 +1268,30 @@ fn ca_schema_error(detail: &str) -> Resp {
     )
 }
 
+/// The size limit of a Conditional Access policy: the whole policy object in
+/// the directory may not exceed 10 KB, all conditions and the name together
+/// (reported by Microsoft support; Graph answers 400). The fake measures the
+/// policy's compact JSON without `@odata` annotations against 10,240 bytes.
+pub(crate) const CA_POLICY_MAX_BYTES: usize = 10 * 1024;
+
+/// Graph's 400 for a policy that would exceed the size limit, if it would.
+fn ca_too_large(p: &Map<String, Value>) -> Option<Resp> {
+    let mut p = p.clone();
+    p.retain(|k, _| !k.starts_with("@odata."));
+    let size = serde_json::to_string(&p)
+        .map(|t| t.len())
+        .unwrap_or(usize::MAX);
+    (size > CA_POLICY_MAX_BYTES).then(|| {
+        graph_error(
+            400,
+            "BadRequest",
+            &format!(
+                "The policy exceeds the maximum allowed size: {size} bytes, the limit is {CA_POLICY_MAX_BYTES}. Use groups instead of listing individual users."
+            ),
+        )
+    })
+}
+
 fn ca_not_found(id: &str) -> Resp {
     graph_error(
         404,
@@ -1223,6 +1336,10 @@ fn create_policy(st: &mut State, req: &Req) -> Resp {
     p.insert("modifiedDateTime".into(), Value::Null);
     p.entry("grantControls").or_insert(Value::Null);
     p.entry("sessionControls").or_insert(Value::Null);
+    if let Some(r) = ca_too_large(&p) {
+        st.ca_oversized += 1;
+        return r;
+    }
     st.ca_policies.push(Value::Object(p.clone()));
     p.insert(
         "@odata.context".into(),
@@ -1278,6 +1395,13 @@ fn patch_policy(st: &mut State, req: &Req, id: &str) -> Resp {
         !k.starts_with("@odata.")
             && !matches!(k.as_str(), "id" | "createdDateTime" | "modifiedDateTime")
     });
+    // All or nothing: a patch that would make the policy too large changes nothing.
+    let mut merged = st.ca_policies[pos].as_object().cloned().unwrap_or_default();
+    merge_patch(&mut merged, &patch);
+    if let Some(r) = ca_too_large(&merged) {
+        st.ca_oversized += 1;
+        return r;
+    }
     if let Some(target) = st.ca_policies[pos].as_object_mut() {
         merge_patch(target, &patch);
         target.insert("modifiedDateTime".into(), json!(now_rfc3339()));

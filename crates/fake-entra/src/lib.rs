@@ -14,6 +14,11 @@
 //!   `$batch` item, but neither the token endpoint nor the `$batch` envelope; a
 //!   non-empty pattern is matched against those too (e.g. `"oauth2"`,
 //!   `"$batch"`). `RateLimit` counts Graph requests and batch items only.
+//! - A Conditional Access policy whose compact JSON (without `@odata`
+//!   annotations) would exceed 10,240 bytes is refused with 400 `BadRequest`
+//!   and nothing changes: Microsoft documents a 10 KB limit for the whole
+//!   policy object. `POST /groups` creates security groups; `GET /groups`
+//!   takes `$filter` on string properties.
 //! - Conditional Access (`/identity/conditionalAccess/...`): more than one
 //!   request per rolling second per tenant gets 429 `TooManyRequests` without
 //!   `Retry-After`. Graph documents this limit for *any* request, so GETs count
@@ -289,6 +294,27 @@ impl FakeTenant {
     /// Conditional Access policies as Graph returns them in a list.
     pub fn ca_policies(&self) -> Vec<Value> {
         self.st().ca_policies.clone()
+    }
+
+    /// How many Conditional Access creates or updates were refused (400) for
+    /// exceeding the policy size limit of 10,240 bytes of JSON.
+    pub fn ca_oversized_refusals(&self) -> u32 {
+        self.st().ca_oversized
+    }
+
+    /// The size limit the fake enforces on a Conditional Access policy, in bytes.
+    pub const CA_POLICY_MAX_BYTES: usize = graph::CA_POLICY_MAX_BYTES;
+
+    /// How many groups were created through `POST /groups`.
+    pub fn created_groups(&self) -> u32 {
+        self.st().created_groups
+    }
+
+    /// Groups of the directory, as the test or `POST /groups` made them.
+    pub fn groups(&self) -> Vec<Group> {
+        let mut g: Vec<Group> = self.st().groups.values().cloned().collect();
+        g.sort_by(|a, b| a.id.cmp(&b.id));
+        g
     }
 
     /// Deletes a Conditional Access policy behind the client's back (not recorded).

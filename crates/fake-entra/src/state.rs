@@ -76,6 +76,10 @@ pub(crate) struct State {
     pub members: HashMap<String, Vec<String>>,
     pub role_assignments: Vec<RoleAssignment>,
     pub ca_policies: Vec<Value>,
+    /// Conditional Access writes refused for exceeding the size limit.
+    pub ca_oversized: u32,
+    /// Groups created through `POST /groups`.
+    pub created_groups: u32,
     pub ca_last: Option<Instant>,
     pub ca_throttle_reads: bool,
     pub revocations: HashMap<String, u32>,
@@ -101,6 +105,8 @@ impl State {
             members: HashMap::new(),
             role_assignments: Vec::new(),
             ca_policies: Vec::new(),
+            ca_oversized: 0,
+            created_groups: 0,
             ca_last: None,
             ca_throttle_reads: true,
             revocations: HashMap::new(),

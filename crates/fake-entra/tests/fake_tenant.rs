@@ -860,3 +860,92 @@ async fn users_roles_and_pim() {
     assert_eq!(s, 404);
     assert!(v["error"]["code"].is_string());
 }
+
+#[tokio::test]
+async fn conditional_access_policies_over_the_size_limit_are_refused() {
+    let t = tenant().await;
+    t.set_ca_read_throttling(false);
+    let tok = token(&t).await;
+    // 300 listed users: about 11.7 KB of JSON, over the 10,240-byte limit.
+    let many: Vec<String> = (0..300)
+        .map(|n| format!("00000000-0000-0000-0000-{n:012x}"))
+        .collect();
+    let mut big = policy();
+    big["conditions"]["users"] = json!({"includeUsers": many});
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/identity/conditionalAccess/policies",
+        Some(big),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["code"], "BadRequest");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum allowed size")
+    );
+    assert!(t.ca_policies().is_empty());
+    assert_eq!(t.ca_oversized_refusals(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, _, created) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/identity/conditionalAccess/policies",
+        Some(policy()),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let id = created["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A patch that would make it too large changes nothing.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "PATCH",
+        &format!("/identity/conditionalAccess/policies/{id}"),
+        Some(json!({"conditions": {"users": {"includeUsers": many}}})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        t.ca_policies()[0]["conditions"]["users"]["includeUsers"],
+        json!(["All"])
+    );
+    assert_eq!(t.ca_oversized_refusals(), 2);
+}
+
+#[tokio::test]
+async fn security_groups_are_created_and_found_by_display_name() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let body = json!({"displayName": "MFA (members)", "mailEnabled": false, "mailNickname": "mfa", "securityEnabled": true});
+    let (s, _, g) = graph(&t, &tok, "POST", "/groups", Some(body)).await;
+    assert_eq!(s, 201);
+    assert_eq!(g["securityEnabled"], true);
+    assert_eq!(t.created_groups(), 1);
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/groups",
+        Some(json!({"displayName": "x", "mailEnabled": false, "securityEnabled": true})),
+    )
+    .await;
+    assert_eq!(s, 400, "mailNickname is required");
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/groups?$filter=displayName%20eq%20%27MFA%20%28members%29%27&$select=id,displayName",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"].as_array().unwrap().len(), 1);
+    assert_eq!(v["value"][0]["id"], g["id"]);
+}
