@@ -173,6 +173,97 @@ async fn get(ex: &Executor<'_>, w: &mut Work, path: String) -> Option<crate::gra
     }
 }
 
+/// A removed role assignment as kept in the intent's snapshot, so that undo can
+/// restore the same kind: direct, or PIM (assigned or activated) with its expiry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RemovedAssignment {
+    /// The assignment's id.
+    pub id: String,
+    /// The user.
+    pub principal_id: String,
+    /// The role.
+    pub role_definition_id: String,
+    /// The scope.
+    pub directory_scope_id: String,
+    /// Managed by PIM (removed with an `adminRemove` schedule request).
+    #[serde(default)]
+    pub pim: bool,
+    /// PIM: `Assigned` (by an administrator) or `Activated` (from an eligibility).
+    #[serde(default)]
+    pub assignment_type: Option<String>,
+    /// PIM: when the schedule started.
+    #[serde(default)]
+    pub start_date_time: Option<String>,
+    /// PIM: when it ends; `None` for no expiration.
+    #[serde(default)]
+    pub end_date_time: Option<String>,
+}
+
+/// How a removed assignment is restored, or why it is not.
+fn restore_assignment(
+    a: &RemovedAssignment,
+    orig_id: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<GraphRequest, String> {
+    if !a.pim {
+        return Ok(GraphRequest::with_body(
+            Method::POST,
+            "/roleManagement/directory/roleAssignments",
+            json!({
+                "principalId": a.principal_id,
+                "roleDefinitionId": a.role_definition_id,
+                "directoryScopeId": a.directory_scope_id,
+            }),
+        ));
+    }
+    match a.assignment_type.as_deref() {
+        Some("Assigned") => {}
+        Some("Activated") => {
+            return Err(format!(
+                "role assignment {} was the user's own PIM activation of an eligible assignment: an activation cannot be made on the user's behalf, and the eligibility was not removed, so the user can activate it again",
+                a.id
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "role assignment {} was managed by PIM but its schedule was not recorded (removed by an earlier version): re-create it in PIM with the expiry it had",
+                a.id
+            ));
+        }
+    }
+    let expiration = match &a.end_date_time {
+        None => json!({"type": "noExpiration"}),
+        Some(end) => {
+            let at = chrono::DateTime::parse_from_rfc3339(end).map_err(|_| {
+                format!("role assignment {} has an unreadable expiry {end:?}", a.id)
+            })?;
+            if at <= now {
+                return Err(format!(
+                    "role assignment {} was a PIM assignment that expired at {end}: restoring it would grant more than was removed",
+                    a.id
+                ));
+            }
+            json!({"type": "afterDateTime", "endDateTime": end})
+        }
+    };
+    Ok(GraphRequest::with_body(
+        Method::POST,
+        "/roleManagement/directory/roleAssignmentScheduleRequests",
+        json!({
+            "action": "adminAssign",
+            "principalId": a.principal_id,
+            "roleDefinitionId": a.role_definition_id,
+            "directoryScopeId": a.directory_scope_id,
+            "justification": format!("entra-remediator: undo of action {orig_id}"),
+            "scheduleInfo": {
+                "startDateTime": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "expiration": expiration,
+            },
+        }),
+    ))
+}
+
 /// Role removal: the assignment must exist, be the user's own (not through a
 /// group), not be the last active Global Administrator; PIM-managed assignments
 /// are removed with an `adminRemove` schedule request.
@@ -261,17 +352,23 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
         else {
             return;
         };
-        let pim = inst.ok()
-            && inst.body["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|i| {
-                    i["roleAssignmentOriginId"].as_str() == Some(aid.as_str())
-                        || (i["roleDefinitionId"].as_str() == Some(def.as_str())
-                            && i["directoryScopeId"].as_str() == Some(scope.as_str())
-                            && i["assignmentType"].as_str() == Some("Assigned"))
-                });
+        let instance = inst
+            .ok()
+            .then(|| {
+                inst.body["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|i| {
+                        i["roleAssignmentOriginId"].as_str() == Some(aid.as_str())
+                            || (i["roleDefinitionId"].as_str() == Some(def.as_str())
+                                && i["directoryScopeId"].as_str() == Some(scope.as_str())
+                                && i["assignmentType"].as_str() == Some("Assigned"))
+                    })
+                    .cloned()
+            })
+            .flatten();
+        let pim = instance.is_some();
         if pim {
             w.writes.push(GraphRequest::with_body(
                 Method::POST,
@@ -290,10 +387,25 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
                 format!("/roleManagement/directory/roleAssignments/{aid}"),
             ));
         }
-        snapshot.push(json!({
-            "id": aid, "principalId": uid, "roleDefinitionId": def,
-            "directoryScopeId": scope, "pim": pim,
-        }));
+        // What undo needs to restore the same kind of assignment: for a PIM one,
+        // how it came to be (assigned or activated) and its schedule.
+        let removed = RemovedAssignment {
+            id: aid.clone(),
+            principal_id: uid.clone(),
+            role_definition_id: def.clone(),
+            directory_scope_id: scope.clone(),
+            pim,
+            assignment_type: instance
+                .as_ref()
+                .and_then(|i| i["assignmentType"].as_str().map(str::to_string)),
+            start_date_time: instance
+                .as_ref()
+                .and_then(|i| i["startDateTime"].as_str().map(str::to_string)),
+            end_date_time: instance
+                .as_ref()
+                .and_then(|i| i["endDateTime"].as_str().map(str::to_string)),
+        };
+        snapshot.push(serde_json::to_value(&removed).unwrap_or(Value::Null));
     }
     if w.writes.is_empty() {
         w.decide(Outcome::AlreadyDone(
@@ -519,20 +631,26 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
             }
         }
         Some(ActionKind::RemoveRoleAssignment) => {
+            let now = chrono::Utc::now();
+            let mut refusals = Vec::new();
             for a in snapshot["assignments"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
             {
-                w.writes.push(GraphRequest::with_body(
-                    Method::POST,
-                    "/roleManagement/directory/roleAssignments",
-                    json!({
-                        "principalId": a["principalId"],
-                        "roleDefinitionId": a["roleDefinitionId"],
-                        "directoryScopeId": a["directoryScopeId"],
-                    }),
-                ));
+                let restored = serde_json::from_value::<RemovedAssignment>(a)
+                    .map_err(|e| format!("its snapshot is unreadable: {e}"))
+                    .and_then(|a| restore_assignment(&a, orig_id, now));
+                match restored {
+                    Ok(req) => w.writes.push(req),
+                    Err(why) => refusals.push(why),
+                }
+            }
+            // All or nothing: a partial restore would be a new state nobody chose.
+            if !refusals.is_empty() {
+                w.writes.clear();
+                w.decide(Outcome::Refused(refusals.join("; ")));
+                return;
             }
             if w.writes.is_empty() {
                 w.decide(Outcome::Refused(format!(

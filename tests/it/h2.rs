@@ -3,7 +3,7 @@
 //! the same kind of assignment, and crash settling in committed chunks with
 //! batched live reads (removals batched too).
 
-use fake_entra::{FakeTenant, Group, RecordedRequest, User};
+use fake_entra::{FakeTenant, Group, PimSchedule, RecordedRequest, RoleAssignment, User};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -282,5 +282,162 @@ async fn an_existing_users_mode_policy_is_kept_and_stops_before_the_size_limit()
         e.writes().is_empty(),
         "{:?}",
         e.writes().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+}
+
+// ------------------------------------------------------------------ item 4
+
+const USER_ADMIN: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+
+fn with_role(mut v: Value, assignment: &str) -> Value {
+    v["roles"] = json!([{"assignment_id": assignment, "role_definition_id": USER_ADMIN, "role_name": "User Administrator", "directory_scope_id": "/", "assignment_type": "active"}]);
+    v
+}
+
+fn pim(start: &str, end: Option<&str>, kind: &str) -> PimSchedule {
+    PimSchedule {
+        start: start.into(),
+        end: end.map(str::to_string),
+        assignment_type: kind.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_of_a_pim_role_removal_restores_the_same_kind_scope_and_expiry_or_refuses() {
+    let e = env("").await;
+    let in_30_days = (chrono::Utc::now() + chrono::Duration::days(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let started = "2026-01-01T00:00:00Z";
+    // u1 direct; u2 PIM assigned until in 30 days; u3 PIM assigned, no expiry;
+    // u4 PIM assigned, expired (still listed); u5 the user's own PIM activation.
+    for n in 1..=5 {
+        e.fake.add_user(fake_user(n));
+        e.fake.add_role_assignment(RoleAssignment {
+            id: format!("ra{n}"),
+            principal_id: guid(n),
+            role_definition_id: USER_ADMIN.into(),
+            directory_scope_id: if n == 2 {
+                "/administrativeUnits/au1".into()
+            } else {
+                "/".into()
+            },
+            pim_managed: false,
+        });
+    }
+    e.fake
+        .set_pim_schedule("ra2", pim(started, Some(&in_30_days), "Assigned"));
+    e.fake
+        .set_pim_schedule("ra3", pim(started, None, "Assigned"));
+    e.fake.set_pim_schedule(
+        "ra4",
+        pim(started, Some("2026-02-01T00:00:00Z"), "Assigned"),
+    );
+    e.fake
+        .set_pim_schedule("ra5", pim(started, Some(&in_30_days), "Activated"));
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "remove_role_assignment(identity.active_role_assignments(), \"standing\")",
+        ),
+    );
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        let mut i = with_role(ident(n, &format!("u{n}@t.com")), &format!("ra{n}"));
+        if n == 2 {
+            i["roles"][0]["directory_scope_id"] = json!("/administrativeUnits/au1");
+        }
+        ids.push(i);
+    }
+    e.scan(ids);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(e.fake.role_assignments().is_empty());
+    let actions = e.ws.actions();
+    assert!(actions.iter().all(|a| a["state"] == "done"), "{actions:?}");
+    let id_of = |n: u32| {
+        actions
+            .iter()
+            .find(|a| a["identity_id"] == json!(guid(n)))
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+            .to_string()
+    };
+    e.fake.clear_requests();
+    for n in 1..=5 {
+        let out = e.cli(&["undo", &id_of(n), "--by", "alice"]).await;
+        assert!(out.code == 0 || n >= 4, "{n}: {}", out.all());
+    }
+    let undo_state = |n: u32| {
+        let orig = id_of(n);
+        e.ws.actions()
+            .into_iter()
+            .find(|a| {
+                a["kind"] == "undo" && a["targets"].to_string().contains(&format!("\"{orig}\""))
+            })
+            .map(|a| {
+                (
+                    a["state"].as_str().unwrap().to_string(),
+                    a["state_reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .unwrap()
+    };
+    let ra = e.fake.role_assignments();
+    let of = |n: u32| ra.iter().find(|a| a.principal_id == guid(n)).cloned();
+    // Direct: re-created directly.
+    assert_eq!(undo_state(1).0, "done");
+    let a1 = of(1).expect("u1 restored");
+    assert!(!a1.pim_managed);
+    assert_eq!(e.fake.pim_schedule(&a1.id), None);
+    // PIM with an expiry: through PIM, same scope, same end.
+    assert_eq!(undo_state(2).0, "done");
+    let a2 = of(2).expect("u2 restored");
+    assert!(
+        a2.pim_managed,
+        "restored through PIM, not as a direct permanent assignment"
+    );
+    assert_eq!(a2.directory_scope_id, "/administrativeUnits/au1");
+    let s2 = e.fake.pim_schedule(&a2.id).unwrap();
+    assert_eq!(
+        (s2.end.as_deref(), s2.assignment_type.as_str()),
+        (Some(in_30_days.as_str()), "Assigned")
+    );
+    // PIM without expiry: through PIM, still without expiry.
+    assert_eq!(undo_state(3).0, "done");
+    let a3 = of(3).expect("u3 restored");
+    assert!(a3.pim_managed);
+    assert_eq!(e.fake.pim_schedule(&a3.id).unwrap().end, None);
+    // Expired, and an activation: refused, with the reason, nothing written.
+    let (s4, why4) = undo_state(4);
+    assert_eq!(s4, "refused");
+    assert!(why4.contains("expired at 2026-02-01T00:00:00Z"), "{why4}");
+    assert!(of(4).is_none());
+    let (s5, why5) = undo_state(5);
+    assert_eq!(s5, "refused");
+    assert!(why5.contains("activation"), "{why5}");
+    assert!(of(5).is_none());
+    let writes = e.writes();
+    let schedule_requests: Vec<&RecordedRequest> = writes
+        .iter()
+        .filter(|r| r.path.ends_with("/roleAssignmentScheduleRequests"))
+        .collect();
+    assert_eq!(schedule_requests.len(), 2);
+    for r in &schedule_requests {
+        let b = r.body.as_ref().unwrap();
+        assert_eq!(b["action"], "adminAssign");
+        assert!(b["scheduleInfo"]["startDateTime"].is_string());
+    }
+    assert_eq!(
+        writes
+            .iter()
+            .filter(|r| r
+                .path
+                .ends_with("/roleManagement/directory/roleAssignments"))
+            .count(),
+        1,
+        "only the direct one is re-created directly"
     );
 }

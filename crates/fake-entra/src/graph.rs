@@ -1076,16 +1076,29 @@ fn delete_assignment(st: &mut State, id: &str) -> Resp {
 
 // ---------------------------------------------------------------- PIM
 
-fn instance_json(a: &RoleAssignment, started: i64) -> Map<String, Value> {
+fn instance_json(
+    a: &RoleAssignment,
+    started: i64,
+    sched: Option<&crate::PimSchedule>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(a.id));
     m.insert("principalId".into(), json!(a.principal_id));
     m.insert("roleDefinitionId".into(), json!(a.role_definition_id));
     m.insert("directoryScopeId".into(), json!(a.directory_scope_id));
     m.insert("appScopeId".into(), Value::Null);
-    m.insert("startDateTime".into(), json!(rfc3339(started)));
-    m.insert("endDateTime".into(), Value::Null);
-    m.insert("assignmentType".into(), json!("Assigned"));
+    match sched {
+        Some(s) => {
+            m.insert("startDateTime".into(), json!(s.start));
+            m.insert("endDateTime".into(), json!(s.end));
+            m.insert("assignmentType".into(), json!(s.assignment_type));
+        }
+        None => {
+            m.insert("startDateTime".into(), json!(rfc3339(started)));
+            m.insert("endDateTime".into(), Value::Null);
+            m.insert("assignmentType".into(), json!("Assigned"));
+        }
+    }
     m.insert("memberType".into(), json!("Direct"));
     m.insert("roleAssignmentOriginId".into(), json!(a.id));
     m.insert("roleAssignmentScheduleId".into(), json!(a.id));
@@ -1112,7 +1125,7 @@ fn list_instances(st: &mut State, req: &Req) -> Resp {
         .role_assignments
         .iter()
         .filter(|a| a.pim_managed)
-        .map(|a| instance_json(a, st.started))
+        .map(|a| instance_json(a, st.started, st.pim_schedules.get(&a.id)))
         .filter(|o| filter_matches(o, &clauses))
         .map(|o| match &select {
             Some(s) => Value::Object(project(&o, s)),
@@ -1126,6 +1139,47 @@ fn list_instances(st: &mut State, req: &Req) -> Resp {
             "value": value,
         }),
     )
+}
+
+/// The schedule an `adminAssign` asks for: `scheduleInfo.startDateTime` (now by
+/// default) and `expiration` (`noExpiration`, or `afterDateTime` with an
+/// `endDateTime` that must be in the future); `afterDuration` is not modelled.
+fn pim_schedule_of(info: Option<&Value>) -> Result<crate::PimSchedule, Resp> {
+    let now = now_rfc3339();
+    let info = info.cloned().unwrap_or(Value::Null);
+    let start = info["startDateTime"].as_str().unwrap_or(&now).to_string();
+    let exp = &info["expiration"];
+    let end = match exp["type"].as_str().unwrap_or("noExpiration") {
+        t if t.eq_ignore_ascii_case("noExpiration") => None,
+        t if t.eq_ignore_ascii_case("afterDateTime") => {
+            let Some(end) = exp["endDateTime"].as_str() else {
+                return Err(bad_request(
+                    "Invalid request: expiration.endDateTime is required for afterDateTime.",
+                ));
+            };
+            // RFC 3339 UTC strings of one shape compare as text.
+            if end.get(..19) <= now.get(..19) {
+                return Err(graph_error(
+                    400,
+                    "InvalidScheduleRequest",
+                    "The expiration endDateTime must be in the future.",
+                ));
+            }
+            Some(end.to_string())
+        }
+        other => {
+            return Err(graph_error(
+                501,
+                "NotImplemented",
+                &format!("The fake tenant does not implement expiration type '{other}'."),
+            ));
+        }
+    };
+    Ok(crate::PimSchedule {
+        start,
+        end,
+        assignment_type: "Assigned".into(),
+    })
 }
 
 const ACTIONS: &[&str] = &[
@@ -1182,6 +1236,7 @@ fn schedule_request(st: &mut State, req: &Req) -> Resp {
             let id = st.role_assignments[pos].id.clone();
             if !validation_only {
                 st.role_assignments.remove(pos);
+                st.pim_schedules.remove(&id);
             }
             ("Revoked", id)
         }
@@ -1193,8 +1248,13 @@ fn schedule_request(st: &mut State, req: &Req) -> Resp {
                     "The Role assignment already exists.",
                 );
             }
+            let sched = match pim_schedule_of(body.get("scheduleInfo")) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
             let id = new_assignment_id();
             if !validation_only {
+                st.pim_schedules.insert(id.clone(), sched);
                 st.role_assignments.push(RoleAssignment {
                     id: id.clone(),
                     principal_id: principal.clone(),

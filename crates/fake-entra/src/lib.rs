@@ -97,6 +97,19 @@ pub struct RoleAssignment {
     pub pim_managed: bool,
 }
 
+/// The PIM schedule of an active role assignment: when it started, when it
+/// ends (`None`: no expiration), and how it came to be (`Assigned` by an
+/// administrator, or `Activated` from an eligible assignment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PimSchedule {
+    /// startDateTime (RFC 3339).
+    pub start: String,
+    /// endDateTime (RFC 3339), `None` for noExpiration.
+    pub end: Option<String>,
+    /// assignmentType: "Assigned" or "Activated".
+    pub assignment_type: String,
+}
+
 /// One request the fake received (a `$batch` envelope and each of its items are separate entries).
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
@@ -284,6 +297,26 @@ impl FakeTenant {
         let mut st = self.st();
         st.role_assignments.retain(|x| x.id != a.id);
         st.role_assignments.push(a);
+    }
+
+    /// Gives a role assignment a PIM schedule (and makes it PIM-managed): its
+    /// roleAssignmentScheduleInstance then carries these dates and type.
+    pub fn set_pim_schedule(&self, assignment_id: &str, s: PimSchedule) {
+        let mut st = self.st();
+        for a in st
+            .role_assignments
+            .iter_mut()
+            .filter(|a| a.id == assignment_id)
+        {
+            a.pim_managed = true;
+        }
+        st.pim_schedules.insert(assignment_id.to_string(), s);
+    }
+
+    /// The PIM schedule of an active role assignment, when it has one of its own
+    /// (set by `set_pim_schedule` or an `adminAssign` schedule request).
+    pub fn pim_schedule(&self, assignment_id: &str) -> Option<PimSchedule> {
+        self.st().pim_schedules.get(assignment_id).cloned()
     }
 
     /// Active role assignments.
