@@ -1,16 +1,16 @@
 //! Live state: reads Graph before deciding, so guardrails hold against the
 //! tenant as it is now, not only as the scan saw it, and re-runs write nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, map_error};
 use crate::action::ActionKind;
-use crate::graph::GraphRequest;
+use crate::graph::{Answer, GraphRequest};
 use crate::scan::GLOBAL_ADMIN_TEMPLATE;
-use crate::store::Filter;
+use crate::store::{ActionRow, Filter};
 
 /// `$filter=field eq 'value'`, encoded for a `$batch` URL or a direct call.
 pub(crate) fn filter_eq(field: &str, value: &str) -> String {
@@ -160,6 +160,194 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
     }
 }
 
+/// A member list read ahead: the calls made, and the members (or the outcome
+/// of an action that needs a list that could not be read).
+type MemberList = (Vec<Value>, Result<HashSet<String>, Outcome>);
+
+/// Live reads made ahead for many actions at once: GETs through `$batch`, and
+/// one member list per group, so that deciding (or settling) a thousand actions
+/// takes a few batches instead of a thousand sequential requests.
+#[derive(Default)]
+pub(crate) struct Reads {
+    /// Answers by path, with the call record for history.
+    answers: HashMap<String, (Value, Answer)>,
+    /// Member lists by lower-cased group id: the calls made, and the members
+    /// (or the outcome of an action that needs an unreadable list).
+    members: HashMap<String, MemberList>,
+}
+
+impl Reads {
+    /// Reads these paths (deduplicated) through `$batch`.
+    pub(crate) async fn fetch(&mut self, ex: &Executor<'_>, paths: Vec<String>) {
+        let mut seen = HashSet::new();
+        let reqs: Vec<GraphRequest> = paths
+            .into_iter()
+            .filter(|p| !self.answers.contains_key(p) && seen.insert(p.clone()))
+            .map(GraphRequest::get)
+            .collect();
+        if reqs.is_empty() {
+            return;
+        }
+        let answers = ex.graph.batch(reqs.clone()).await;
+        for (req, ans) in reqs.into_iter().zip(answers) {
+            let rec = call_record(&req, &ans);
+            self.answers.insert(req.path, (rec, ans));
+        }
+    }
+
+    /// Reads these paths one by one (Conditional Access: paced, never batched
+    /// together), once each.
+    pub(crate) async fn fetch_each(&mut self, ex: &Executor<'_>, paths: Vec<String>) {
+        for p in paths {
+            if self.answers.contains_key(&p) {
+                continue;
+            }
+            let req = GraphRequest::get(p);
+            let ans = ex.graph.call(&req).await;
+            let rec = call_record(&req, &ans);
+            self.answers.insert(req.path, (rec, ans));
+        }
+    }
+
+    /// Reads the member list of each of these groups once (every page).
+    pub(crate) async fn fetch_members(
+        &mut self,
+        ex: &Executor<'_>,
+        template: &ActionRow,
+        gids: Vec<String>,
+    ) {
+        for gid in gids {
+            let key = gid.to_ascii_lowercase();
+            if self.members.contains_key(&key) {
+                continue;
+            }
+            let mut w = Work::new(template.clone());
+            let m = member_ids(ex, &mut w, &gid).await;
+            let m = m.ok_or_else(|| {
+                w.outcome
+                    .clone()
+                    .unwrap_or(Outcome::Failed("read group members".into(), true))
+            });
+            self.members.insert(key, (w.calls, m));
+        }
+    }
+
+    /// A GET answered ahead, with its call record.
+    pub(crate) fn answer(&self, path: &str) -> Option<&(Value, Answer)> {
+        self.answers.get(path)
+    }
+
+    /// A member list read ahead.
+    pub(crate) fn members(&self, gid: &str) -> Option<&MemberList> {
+        self.members.get(&gid.to_ascii_lowercase())
+    }
+}
+
+/// A GET answered from `reads` when it was read ahead, else sent now.
+async fn read(
+    ex: &Executor<'_>,
+    w: &mut Work,
+    reads: &Reads,
+    path: String,
+) -> Option<crate::graph::GraphResponse> {
+    if let Some((rec, ans)) = reads.answer(&path) {
+        w.calls.push(rec.clone());
+        return match ans {
+            Ok(r) => Some(r.clone()),
+            Err(e) => {
+                w.decide(Outcome::Failed(format!("GET {path}: {e}"), true));
+                None
+            }
+        };
+    }
+    get(ex, w, path).await
+}
+
+/// A group's members from `reads` when read ahead, else read now.
+pub(crate) async fn members_of(
+    ex: &Executor<'_>,
+    w: &mut Work,
+    reads: &Reads,
+    gid: &str,
+) -> Option<HashSet<String>> {
+    if let Some((calls, m)) = reads.members(gid) {
+        w.calls.extend(calls.iter().cloned());
+        return match m {
+            Ok(m) => Some(m.clone()),
+            Err(o) => {
+                w.decide(o.clone());
+                None
+            }
+        };
+    }
+    member_ids(ex, w, gid).await
+}
+
+fn assignment_path(aid: &str) -> String {
+    format!("/roleManagement/directory/roleAssignments/{aid}")
+}
+
+fn instances_path(uid: &str) -> String {
+    format!(
+        "/roleManagement/directory/roleAssignmentScheduleInstances?{}",
+        filter_eq("principalId", uid)
+    )
+}
+
+fn global_admins_path() -> String {
+    format!(
+        "/roleManagement/directory/roleAssignments?{}",
+        filter_eq("roleDefinitionId", GLOBAL_ADMIN_TEMPLATE)
+    )
+}
+
+fn group_path(gid: &str) -> String {
+    format!(
+        "/groups/{gid}?$select=id,displayName,groupTypes,mailEnabled,securityEnabled,onPremisesSyncEnabled"
+    )
+}
+
+/// Reads ahead, in batches, what the role and group removals of this pass need:
+/// every assignment, each user's PIM schedule instances, the Global
+/// Administrators once, every group once and each group's members once.
+pub(crate) async fn prefetch_removals(ex: &Executor<'_>, work: &[Work]) -> Reads {
+    let mut reads = Reads::default();
+    let mut paths = Vec::new();
+    let mut groups = Vec::new();
+    let mut template = None;
+    for w in work.iter().filter(|w| w.outcome.is_none()) {
+        match w.kind {
+            Some(ActionKind::RemoveRoleAssignment) => {
+                paths.extend(w.targets.iter().map(|t| assignment_path(t)));
+                paths.push(instances_path(&w.action.identity_id));
+                paths.push(global_admins_path());
+            }
+            Some(ActionKind::RemoveGroupMembership) => {
+                paths.extend(w.targets.iter().map(|g| group_path(g)));
+                groups.extend(w.targets.iter().cloned());
+                template.get_or_insert_with(|| w.action.clone());
+            }
+            _ => {}
+        }
+    }
+    reads.fetch(ex, paths).await;
+    // Member lists only of groups that exist and whose membership we may change.
+    groups.sort_by_key(|g| g.to_ascii_lowercase());
+    groups.dedup_by_key(|g| g.to_ascii_lowercase());
+    let readable: Vec<String> = groups
+        .into_iter()
+        .filter(|g| {
+            reads
+                .answer(&group_path(g))
+                .is_some_and(|(_, a)| a.as_ref().is_ok_and(|r| r.ok()))
+        })
+        .collect();
+    if let Some(t) = template {
+        reads.fetch_members(ex, &t, readable).await;
+    }
+    reads
+}
+
 async fn get(ex: &Executor<'_>, w: &mut Work, path: String) -> Option<crate::graph::GraphResponse> {
     let req = GraphRequest::get(path);
     let ans = ex.graph.call(&req).await;
@@ -267,17 +455,11 @@ fn restore_assignment(
 /// Role removal: the assignment must exist, be the user's own (not through a
 /// group), not be the last active Global Administrator; PIM-managed assignments
 /// are removed with an `adminRemove` schedule request.
-pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
+pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &Reads) {
     let uid = w.action.identity_id.clone();
     let mut snapshot = Vec::new();
     for aid in w.targets.clone() {
-        let Some(r) = get(
-            ex,
-            w,
-            format!("/roleManagement/directory/roleAssignments/{aid}"),
-        )
-        .await
-        else {
+        let Some(r) = read(ex, w, reads, assignment_path(&aid)).await else {
             return;
         };
         if r.status == 404 {
@@ -308,16 +490,7 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
             return;
         }
         if def.eq_ignore_ascii_case(GLOBAL_ADMIN_TEMPLATE) {
-            let Some(all) = get(
-                ex,
-                w,
-                format!(
-                    "/roleManagement/directory/roleAssignments?{}",
-                    filter_eq("roleDefinitionId", GLOBAL_ADMIN_TEMPLATE)
-                ),
-            )
-            .await
-            else {
+            let Some(all) = read(ex, w, reads, global_admins_path()).await else {
                 return;
             };
             if !all.ok() {
@@ -340,16 +513,7 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
                 return;
             }
         }
-        let Some(inst) = get(
-            ex,
-            w,
-            format!(
-                "/roleManagement/directory/roleAssignmentScheduleInstances?{}",
-                filter_eq("principalId", &uid)
-            ),
-        )
-        .await
-        else {
+        let Some(inst) = read(ex, w, reads, instances_path(&uid)).await else {
             return;
         };
         let instance = inst
@@ -456,17 +620,11 @@ pub(crate) async fn member_ids(
 
 /// Group removal: refused for dynamic, mail-enabled, distribution and synced
 /// groups (checked live); a member already gone is already done.
-pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work) {
+pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work, reads: &Reads) {
     let uid = w.action.identity_id.clone();
     let mut removed = Vec::new();
     for gid in w.targets.clone() {
-        let Some(g) = get(
-            ex,
-            w,
-            format!("/groups/{gid}?$select=id,displayName,groupTypes,mailEnabled,securityEnabled,onPremisesSyncEnabled"),
-        )
-        .await
-        else {
+        let Some(g) = read(ex, w, reads, group_path(&gid)).await else {
             return;
         };
         if g.status == 404 {
@@ -497,7 +655,7 @@ pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work) {
             )));
             return;
         }
-        let Some(members) = member_ids(ex, w, &gid).await else {
+        let Some(members) = members_of(ex, w, reads, &gid).await else {
             return;
         };
         if !members.contains(&uid.to_ascii_lowercase()) {

@@ -441,3 +441,287 @@ async fn undo_of_a_pim_role_removal_restores_the_same_kind_scope_and_expiry_or_r
         "only the direct one is re-created directly"
     );
 }
+
+// ------------------------------------------------------------------ item 7
+
+use fake_entra::Fault;
+use std::time::Duration;
+
+/// Graph requests of `method` whose path starts with `prefix`, as (total, sent
+/// on their own rather than inside a `$batch`).
+fn count(reqs: &[RecordedRequest], method: &str, prefix: &str) -> (usize, usize) {
+    let m: Vec<&RecordedRequest> = reqs
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with(prefix))
+        .collect();
+    (m.len(), m.iter().filter(|r| !r.in_batch).count())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn role_and_group_removals_read_live_state_in_batches_and_each_group_once() {
+    let e = env("").await;
+    let g = guid(70);
+    e.fake.add_group(fake_group(70, "Finance Admins"));
+    let mut identities = Vec::new();
+    for n in 1..=40 {
+        e.fake.add_user(fake_user(n));
+        e.fake.add_member(&g, &guid(n));
+        identities.push(with_group(
+            ident(n, &format!("u{n}@t.com")),
+            70,
+            "Finance Admins",
+            false,
+            false,
+        ));
+    }
+    for n in 41..=70 {
+        e.fake.add_user(fake_user(n));
+        e.fake.add_role_assignment(RoleAssignment {
+            id: format!("ra{n}"),
+            principal_id: guid(n),
+            role_definition_id: USER_ADMIN.into(),
+            directory_scope_id: "/".into(),
+            pim_managed: false,
+        });
+        identities.push(with_role(
+            ident(n, &format!("u{n}@t.com")),
+            &format!("ra{n}"),
+        ));
+    }
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "if identity.member_of(\"Finance Admins\") { remove_group_membership(identity.group_ids(\"Finance Admins\"), \"x\") } else { remove_role_assignment(identity.active_role_assignments(), \"x\") }",
+        ),
+    );
+    e.scan(identities);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let counts = e.state_counts();
+    assert_eq!(counts.get("done"), Some(&70), "{counts:?}");
+    assert!(e.fake.members(&g).is_empty());
+    assert!(e.fake.role_assignments().is_empty());
+    let reqs = e.graph_requests();
+    // One member-list read for the 40 actions of the group (it was one per action).
+    assert_eq!(
+        count(&reqs, "GET", &format!("/v1.0/groups/{g}/members")).0,
+        1
+    );
+    // Every other read and every write went inside $batch.
+    for (m, p) in [
+        ("GET", "/v1.0/roleManagement/"),
+        ("GET", &format!("/v1.0/groups/{g}")[..]),
+        ("DELETE", "/v1.0/roleManagement/"),
+        ("DELETE", "/v1.0/groups/"),
+    ] {
+        let (total, alone) = count(&reqs, m, p);
+        let lists = if m == "GET" && p.starts_with("/v1.0/groups/") {
+            1
+        } else {
+            0
+        };
+        assert!(total > 0, "{m} {p}");
+        assert_eq!(
+            alone, lists,
+            "{m} {p}: {alone} of {total} sent on their own"
+        );
+    }
+    // 70 removals: the envelopes, one member list, and nothing per action.
+    let envelopes = e
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/$batch"))
+        .count();
+    let alone = reqs.iter().filter(|r| !r.in_batch).count();
+    assert!(
+        envelopes + alone <= 20,
+        "{envelopes} batches and {alone} requests on their own"
+    );
+}
+
+/// Starts the binary without waiting.
+fn spawn(e: &Env, args: &[&str]) -> std::process::Child {
+    let cfg = e.ws.config_path();
+    let mut full = vec!["--config", cfg.to_str().unwrap()];
+    full.extend_from_slice(args);
+    std::process::Command::new(env!("CARGO_BIN_EXE_entra-remediator"))
+        .args(&full)
+        .current_dir(e.ws.path())
+        .env_remove("ENTRA_REMEDIATOR_CONFIG")
+        .env("USER", "tester")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Events of this kind that name an action.
+fn action_events(e: &Env, kind: &str) -> Vec<Value> {
+    e.ws.events()
+        .into_iter()
+        .filter(|ev| ev["kind"] == kind && !ev["action_id"].is_null())
+        .collect()
+}
+
+/// Waits (polling history, no deadline on the outcome) until `done` holds or
+/// the child exits; kills the child if it is still running. True when killed.
+async fn kill_when(e: &Env, child: &mut std::process::Child, done: impl Fn(&Env) -> bool) -> bool {
+    for _ in 0..6000 {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if done(e) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("neither the condition nor the exit came");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settling_after_a_crash_reads_one_policy_once_for_all_its_mfa_actions() {
+    let e = env("[tenant.graph.mfa]\nmode = \"users\"\n").await;
+    e.fake.set_ca_read_throttling(false);
+    for n in 1..=51 {
+        e.fake.add_user(fake_user(n));
+    }
+    e.ws.add_rule("r.rhai", &rule("r", "F1", "enforce_mfa(\"no MFA\")"));
+    e.scan_users(1..=1);
+    assert_eq!(e.cli(&["run", "--once"]).await.code, 0);
+    let policy = e.fake.ca_policies()[0]["id"].as_str().unwrap().to_string();
+    // The next 50 are stopped while their policy update is in flight.
+    e.fake.inject(Fault::Latency {
+        matching: "PATCH /v1.0/identity/conditionalAccess".into(),
+        delay: Duration::from_secs(60),
+    });
+    e.scan_users(2..=51);
+    let mut child = spawn(&e, &["run", "--once"]);
+    let killed = kill_when(&e, &mut child, |e| {
+        action_events(e, "graph_write_intent").len() >= 51
+    })
+    .await;
+    assert!(killed, "the run was stopped with its intents recorded");
+    assert_eq!(e.state_counts().get("executing"), Some(&50));
+    e.fake.clear_faults();
+    e.fake.clear_requests();
+    let out = e.cli(&["execute"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let counts = e.state_counts();
+    assert_eq!(counts.get("done"), Some(&51), "{counts:?}");
+    // Settling read the policy once for the 50 actions (it read it once per
+    // action, one a second); executing them again reads it, patches it and
+    // reads it back.
+    let reads = count(
+        &e.graph_requests(),
+        "GET",
+        &format!("/v1.0/identity/conditionalAccess/policies/{policy}"),
+    )
+    .0;
+    assert!(reads <= 3, "{reads} reads of the policy");
+    assert_eq!(action_events(&e, "reconciled").len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_during_settling_keeps_the_chunks_already_settled() {
+    let e = env("batch_size = 20\nmax_concurrency = 20\n").await;
+    let g = guid(70);
+    e.fake.add_group(fake_group(70, "Finance Admins"));
+    let n_users = 250;
+    let mut identities = Vec::new();
+    for n in 1..=n_users {
+        e.fake.add_user(fake_user(n));
+        e.fake.add_member(&g, &guid(n));
+        identities.push(with_group(
+            ident(n, &format!("u{n}@t.com")),
+            70,
+            "Finance Admins",
+            false,
+            false,
+        ));
+    }
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "remove_group_membership(identity.group_ids(\"Finance Admins\"), \"x\")",
+        ),
+    );
+    e.scan(identities);
+    // Stopped while the removals are in flight: every action is left executing.
+    e.fake.inject(Fault::Latency {
+        matching: "DELETE /v1.0/groups/".into(),
+        delay: Duration::from_secs(60),
+    });
+    let mut child = spawn(&e, &["run", "--once"]);
+    let total = n_users as usize;
+    assert!(
+        kill_when(&e, &mut child, |e| action_events(e, "graph_write_intent")
+            .len()
+            >= total)
+        .await
+    );
+    assert_eq!(e.state_counts().get("executing"), Some(&total));
+    // Settling is slowed down (each member-list read takes a while), and
+    // stopped again once its first chunk is committed.
+    e.fake.clear_faults();
+    e.fake.inject(Fault::Latency {
+        matching: format!("GET /v1.0/groups/{g}/members"),
+        delay: Duration::from_secs(3),
+    });
+    e.fake.clear_requests();
+    let mut child = spawn(&e, &["execute"]);
+    let killed = kill_when(&e, &mut child, |e| {
+        !action_events(e, "reconciled").is_empty()
+    })
+    .await;
+    assert!(
+        killed,
+        "settling commits chunk by chunk, not everything at the end"
+    );
+    let kept = action_events(&e, "reconciled");
+    assert!(
+        !kept.is_empty() && kept.len() < total,
+        "{} settled",
+        kept.len()
+    );
+    assert_eq!(kept.len() % 100, 0, "whole chunks: {}", kept.len());
+    let settled: std::collections::BTreeSet<i64> = kept
+        .iter()
+        .map(|ev| ev["action_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        e.state_counts().get("executing"),
+        Some(&(total - kept.len()))
+    );
+    // One member-list read per chunk, not one per action.
+    assert!(
+        count(
+            &e.graph_requests(),
+            "GET",
+            &format!("/v1.0/groups/{g}/members")
+        )
+        .0 <= 2
+    );
+
+    // The restart settles only what is left: each action is settled exactly once.
+    e.fake.clear_faults();
+    let out = e.cli(&["execute"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let all = action_events(&e, "reconciled");
+    assert_eq!(all.len(), total);
+    let ids: std::collections::BTreeSet<i64> = all
+        .iter()
+        .map(|ev| ev["action_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), total, "no action settled twice");
+    assert!(settled.is_subset(&ids));
+    let counts = e.state_counts();
+    assert_eq!(counts.get("done"), Some(&total), "{counts:?}");
+    assert!(e.fake.members(&g).is_empty());
+}
