@@ -174,6 +174,9 @@ pub(crate) struct Reads {
     /// Member lists by lower-cased group id: the calls made, and the members
     /// (or the outcome of an action that needs an unreadable list).
     members: HashMap<String, MemberList>,
+    /// Users whose Global Administrator assignment a removal of this pass takes
+    /// away: the live Global Administrator list read ahead still shows them.
+    ga_leaving: HashSet<String>,
 }
 
 impl Reads {
@@ -455,7 +458,7 @@ fn restore_assignment(
 /// Role removal: the assignment must exist, be the user's own (not through a
 /// group), not be the last active Global Administrator; PIM-managed assignments
 /// are removed with an `adminRemove` schedule request.
-pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &Reads) {
+pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &mut Reads) {
     let uid = w.action.identity_id.clone();
     let mut snapshot = Vec::new();
     for aid in w.targets.clone() {
@@ -503,7 +506,8 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &R
                 .flatten()
                 .filter_map(|a| a["principalId"].as_str())
                 .filter(|p| !p.eq_ignore_ascii_case(&uid))
-                .map(str::to_string)
+                .map(str::to_ascii_lowercase)
+                .filter(|p| !reads.ga_leaving.contains(p))
                 .collect();
             if others.is_empty() {
                 w.decide(Outcome::Refused(format!(
@@ -512,6 +516,7 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &R
                 )));
                 return;
             }
+            reads.ga_leaving.insert(uid.to_ascii_lowercase());
         }
         let Some(inst) = read(ex, w, reads, instances_path(&uid)).await else {
             return;

@@ -279,11 +279,11 @@ impl<'a> Executor<'a> {
     async fn decide_all(&self, work: &mut [Work]) {
         live::check_users(self, work).await;
         // Removals read live state ahead, in batches (one member list per group).
-        let reads = live::prefetch_removals(self, work).await;
+        let mut reads = live::prefetch_removals(self, work).await;
         for w in work.iter_mut() {
             match w.kind {
                 Some(ActionKind::RemoveRoleAssignment) => {
-                    live::plan_role_removal(self, w, &reads).await
+                    live::plan_role_removal(self, w, &mut reads).await
                 }
                 Some(ActionKind::RemoveGroupMembership) => {
                     live::plan_group_removal(self, w, &reads).await

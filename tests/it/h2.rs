@@ -725,3 +725,61 @@ async fn a_stop_during_settling_keeps_the_chunks_already_settled() {
     assert_eq!(counts.get("done"), Some(&total), "{counts:?}");
     assert!(e.fake.members(&g).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removals_decided_together_never_take_away_the_last_live_global_admin() {
+    let e = env("").await;
+    // Live, u1 and u2 are the only Global Administrators; the scan also names
+    // u3, so planning lets both removals through.
+    for n in 1..=3 {
+        e.fake.add_user(fake_user(n));
+    }
+    for n in 1..=2 {
+        e.fake.add_role_assignment(RoleAssignment {
+            id: format!("ga{n}"),
+            principal_id: guid(n),
+            role_definition_id: GA.into(),
+            directory_scope_id: "/".into(),
+            pim_managed: false,
+        });
+    }
+    e.ws.add_rule(
+        "r.rhai",
+        &rule(
+            "r",
+            "F1",
+            "if identity.upn != \"u3@t.com\" { remove_role_assignment(identity.active_role_assignments(), \"x\") }",
+        ),
+    );
+    e.scan(
+        (1..=3)
+            .map(|n| with_ga(ident(n, &format!("u{n}@t.com")), &format!("ga{n}")))
+            .collect(),
+    );
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let counts = e.state_counts();
+    assert_eq!(
+        (counts.get("done"), counts.get("refused")),
+        (Some(&1), Some(&1)),
+        "{counts:?} {}",
+        out.all()
+    );
+    assert_eq!(
+        e.fake.role_assignments().len(),
+        1,
+        "one Global Administrator is left"
+    );
+    let refused =
+        e.ws.actions()
+            .into_iter()
+            .find(|a| a["state"] == "refused")
+            .unwrap();
+    assert!(
+        refused["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("last active Global Administrator"),
+        "{refused}"
+    );
+}
