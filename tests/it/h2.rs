@@ -26,7 +26,6 @@ fn fake_user(n: u32) -> User {
     }
 }
 
-#[allow(dead_code)]
 fn fake_group(n: u32, name: &str) -> Group {
     Group {
         id: guid(n),
@@ -283,6 +282,35 @@ async fn an_existing_users_mode_policy_is_kept_and_stops_before_the_size_limit()
         "{:?}",
         e.writes().iter().map(|r| &r.path).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn users_mode_with_a_group_id_is_a_config_error_that_names_the_place() {
+    let mut ws = Workspace::new();
+    ws.set_graph(&format!(
+        "{UNREACHABLE_GRAPH}[tenant.graph.mfa]\nmode = \"users\"\ngroup_id = \"{}\"\n",
+        guid(50)
+    ));
+    let out = ws.cli(&["config", "check"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("mfa.mode"), "{}", out.stderr);
+    assert!(out.stderr.contains("config.toml"), "{}", out.stderr);
+    // Each mode alone is fine.
+    ws.set_graph(&format!(
+        "{UNREACHABLE_GRAPH}[tenant.graph.mfa]\nmode = \"users\"\n"
+    ));
+    let out = ws.cli(&["config", "check"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    ws.set_graph(&format!(
+        "{UNREACHABLE_GRAPH}[tenant.graph.mfa]\nmode = \"group\"\n"
+    ));
+    let out = ws.cli(&["config", "check"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    ws.set_graph(&format!(
+        "{UNREACHABLE_GRAPH}[tenant.graph.mfa]\nmode = \"policy\"\n"
+    ));
+    let out = ws.cli(&["config", "check"]);
+    assert_ne!(out.code, 0, "an unknown mode is refused: {}", out.all());
 }
 
 // ------------------------------------------------------------------ item 4

@@ -949,3 +949,50 @@ async fn security_groups_are_created_and_found_by_display_name() {
     assert_eq!(v["value"].as_array().unwrap().len(), 1);
     assert_eq!(v["value"][0]["id"], g["id"]);
 }
+
+#[tokio::test]
+async fn pim_schedules_keep_their_expiry_and_refuse_one_in_the_past() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    let role = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+    let assign = |end: &str| {
+        json!({"action": "adminAssign", "principalId": "u1", "roleDefinitionId": role, "directoryScopeId": "/",
+               "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": {"type": "afterDateTime", "endDateTime": end}}})
+    };
+    let path = "/roleManagement/directory/roleAssignmentScheduleRequests";
+    let (s, _, v) = graph(&t, &tok, "POST", path, Some(assign("2020-01-01T00:00:00Z"))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("InvalidScheduleRequest"))
+    );
+    assert!(t.role_assignments().is_empty());
+    let (s, _, _) = graph(&t, &tok, "POST", path, Some(assign("2999-01-01T00:00:00Z"))).await;
+    assert_eq!(s, 201);
+    let a = t.role_assignments().pop().unwrap();
+    assert!(a.pim_managed);
+    let sched = t.pim_schedule(&a.id).unwrap();
+    assert_eq!(sched.end.as_deref(), Some("2999-01-01T00:00:00Z"));
+    assert_eq!(sched.assignment_type, "Assigned");
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleAssignmentScheduleInstances?$filter=principalId eq 'u1'",
+        None,
+    )
+    .await;
+    assert_eq!(v["value"][0]["endDateTime"], "2999-01-01T00:00:00Z");
+    assert_eq!(v["value"][0]["startDateTime"], "2026-01-01T00:00:00Z");
+    // adminRemove takes the schedule away with the assignment.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "POST",
+        path,
+        Some(json!({"action": "adminRemove", "principalId": "u1", "roleDefinitionId": role, "directoryScopeId": "/"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(t.pim_schedule(&a.id), None);
+}
