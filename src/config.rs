@@ -535,6 +535,18 @@ pub enum PolicyState {
     ReportOnly,
 }
 
+/// How users are put under an MFA policy: through a group, or listed in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MfaMode {
+    /// The policy includes one security group; users are added to the group
+    /// (`members/$ref`), so the policy never grows. The default.
+    Group,
+    /// Users are listed in the policy's `includeUsers` (the former default):
+    /// bounded by Graph's policy size limit, users beyond it are refused.
+    Users,
+}
+
 /// How users are put under an MFA Conditional Access policy.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -542,8 +554,12 @@ pub struct MfaPolicyConfig {
     /// Policy state when created.
     #[serde(default)]
     pub state: PolicyState,
-    /// Target a dedicated security group (`includeGroups`) instead of listing users:
-    /// users are added to this group and the policy is never rewritten per user.
+    /// `group` or `users`; unset means group mode, except for a tenant whose
+    /// store already holds a users-mode policy (kept, as before).
+    #[serde(default)]
+    pub mode: Option<MfaMode>,
+    /// The security group the policy includes, in group mode; unset, one is
+    /// created on first need and its id kept in the store.
     #[serde(default)]
     pub group_id: Option<String>,
     /// Display name of the policy we create.
@@ -1034,6 +1050,17 @@ impl GraphConfig {
                 && !crate::scan::is_guid(g)
             {
                 return err(k, "must be a group object id (GUID)");
+            }
+        }
+        for (k, m) in [
+            ("mfa.mode", &self.mfa),
+            ("phishing_resistant_mfa.mode", &self.phishing_resistant_mfa),
+        ] {
+            if m.mode == Some(MfaMode::Users) && m.group_id.is_some() {
+                return err(
+                    k,
+                    "\"users\" lists users in the policy, so group_id would be ignored: remove one of them",
+                );
             }
         }
         Ok(())

@@ -1,8 +1,10 @@
-//! The two Conditional Access policies (MFA, phishing-resistant MFA): created on
-//! first need, their ids kept in the store, users appended by a serialized
-//! read-modify-write of the full `includeUsers` array verified by reading it back,
-//! re-created when deleted out of band. Or, in group mode, users are added to a
-//! dedicated group that the policy includes.
+//! The two Conditional Access policies (MFA, phishing-resistant MFA), created on
+//! first need, their ids kept in the store, re-created when deleted out of band.
+//! In group mode (the default) each includes one security group (configured, or
+//! created on first need and kept in the store) and users are added to the group.
+//! In users mode users are appended by a serialized read-modify-write of the full
+//! `includeUsers` array, verified by reading it back, only while the policy stays
+//! within `USERS_MODE_BUDGET` (Graph refuses policies over about 10 KB).
 
 use std::collections::BTreeSet;
 
@@ -11,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, live, map_error};
 use crate::action::ActionKind;
-use crate::config::{MfaPolicyConfig, PolicyState};
+use crate::config::{MfaMode, MfaPolicyConfig, PolicyState};
 use crate::graph::{GraphRequest, GraphResponse};
 use crate::store::{ActionRow, NewEvent};
 
@@ -23,6 +25,10 @@ const POLICIES: &str = "/identity/conditionalAccess/policies";
 struct Kind {
     action: ActionKind,
     key: &'static str,
+    /// Where the id of the group we created is kept (group mode).
+    group_key: &'static str,
+    /// The `mailNickname` of that group.
+    nick: &'static str,
     name: &'static str,
 }
 
@@ -30,11 +36,15 @@ const KINDS: [Kind; 2] = [
     Kind {
         action: ActionKind::EnforceMfa,
         key: "ca_policy:enforce_mfa",
+        group_key: "ca_group:enforce_mfa",
+        nick: "entra-remediator-mfa",
         name: "entra-remediator: require MFA",
     },
     Kind {
         action: ActionKind::EnforcePhishingResistantMfa,
         key: "ca_policy:enforce_phishing_resistant_mfa",
+        group_key: "ca_group:enforce_phishing_resistant_mfa",
+        nick: "entra-remediator-phishing-resistant-mfa",
         name: "entra-remediator: require phishing-resistant MFA",
     },
 ];
@@ -253,6 +263,41 @@ async fn find_ours(
     }))
 }
 
+/// How many bytes of JSON a users-mode policy may take. Graph refuses a
+/// Conditional Access policy whose directory object exceeds about 10 KB (all
+/// conditions and the name together); its own accounting is not ours, so the
+/// budget stays well below that: about 200 listed users.
+pub const USERS_MODE_BUDGET: usize = 8 * 1024;
+
+/// Bytes one more user id adds to a JSON array: the id, two quotes, a comma.
+fn listed_cost(id: &str) -> usize {
+    id.len() + 3
+}
+
+/// Whether this kind runs in group mode: as configured, else group mode
+/// unless the store already holds a users-mode policy (an existing deployment).
+async fn group_mode_wanted(
+    ex: &Executor<'_>,
+    k: &Kind,
+    s: &MfaPolicyConfig,
+) -> Result<bool, Outcome> {
+    if let Some(m) = s.mode {
+        return Ok(m == MfaMode::Group);
+    }
+    if s.group_id.is_some() {
+        return Ok(true);
+    }
+    let state = |key: &'static str| async move {
+        ex.store
+            .tenant_state(&ex.tenant.name, key)
+            .await
+            .map_err(|e| Outcome::Failed(format!("history unavailable: {e}"), true))
+    };
+    let policy = state(k.key).await?;
+    let group = state(k.group_key).await?;
+    Ok(!(policy.is_some() && group.is_none()))
+}
+
 /// Decides and carries out every MFA action of this pass.
 pub(crate) async fn enforce(ex: &Executor<'_>, work: &mut [Work]) {
     for k in &KINDS {
@@ -269,9 +314,10 @@ pub(crate) async fn enforce(ex: &Executor<'_>, work: &mut [Work]) {
             continue;
         };
         let mut calls = Vec::new();
-        let result = match &s.group_id {
-            Some(gid) => group_mode(ex, k, &s, gid, work, &idx, &mut calls).await,
-            None => policy_mode(ex, k, &s, work, &idx, &mut calls).await,
+        let result = match group_mode_wanted(ex, k, &s).await {
+            Ok(true) => group_mode(ex, k, &s, work, &idx, &mut calls).await,
+            Ok(false) => policy_mode(ex, k, &s, work, &idx, &mut calls).await,
+            Err(o) => Err(o),
         };
         for &i in &idx {
             work[i].calls.extend(calls.iter().cloned());
@@ -282,18 +328,185 @@ pub(crate) async fn enforce(ex: &Executor<'_>, work: &mut [Work]) {
     }
 }
 
+/// Percent-encodes a `$filter` literal (quotes doubled, as OData wants).
+fn odata_literal(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.replace('\'', "''").bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn group_name(k: &Kind, s: &MfaPolicyConfig) -> String {
+    let policy = s.display_name.clone().unwrap_or_else(|| k.name.to_string());
+    format!("{policy} (members)")
+}
+
+/// The group the policy includes: configured, kept in the store, adopted when
+/// an interrupted run created it without recording it, or created now (its
+/// intent committed first, its id kept in the store like the policy's).
+async fn ensure_group(
+    ex: &Executor<'_>,
+    k: &Kind,
+    s: &MfaPolicyConfig,
+    calls: &mut Vec<Value>,
+) -> Result<String, Outcome> {
+    if let Some(g) = &s.group_id {
+        return Ok(g.clone());
+    }
+    let history =
+        |e: crate::store::StoreError| Outcome::Failed(format!("history unavailable: {e}"), true);
+    let stored = ex
+        .store
+        .tenant_state(&ex.tenant.name, k.group_key)
+        .await
+        .map_err(history)?;
+    if let Some(id) = &stored {
+        let r = call(
+            ex,
+            GraphRequest::get(format!("/groups/{id}?$select=id")),
+            calls,
+        )
+        .await
+        .map_err(|e| Outcome::Failed(e, true))?;
+        if r.ok() {
+            return Ok(id.clone());
+        }
+        if r.status != 404 {
+            return Err(map_error(&r, "read the MFA group"));
+        }
+    }
+    let name = group_name(k, s);
+    let r = call(
+        ex,
+        GraphRequest::get(format!(
+            "/groups?$filter=displayName%20eq%20%27{}%27&$select=id,displayName,securityEnabled,mailEnabled",
+            odata_literal(&name)
+        )),
+        calls,
+    )
+    .await
+    .map_err(|e| Outcome::Failed(e, true))?;
+    if !r.ok() {
+        return Err(map_error(&r, "look up the MFA group"));
+    }
+    let found = r.body["value"].as_array().and_then(|v| {
+        v.iter()
+            .find(|g| g["securityEnabled"] == json!(true) && g["mailEnabled"] != json!(true))
+            .and_then(|g| g["id"].as_str())
+            .map(str::to_string)
+    });
+    if let Some(id) = found {
+        ex.store
+            .set_tenant_state(
+                &ex.tenant.name,
+                k.group_key,
+                &id,
+                tenant_event(
+                    ex,
+                    "mfa_group_adopted",
+                    json!({"group_id": id, "previous_id": stored,
+                           "why": "a security group with this name is in the tenant but its id was not recorded (an interrupted run created it)"}),
+                ),
+            )
+            .await
+            .map_err(history)?;
+        return Ok(id);
+    }
+    let body = json!({
+        "displayName": name,
+        "description": "Members are required to use MFA by an entra-remediator Conditional Access policy. Managed by entra-remediator.",
+        "mailEnabled": false,
+        "mailNickname": k.nick,
+        "securityEnabled": true,
+    });
+    ex.store
+        .append(vec![tenant_event(
+            ex,
+            "graph_write_intent",
+            json!({"request": "POST /groups", "body": body, "replaces": stored}),
+        )])
+        .await
+        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+    let r = call(
+        ex,
+        GraphRequest::with_body(Method::POST, "/groups", body),
+        calls,
+    )
+    .await
+    .map_err(|e| Outcome::Failed(e, true))?;
+    if !r.ok() {
+        return Err(map_error(&r, "create the MFA group"));
+    }
+    let id = r.body["id"].as_str().unwrap_or("").to_string();
+    ex.store
+        .set_tenant_state(
+            &ex.tenant.name,
+            k.group_key,
+            &id,
+            tenant_event(
+                ex,
+                if stored.is_some() { "mfa_group_recreated" } else { "mfa_group_created" },
+                json!({"group_id": id, "previous_id": stored, "request_id": r.request_id(),
+                       "why": if stored.is_some() { "the stored group was deleted out of band" } else { "first user needing it (group mode)" }}),
+            ),
+        )
+        .await
+        .map_err(|e| Outcome::Failed(format!("group {id} created but its id could not be stored: {e}"), true))?;
+    Ok(id)
+}
+
 async fn group_mode(
     ex: &Executor<'_>,
     k: &Kind,
     s: &MfaPolicyConfig,
-    gid: &str,
     work: &mut [Work],
     idx: &[usize],
     calls: &mut Vec<Value>,
 ) -> Result<(), Outcome> {
+    let gid = ensure_group(ex, k, s, calls).await?;
+    let gid = gid.as_str();
     let exclude = excluded_users(ex, calls).await;
     let users = json!({"includeGroups": [gid], "excludeUsers": exclude, "excludeGroups": excluded_groups(ex)});
-    ensure_policy(ex, k, s, users, Vec::new(), calls).await?;
+    let (policy, _) = ensure_policy(ex, k, s, users, Vec::new(), calls).await?;
+    // A policy kept from users mode (or edited) must include the group too;
+    // its listed users stay included (users and groups are OR-ed).
+    let groups = array_of(&policy["conditions"]["users"]["includeGroups"]);
+    if !groups.iter().any(|g| g.eq_ignore_ascii_case(gid)) {
+        let id = policy["id"].as_str().unwrap_or("").to_string();
+        let mut users = policy["conditions"]["users"].clone();
+        let mut include: Vec<String> = groups.into_iter().collect();
+        include.push(gid.to_string());
+        users["includeGroups"] = json!(include);
+        // "None" would exclude the group's members from nothing, but it cannot
+        // stand beside a group.
+        if users["includeUsers"] == json!(["None"]) {
+            users["includeUsers"] = json!([]);
+        }
+        let body = json!({"conditions": {"users": users}});
+        ex.store
+            .append(vec![tenant_event(
+                ex,
+                "graph_write_intent",
+                json!({"request": format!("PATCH {POLICIES}/{id}"), "body": body, "why": "group mode: the policy must include the MFA group"}),
+            )])
+            .await
+            .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+        let r = call(
+            ex,
+            GraphRequest::with_body(Method::PATCH, format!("{POLICIES}/{id}"), body),
+            calls,
+        )
+        .await
+        .map_err(|e| Outcome::Failed(e, true))?;
+        if !r.ok() {
+            return Err(map_error(&r, "include the MFA group in the policy"));
+        }
+    }
     let Some(&first) = idx.first() else {
         return Ok(());
     };
@@ -319,7 +532,7 @@ async fn group_mode(
             )));
         } else {
             w.snapshot = Some(json!({"mode": "group", "group_id": gid}));
-            // Sent with the other writes, after the intent is committed.
+            // Sent with the other writes (batched), after the intent is committed.
             w.writes.push(GraphRequest::with_body(
                 Method::POST,
                 format!("/groups/{gid}/members/$ref"),
@@ -328,6 +541,13 @@ async fn group_mode(
         }
     }
     Ok(())
+}
+
+/// Why a user is not listed in a users-mode policy that is full.
+fn full_reason(policy: &str, upn: &str) -> Outcome {
+    Outcome::Refused(format!(
+        "{policy} is full: listing {upn} would take it past {USERS_MODE_BUDGET} bytes, below Graph's Conditional Access policy size limit (about 10 KB); nothing was sent for this user. Set mode = \"group\" in [tenant.graph.mfa] (the default for new tenants) to put any number of users under MFA"
+    ))
 }
 
 async fn policy_mode(
@@ -343,13 +563,31 @@ async fn policy_mode(
         .map(|&i| work[i].action.identity_id.clone())
         .collect();
     let exclude = excluded_users(ex, calls).await;
+    // A policy created now lists as many of the users as fit the budget.
+    let empty = new_policy(
+        k,
+        s,
+        json!({"includeUsers": [], "excludeUsers": exclude, "excludeGroups": excluded_groups(ex)}),
+    );
+    let mut size = serde_json::to_string(&empty)
+        .map(|t| t.len())
+        .unwrap_or(usize::MAX);
+    let mut first: BTreeSet<String> = BTreeSet::new();
+    for id in &wanted {
+        if size.saturating_add(listed_cost(id)) > USERS_MODE_BUDGET {
+            break;
+        }
+        size += listed_cost(id);
+        first.insert(id.clone());
+    }
     let create_users = json!({
-        "includeUsers": wanted.iter().collect::<Vec<_>>(),
+        "includeUsers": first.iter().collect::<Vec<_>>(),
         "excludeUsers": exclude,
         "excludeGroups": excluded_groups(ex),
     });
     let intents = idx
         .iter()
+        .filter(|&&i| first.contains(&work[i].action.identity_id))
         .map(|&i| {
             ex.event(
                 "graph_write_intent",
@@ -366,11 +604,16 @@ async fn policy_mode(
     if created {
         for &i in idx {
             let w = &mut work[i];
-            w.snapshot = Some(json!({"mode": "policy", "policy_id": id}));
-            w.decide(Outcome::Done(format!(
-                "{} is under the new policy {id}",
-                w.action.identity_upn
-            )));
+            if first.contains(&w.action.identity_id) {
+                w.snapshot = Some(json!({"mode": "policy", "policy_id": id}));
+                w.decide(Outcome::Done(format!(
+                    "{} is under the new policy {id}",
+                    w.action.identity_upn
+                )));
+            } else {
+                let o = full_reason(&format!("the new policy {id}"), &w.action.identity_upn);
+                w.decide(o);
+            }
         }
         return Ok(());
     }
@@ -391,12 +634,39 @@ async fn policy_mode(
     }
     let mut conditions = policy["conditions"].clone();
     let mut include = current.clone();
-    include.extend(to_add.iter().map(|&i| work[i].action.identity_id.clone()));
     let mut excl = array_of(&conditions["users"]["excludeUsers"]);
     excl.extend(exclude);
     // Protected users are never included, even if someone put them there.
     for e in &excl {
         include.remove(e);
+    }
+    // The policy as it would be stored: only users that keep it within budget
+    // are added; the others are refused, never sent in an oversized write.
+    let mut whole = policy.clone();
+    if let Some(o) = whole.as_object_mut() {
+        o.retain(|key, _| !key.starts_with("@odata."));
+    }
+    whole["conditions"]["users"]["includeUsers"] = json!(include);
+    whole["conditions"]["users"]["excludeUsers"] = json!(excl);
+    let mut size = serde_json::to_string(&whole)
+        .map(|t| t.len())
+        .unwrap_or(usize::MAX);
+    let mut adding = Vec::new();
+    for &i in &to_add {
+        let uid = work[i].action.identity_id.clone();
+        if size.saturating_add(listed_cost(&uid)) > USERS_MODE_BUDGET {
+            let o = full_reason(&format!("policy {id}"), &work[i].action.identity_upn);
+            work[i].decide(o);
+            continue;
+        }
+        if include.insert(uid.clone()) {
+            size += listed_cost(&uid);
+        }
+        adding.push(i);
+    }
+    let to_add = adding;
+    if to_add.is_empty() {
+        return Ok(());
     }
     conditions["users"]["includeUsers"] = json!(include);
     conditions["users"]["excludeUsers"] = json!(excl);

@@ -1,7 +1,7 @@
 //! Live state: reads Graph before deciding, so guardrails hold against the
 //! tenant as it is now, not only as the scan saw it, and re-runs write nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Timelike, Utc};
 use reqwest::Method;
@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, map_error};
 use crate::action::ActionKind;
-use crate::graph::GraphRequest;
+use crate::graph::{Answer, GraphRequest};
 use crate::scan::GLOBAL_ADMIN_TEMPLATE;
-use crate::store::Filter;
+use crate::store::{ActionRow, Filter};
 
 /// `$filter=field eq 'value'`, encoded for a `$batch` URL or a direct call.
 pub(crate) fn filter_eq(field: &str, value: &str) -> String {
@@ -321,6 +321,197 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
     }
 }
 
+/// A member list read ahead: the calls made, and the members (or the outcome
+/// of an action that needs a list that could not be read).
+type MemberList = (Vec<Value>, Result<HashSet<String>, Outcome>);
+
+/// Live reads made ahead for many actions at once: GETs through `$batch`, and
+/// one member list per group, so that deciding (or settling) a thousand actions
+/// takes a few batches instead of a thousand sequential requests.
+#[derive(Default)]
+pub(crate) struct Reads {
+    /// Answers by path, with the call record for history.
+    answers: HashMap<String, (Value, Answer)>,
+    /// Member lists by lower-cased group id: the calls made, and the members
+    /// (or the outcome of an action that needs an unreadable list).
+    members: HashMap<String, MemberList>,
+    /// Users whose Global Administrator assignment a removal of this pass takes
+    /// away: the live Global Administrator list read ahead still shows them.
+    ga_leaving: HashSet<String>,
+}
+
+impl Reads {
+    /// Reads these paths (deduplicated) through `$batch`.
+    pub(crate) async fn fetch(&mut self, ex: &Executor<'_>, paths: Vec<String>) {
+        let mut seen = HashSet::new();
+        let reqs: Vec<GraphRequest> = paths
+            .into_iter()
+            .filter(|p| !self.answers.contains_key(p) && seen.insert(p.clone()))
+            .map(GraphRequest::get)
+            .collect();
+        if reqs.is_empty() {
+            return;
+        }
+        let answers = ex.graph.batch(reqs.clone()).await;
+        for (req, ans) in reqs.into_iter().zip(answers) {
+            let rec = call_record(&req, &ans);
+            self.answers.insert(req.path, (rec, ans));
+        }
+    }
+
+    /// Reads these paths one by one (Conditional Access: paced, never batched
+    /// together), once each.
+    pub(crate) async fn fetch_each(&mut self, ex: &Executor<'_>, paths: Vec<String>) {
+        for p in paths {
+            if self.answers.contains_key(&p) {
+                continue;
+            }
+            let req = GraphRequest::get(p);
+            let ans = ex.graph.call(&req).await;
+            let rec = call_record(&req, &ans);
+            self.answers.insert(req.path, (rec, ans));
+        }
+    }
+
+    /// Reads the member list of each of these groups once (every page).
+    pub(crate) async fn fetch_members(
+        &mut self,
+        ex: &Executor<'_>,
+        template: &ActionRow,
+        gids: Vec<String>,
+    ) {
+        for gid in gids {
+            let key = gid.to_ascii_lowercase();
+            if self.members.contains_key(&key) {
+                continue;
+            }
+            let mut w = Work::new(template.clone());
+            let m = member_ids(ex, &mut w, &gid).await;
+            let m = m.ok_or_else(|| {
+                w.outcome
+                    .clone()
+                    .unwrap_or(Outcome::Failed("read group members".into(), true))
+            });
+            self.members.insert(key, (w.calls, m));
+        }
+    }
+
+    /// A GET answered ahead, with its call record.
+    pub(crate) fn answer(&self, path: &str) -> Option<&(Value, Answer)> {
+        self.answers.get(path)
+    }
+
+    /// A member list read ahead.
+    pub(crate) fn members(&self, gid: &str) -> Option<&MemberList> {
+        self.members.get(&gid.to_ascii_lowercase())
+    }
+}
+
+/// A GET answered from `reads` when it was read ahead, else sent now.
+async fn read(
+    ex: &Executor<'_>,
+    w: &mut Work,
+    reads: &Reads,
+    path: String,
+) -> Option<crate::graph::GraphResponse> {
+    if let Some((rec, ans)) = reads.answer(&path) {
+        w.calls.push(rec.clone());
+        return match ans {
+            Ok(r) => Some(r.clone()),
+            Err(e) => {
+                w.decide(Outcome::Failed(format!("GET {path}: {e}"), true));
+                None
+            }
+        };
+    }
+    get(ex, w, path).await
+}
+
+/// A group's members from `reads` when read ahead, else read now.
+pub(crate) async fn members_of(
+    ex: &Executor<'_>,
+    w: &mut Work,
+    reads: &Reads,
+    gid: &str,
+) -> Option<HashSet<String>> {
+    if let Some((calls, m)) = reads.members(gid) {
+        w.calls.extend(calls.iter().cloned());
+        return match m {
+            Ok(m) => Some(m.clone()),
+            Err(o) => {
+                w.decide(o.clone());
+                None
+            }
+        };
+    }
+    member_ids(ex, w, gid).await
+}
+
+fn assignment_path(aid: &str) -> String {
+    format!("/roleManagement/directory/roleAssignments/{aid}")
+}
+
+fn instances_path(uid: &str) -> String {
+    format!(
+        "/roleManagement/directory/roleAssignmentScheduleInstances?{}",
+        filter_eq("principalId", uid)
+    )
+}
+
+fn global_admins_path() -> String {
+    format!(
+        "/roleManagement/directory/roleAssignments?{}",
+        filter_eq("roleDefinitionId", GLOBAL_ADMIN_TEMPLATE)
+    )
+}
+
+fn group_path(gid: &str) -> String {
+    format!(
+        "/groups/{gid}?$select=id,displayName,groupTypes,mailEnabled,securityEnabled,onPremisesSyncEnabled"
+    )
+}
+
+/// Reads ahead, in batches, what the role and group removals of this pass need:
+/// every assignment, each user's PIM schedule instances, the Global
+/// Administrators once, every group once and each group's members once.
+pub(crate) async fn prefetch_removals(ex: &Executor<'_>, work: &[Work]) -> Reads {
+    let mut reads = Reads::default();
+    let mut paths = Vec::new();
+    let mut groups = Vec::new();
+    let mut template = None;
+    for w in work.iter().filter(|w| w.outcome.is_none()) {
+        match w.kind {
+            Some(ActionKind::RemoveRoleAssignment) => {
+                paths.extend(w.targets.iter().map(|t| assignment_path(t)));
+                paths.push(instances_path(&w.action.identity_id));
+                paths.push(global_admins_path());
+            }
+            Some(ActionKind::RemoveGroupMembership) => {
+                paths.extend(w.targets.iter().map(|g| group_path(g)));
+                groups.extend(w.targets.iter().cloned());
+                template.get_or_insert_with(|| w.action.clone());
+            }
+            _ => {}
+        }
+    }
+    reads.fetch(ex, paths).await;
+    // Member lists only of groups that exist and whose membership we may change.
+    groups.sort_by_key(|g| g.to_ascii_lowercase());
+    groups.dedup_by_key(|g| g.to_ascii_lowercase());
+    let readable: Vec<String> = groups
+        .into_iter()
+        .filter(|g| {
+            reads
+                .answer(&group_path(g))
+                .is_some_and(|(_, a)| a.as_ref().is_ok_and(|r| r.ok()))
+        })
+        .collect();
+    if let Some(t) = template {
+        reads.fetch_members(ex, &t, readable).await;
+    }
+    reads
+}
+
 async fn get(ex: &Executor<'_>, w: &mut Work, path: String) -> Option<crate::graph::GraphResponse> {
     let req = GraphRequest::get(path);
     let ans = ex.graph.call(&req).await;
@@ -334,20 +525,105 @@ async fn get(ex: &Executor<'_>, w: &mut Work, path: String) -> Option<crate::gra
     }
 }
 
+/// A removed role assignment as kept in the intent's snapshot, so that undo can
+/// restore the same kind: direct, or PIM (assigned or activated) with its expiry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RemovedAssignment {
+    /// The assignment's id.
+    pub id: String,
+    /// The user.
+    pub principal_id: String,
+    /// The role.
+    pub role_definition_id: String,
+    /// The scope.
+    pub directory_scope_id: String,
+    /// Managed by PIM (removed with an `adminRemove` schedule request).
+    #[serde(default)]
+    pub pim: bool,
+    /// PIM: `Assigned` (by an administrator) or `Activated` (from an eligibility).
+    #[serde(default)]
+    pub assignment_type: Option<String>,
+    /// PIM: when the schedule started.
+    #[serde(default)]
+    pub start_date_time: Option<String>,
+    /// PIM: when it ends; `None` for no expiration.
+    #[serde(default)]
+    pub end_date_time: Option<String>,
+}
+
+/// How a removed assignment is restored, or why it is not.
+fn restore_assignment(
+    a: &RemovedAssignment,
+    orig_id: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<GraphRequest, String> {
+    if !a.pim {
+        return Ok(GraphRequest::with_body(
+            Method::POST,
+            "/roleManagement/directory/roleAssignments",
+            json!({
+                "principalId": a.principal_id,
+                "roleDefinitionId": a.role_definition_id,
+                "directoryScopeId": a.directory_scope_id,
+            }),
+        ));
+    }
+    match a.assignment_type.as_deref() {
+        Some("Assigned") => {}
+        Some("Activated") => {
+            return Err(format!(
+                "role assignment {} was the user's own PIM activation of an eligible assignment: an activation cannot be made on the user's behalf, and the eligibility was not removed, so the user can activate it again",
+                a.id
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "role assignment {} was managed by PIM but its schedule was not recorded (removed by an earlier version): re-create it in PIM with the expiry it had",
+                a.id
+            ));
+        }
+    }
+    let expiration = match &a.end_date_time {
+        None => json!({"type": "noExpiration"}),
+        Some(end) => {
+            let at = chrono::DateTime::parse_from_rfc3339(end).map_err(|_| {
+                format!("role assignment {} has an unreadable expiry {end:?}", a.id)
+            })?;
+            if at <= now {
+                return Err(format!(
+                    "role assignment {} was a PIM assignment that expired at {end}: restoring it would grant more than was removed",
+                    a.id
+                ));
+            }
+            json!({"type": "afterDateTime", "endDateTime": end})
+        }
+    };
+    Ok(GraphRequest::with_body(
+        Method::POST,
+        "/roleManagement/directory/roleAssignmentScheduleRequests",
+        json!({
+            "action": "adminAssign",
+            "principalId": a.principal_id,
+            "roleDefinitionId": a.role_definition_id,
+            "directoryScopeId": a.directory_scope_id,
+            "justification": format!("entra-remediator: undo of action {orig_id}"),
+            "scheduleInfo": {
+                "startDateTime": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "expiration": expiration,
+            },
+        }),
+    ))
+}
+
 /// Role removal: the assignment must exist, be the user's own (not through a
 /// group), not be the last active Global Administrator; PIM-managed assignments
 /// are removed with an `adminRemove` schedule request.
-pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
+pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &mut Reads) {
     let uid = w.action.identity_id.clone();
     let mut snapshot = Vec::new();
     for aid in w.targets.clone() {
-        let Some(r) = get(
-            ex,
-            w,
-            format!("/roleManagement/directory/roleAssignments/{aid}"),
-        )
-        .await
-        else {
+        let Some(r) = read(ex, w, reads, assignment_path(&aid)).await else {
             return;
         };
         if r.status == 404 {
@@ -378,16 +654,7 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
             return;
         }
         if def.eq_ignore_ascii_case(GLOBAL_ADMIN_TEMPLATE) {
-            let Some(all) = get(
-                ex,
-                w,
-                format!(
-                    "/roleManagement/directory/roleAssignments?{}",
-                    filter_eq("roleDefinitionId", GLOBAL_ADMIN_TEMPLATE)
-                ),
-            )
-            .await
-            else {
+            let Some(all) = read(ex, w, reads, global_admins_path()).await else {
                 return;
             };
             if !all.ok() {
@@ -400,7 +667,8 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
                 .flatten()
                 .filter_map(|a| a["principalId"].as_str())
                 .filter(|p| !p.eq_ignore_ascii_case(&uid))
-                .map(str::to_string)
+                .map(str::to_ascii_lowercase)
+                .filter(|p| !reads.ga_leaving.contains(p))
                 .collect();
             if others.is_empty() {
                 w.decide(Outcome::Refused(format!(
@@ -409,30 +677,28 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
                 )));
                 return;
             }
+            reads.ga_leaving.insert(uid.to_ascii_lowercase());
         }
-        let Some(inst) = get(
-            ex,
-            w,
-            format!(
-                "/roleManagement/directory/roleAssignmentScheduleInstances?{}",
-                filter_eq("principalId", &uid)
-            ),
-        )
-        .await
-        else {
+        let Some(inst) = read(ex, w, reads, instances_path(&uid)).await else {
             return;
         };
-        let pim = inst.ok()
-            && inst.body["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|i| {
-                    i["roleAssignmentOriginId"].as_str() == Some(aid.as_str())
-                        || (i["roleDefinitionId"].as_str() == Some(def.as_str())
-                            && i["directoryScopeId"].as_str() == Some(scope.as_str())
-                            && i["assignmentType"].as_str() == Some("Assigned"))
-                });
+        let instance = inst
+            .ok()
+            .then(|| {
+                inst.body["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|i| {
+                        i["roleAssignmentOriginId"].as_str() == Some(aid.as_str())
+                            || (i["roleDefinitionId"].as_str() == Some(def.as_str())
+                                && i["directoryScopeId"].as_str() == Some(scope.as_str())
+                                && i["assignmentType"].as_str() == Some("Assigned"))
+                    })
+                    .cloned()
+            })
+            .flatten();
+        let pim = instance.is_some();
         if pim {
             w.writes.push(GraphRequest::with_body(
                 Method::POST,
@@ -451,10 +717,25 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work) {
                 format!("/roleManagement/directory/roleAssignments/{aid}"),
             ));
         }
-        snapshot.push(json!({
-            "id": aid, "principalId": uid, "roleDefinitionId": def,
-            "directoryScopeId": scope, "pim": pim,
-        }));
+        // What undo needs to restore the same kind of assignment: for a PIM one,
+        // how it came to be (assigned or activated) and its schedule.
+        let removed = RemovedAssignment {
+            id: aid.clone(),
+            principal_id: uid.clone(),
+            role_definition_id: def.clone(),
+            directory_scope_id: scope.clone(),
+            pim,
+            assignment_type: instance
+                .as_ref()
+                .and_then(|i| i["assignmentType"].as_str().map(str::to_string)),
+            start_date_time: instance
+                .as_ref()
+                .and_then(|i| i["startDateTime"].as_str().map(str::to_string)),
+            end_date_time: instance
+                .as_ref()
+                .and_then(|i| i["endDateTime"].as_str().map(str::to_string)),
+        };
+        snapshot.push(serde_json::to_value(&removed).unwrap_or(Value::Null));
     }
     if w.writes.is_empty() {
         w.decide(Outcome::AlreadyDone(
@@ -505,17 +786,11 @@ pub(crate) async fn member_ids(
 
 /// Group removal: refused for dynamic, mail-enabled, distribution and synced
 /// groups (checked live); a member already gone is already done.
-pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work) {
+pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work, reads: &Reads) {
     let uid = w.action.identity_id.clone();
     let mut removed = Vec::new();
     for gid in w.targets.clone() {
-        let Some(g) = get(
-            ex,
-            w,
-            format!("/groups/{gid}?$select=id,displayName,groupTypes,mailEnabled,securityEnabled,onPremisesSyncEnabled"),
-        )
-        .await
-        else {
+        let Some(g) = read(ex, w, reads, group_path(&gid)).await else {
             return;
         };
         if g.status == 404 {
@@ -546,7 +821,7 @@ pub(crate) async fn plan_group_removal(ex: &Executor<'_>, w: &mut Work) {
             )));
             return;
         }
-        let Some(members) = member_ids(ex, w, &gid).await else {
+        let Some(members) = members_of(ex, w, reads, &gid).await else {
             return;
         };
         if !members.contains(&uid.to_ascii_lowercase()) {
@@ -680,20 +955,26 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
             }
         }
         Some(ActionKind::RemoveRoleAssignment) => {
+            let now = chrono::Utc::now();
+            let mut refusals = Vec::new();
             for a in snapshot["assignments"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
             {
-                w.writes.push(GraphRequest::with_body(
-                    Method::POST,
-                    "/roleManagement/directory/roleAssignments",
-                    json!({
-                        "principalId": a["principalId"],
-                        "roleDefinitionId": a["roleDefinitionId"],
-                        "directoryScopeId": a["directoryScopeId"],
-                    }),
-                ));
+                let restored = serde_json::from_value::<RemovedAssignment>(a)
+                    .map_err(|e| format!("its snapshot is unreadable: {e}"))
+                    .and_then(|a| restore_assignment(&a, orig_id, now));
+                match restored {
+                    Ok(req) => w.writes.push(req),
+                    Err(why) => refusals.push(why),
+                }
+            }
+            // All or nothing: a partial restore would be a new state nobody chose.
+            if !refusals.is_empty() {
+                w.writes.clear();
+                w.decide(Outcome::Refused(refusals.join("; ")));
+                return;
             }
             if w.writes.is_empty() {
                 w.decide(Outcome::Refused(format!(

@@ -325,13 +325,19 @@ impl<'a> Executor<'a> {
     /// Reads live state and decides every action (writes or outcomes).
     async fn decide_all(&self, work: &mut [Work]) {
         live::check_users(self, work).await;
+        // Removals read live state ahead, in batches (one member list per group).
+        let mut reads = live::prefetch_removals(self, work).await;
         for w in work.iter_mut() {
             if w.outcome.is_some() {
                 continue;
             }
             match w.kind {
-                Some(ActionKind::RemoveRoleAssignment) => live::plan_role_removal(self, w).await,
-                Some(ActionKind::RemoveGroupMembership) => live::plan_group_removal(self, w).await,
+                Some(ActionKind::RemoveRoleAssignment) => {
+                    live::plan_role_removal(self, w, &mut reads).await
+                }
+                Some(ActionKind::RemoveGroupMembership) => {
+                    live::plan_group_removal(self, w, &reads).await
+                }
                 None if w.action.kind == "undo" => live::plan_undo(self, w).await,
                 None => w.decide(Outcome::Refused(format!(
                     "unknown action {:?}",

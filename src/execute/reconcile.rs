@@ -17,8 +17,14 @@ enum Verdict {
     Unknown(String),
 }
 
+/// Actions settled per committed chunk: a stop during settling keeps every
+/// chunk already committed, and each chunk's live state is read in batches.
+pub const SETTLE_CHUNK: usize = 100;
+
 impl Executor<'_> {
-    /// Settles this tenant's actions left `executing`.
+    /// Settles this tenant's actions left `executing`, chunk by chunk: live
+    /// state of a chunk is read ahead in batches (one member list per group, one
+    /// read per Conditional Access policy), and its verdicts committed together.
     pub async fn reconcile(&self) -> Result<ExecReport, ExecError> {
         let stuck = self
             .store
@@ -29,8 +35,17 @@ impl Executor<'_> {
             })
             .await?;
         let mut report = ExecReport::default();
-        let mut changes = Vec::new();
-        for a in stuck {
+        for chunk in stuck.chunks(SETTLE_CHUNK) {
+            let settled = self.reconcile_chunk(chunk).await?;
+            report.results.extend(settled.results);
+        }
+        Ok(report)
+    }
+
+    async fn reconcile_chunk(&self, chunk: &[ActionRow]) -> Result<ExecReport, ExecError> {
+        // Each action's intent snapshot, if it got that far.
+        let mut items = Vec::with_capacity(chunk.len());
+        for a in chunk {
             let events = self
                 .store
                 .events(&Filter {
@@ -38,21 +53,30 @@ impl Executor<'_> {
                     ..Filter::default()
                 })
                 .await?;
-            let intent = events.iter().rev().find(|e| e.kind == "graph_write_intent");
+            let snapshot = events
+                .iter()
+                .rev()
+                .find(|e| e.kind == "graph_write_intent")
+                .map(|e| {
+                    serde_json::from_str::<Value>(&e.detail)
+                        .map(|d| d["snapshot"].clone())
+                        .unwrap_or(Value::Null)
+                });
+            items.push((a, snapshot));
+        }
+        let reads = self.settle_reads(&items).await;
+        let mut report = ExecReport::default();
+        let mut changes = Vec::new();
+        for (a, snapshot) in items {
             let retry_state = if a.mode == "enforce" {
                 "ready"
             } else {
                 "approved"
             };
             let mut calls = Vec::new();
-            let verdict = match intent {
+            let verdict = match snapshot {
                 None => Verdict::NotApplied("stopped before any write was sent".into()),
-                Some(e) => {
-                    let snapshot = serde_json::from_str::<Value>(&e.detail)
-                        .map(|d| d["snapshot"].clone())
-                        .unwrap_or(Value::Null);
-                    self.verdict(&a, &snapshot, &mut calls).await
-                }
+                Some(snapshot) => self.verdict(a, &snapshot, &mut calls, &reads).await,
             };
             let (state, reason) = match verdict {
                 Verdict::Applied(s) => ("done", format!("reconciled after a restart: {s}")),
@@ -72,7 +96,7 @@ impl Executor<'_> {
             report
                 .results
                 .push((a.id, state.to_string(), reason.clone()));
-            let event = self.event("reconciled", &a, json!({"outcome": reason, "calls": calls}));
+            let event = self.event("reconciled", a, json!({"outcome": reason, "calls": calls}));
             changes.push(StateChange {
                 action_id: a.id,
                 state: state.into(),
@@ -80,17 +104,69 @@ impl Executor<'_> {
                 event,
             });
         }
+        // Committed per chunk: a stop after this keeps these verdicts.
         self.store.transition(changes).await?;
         Ok(report)
     }
 
-    async fn verdict(&self, a: &ActionRow, snapshot: &Value, calls: &mut Vec<Value>) -> Verdict {
+    /// Reads ahead the live state a chunk's verdicts need: user and role
+    /// assignment reads through `$batch`, each group's members once, each
+    /// Conditional Access policy once.
+    async fn settle_reads(&self, items: &[(&ActionRow, Option<Value>)]) -> live::Reads {
+        let mut reads = live::Reads::default();
+        let mut paths = Vec::new();
+        let mut policies = Vec::new();
+        let mut groups = Vec::new();
+        for (a, snapshot) in items {
+            let Some(snapshot) = snapshot else { continue };
+            let targets: Vec<String> = serde_json::from_str(&a.targets).unwrap_or_default();
+            match ActionKind::parse(&a.kind) {
+                Some(ActionKind::DisableUser) => paths.push(disabled_path(&a.identity_id)),
+                Some(ActionKind::RevokeSessions) => paths.push(sessions_path(&a.identity_id)),
+                Some(ActionKind::RemoveRoleAssignment) => {
+                    paths.extend(targets.iter().map(|t| assignment_path(t)))
+                }
+                Some(ActionKind::RemoveGroupMembership) => groups.extend(targets),
+                Some(ActionKind::EnforceMfa | ActionKind::EnforcePhishingResistantMfa) => {
+                    if snapshot["mode"] == "group" {
+                        if let Some(g) = snapshot["group_id"].as_str() {
+                            groups.push(g.to_string());
+                        }
+                    } else if let Some(id) = super::ca::policy_id(self, snapshot).await {
+                        policies.push(policy_path(&id));
+                    }
+                }
+                _ => {}
+            }
+        }
+        reads.fetch(self, paths).await;
+        policies.sort();
+        policies.dedup();
+        reads.fetch_each(self, policies).await;
+        if let Some((a, _)) = items.first() {
+            reads.fetch_members(self, a, groups).await;
+        }
+        reads
+    }
+
+    async fn verdict(
+        &self,
+        a: &ActionRow,
+        snapshot: &Value,
+        calls: &mut Vec<Value>,
+        reads: &live::Reads,
+    ) -> Verdict {
         let revoke_since = if a.kind == ActionKind::RevokeSessions.as_str() {
             Some(live::revoke_reference(self, a).await)
         } else {
             None
         };
+        // Answered from what was read ahead for the chunk, else read now.
         let mut get = async |path: String| {
+            if let Some((rec, ans)) = reads.answer(&path) {
+                calls.push(rec.clone());
+                return ans.clone().ok();
+            }
             let req = GraphRequest::get(path);
             let ans = self.graph.call(&req).await;
             calls.push(call_record(&req, &ans));
@@ -99,48 +175,40 @@ impl Executor<'_> {
         let uid = &a.identity_id;
         let targets: Vec<String> = serde_json::from_str(&a.targets).unwrap_or_default();
         match ActionKind::parse(&a.kind) {
-            Some(ActionKind::DisableUser) => {
-                match get(format!("/users/{uid}?$select=id,accountEnabled")).await {
-                    Some(r) if r.ok() && r.body["accountEnabled"] == json!(false) => {
-                        Verdict::Applied("the account is disabled".into())
-                    }
-                    Some(r) if r.ok() => Verdict::NotApplied("the account is still enabled".into()),
-                    _ => Verdict::Unknown("the account could not be read".into()),
+            Some(ActionKind::DisableUser) => match get(disabled_path(uid)).await {
+                Some(r) if r.ok() && r.body["accountEnabled"] == json!(false) => {
+                    Verdict::Applied("the account is disabled".into())
                 }
-            }
+                Some(r) if r.ok() => Verdict::NotApplied("the account is still enabled".into()),
+                _ => Verdict::Unknown("the account could not be read".into()),
+            },
             // A revoke resets signInSessionsValidFromDateTime to its time: at
             // or after the scan means it landed (or someone revoked since).
             Some(ActionKind::RevokeSessions) => match revoke_since {
-                Some(Ok(since)) => {
-                    match get(format!(
-                        "/users/{uid}?$select=id,signInSessionsValidFromDateTime"
-                    ))
-                    .await
-                    {
-                        Some(r) if r.ok() => match live::revoked_since(&r.body, since) {
-                            Some(at) => Verdict::Applied(format!(
-                                "sessions were revoked at {} (signInSessionsValidFromDateTime), not before the scan of {}",
-                                crate::store::ts(at),
-                                crate::store::ts(since)
-                            )),
-                            None => Verdict::NotApplied(format!(
-                                "signInSessionsValidFromDateTime is {}, before the scan of {}: the revoke did not land",
-                                r.body["signInSessionsValidFromDateTime"]
-                                    .as_str()
-                                    .unwrap_or("unset"),
-                                crate::store::ts(since)
-                            )),
-                        },
-                        _ => Verdict::Unknown("the user could not be read".into()),
-                    }
-                }
+                Some(Ok(since)) => match get(sessions_path(uid)).await {
+                    Some(r) if r.ok() => match live::revoked_since(&r.body, since) {
+                        Some(at) => Verdict::Applied(format!(
+                            "sessions were revoked at {} (signInSessionsValidFromDateTime), not before the scan of {}",
+                            crate::store::ts(at),
+                            crate::store::ts(since)
+                        )),
+                        None => Verdict::NotApplied(format!(
+                            "signInSessionsValidFromDateTime is {}, before the scan of {}: the revoke did not land",
+                            r.body["signInSessionsValidFromDateTime"]
+                                .as_str()
+                                .unwrap_or("unset"),
+                            crate::store::ts(since)
+                        )),
+                    },
+                    _ => Verdict::Unknown("the user could not be read".into()),
+                },
                 Some(Err(e)) => Verdict::Unknown(format!("the scan time is unknown: {e}")),
                 None => Verdict::Unknown("no scan time".into()),
             },
             Some(ActionKind::RemoveRoleAssignment) => {
                 let mut all_gone = true;
                 for t in &targets {
-                    match get(format!("/roleManagement/directory/roleAssignments/{t}")).await {
+                    match get(assignment_path(t)).await {
                         Some(r) if r.status == 404 => {}
                         Some(r) if r.ok() => all_gone = false,
                         _ => return Verdict::Unknown("a role assignment could not be read".into()),
@@ -156,7 +224,7 @@ impl Executor<'_> {
                 let mut w = Work::new(a.clone());
                 let mut still = false;
                 for g in &targets {
-                    match live::member_ids(self, &mut w, g).await {
+                    match live::members_of(self, &mut w, reads, g).await {
                         Some(m) => still |= m.contains(&uid.to_ascii_lowercase()),
                         None => return Verdict::Unknown("a group could not be read".into()),
                     }
@@ -172,7 +240,7 @@ impl Executor<'_> {
                 if snapshot["mode"] == "group" {
                     let gid = snapshot["group_id"].as_str().unwrap_or("").to_string();
                     let mut w = Work::new(a.clone());
-                    let m = live::member_ids(self, &mut w, &gid).await;
+                    let m = live::members_of(self, &mut w, reads, &gid).await;
                     calls.extend(w.calls);
                     return match m {
                         Some(m) if m.contains(&uid.to_ascii_lowercase()) => {
@@ -187,7 +255,7 @@ impl Executor<'_> {
                 let Some(id) = super::ca::policy_id(self, snapshot).await else {
                     return Verdict::NotApplied("the policy was never created".into());
                 };
-                match get(format!("/identity/conditionalAccess/policies/{id}")).await {
+                match get(policy_path(&id)).await {
                     Some(r) if r.ok() => {
                         let inc = r.body["conditions"]["users"]["includeUsers"]
                             .as_array()
@@ -207,4 +275,20 @@ impl Executor<'_> {
             ),
         }
     }
+}
+
+fn disabled_path(uid: &str) -> String {
+    format!("/users/{uid}?$select=id,accountEnabled")
+}
+
+fn sessions_path(uid: &str) -> String {
+    format!("/users/{uid}?$select=id,signInSessionsValidFromDateTime")
+}
+
+fn assignment_path(aid: &str) -> String {
+    format!("/roleManagement/directory/roleAssignments/{aid}")
+}
+
+fn policy_path(id: &str) -> String {
+    format!("/identity/conditionalAccess/policies/{id}")
 }

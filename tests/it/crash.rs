@@ -119,7 +119,13 @@ impl Env {
         ws.set_top("mode = \"enforce\"");
         ws.set_tables("[guardrails]\nmax_actions_percent = 100.0\nmax_actions_per_run = 5000\n");
         ws.write("secret", SECRET);
-        ws.set_graph(&graph_table(&fake.base_url(), CLIENT, "secret", ""));
+        // These runs check MFA through the policy's includeUsers (users mode).
+        ws.set_graph(&graph_table(
+            &fake.base_url(),
+            CLIENT,
+            "secret",
+            "[tenant.graph.mfa]\nmode = \"users\"\n",
+        ));
         let cfg = std::fs::read_to_string(ws.config_path()).unwrap().replace(
             "url = \"sqlite://history.db\"",
             "url = \"sqlite://store/history.db\"",

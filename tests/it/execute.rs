@@ -237,7 +237,7 @@ fn policies_with_user(fake: &FakeTenant, uid: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mfa_policy_is_created_appended_and_recreated_when_deleted() {
-    let e = env("").await;
+    let e = env("[tenant.graph.mfa]\nmode = \"users\"\n").await;
     for (n, upn) in [
         (1, "a@t.com"),
         (2, "b@t.com"),
@@ -359,7 +359,7 @@ async fn report_only_and_group_mode_policies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn phishing_resistant_mfa_uses_the_strength_and_only_for_live_global_admins() {
-    let e = env("").await;
+    let e = env("[tenant.graph.phishing_resistant_mfa]\nmode = \"users\"\n").await;
     e.fake.add_user(fake_user(1, "ga@t.com", false));
     e.fake.add_user(fake_user(2, "was-ga@t.com", false));
     e.fake.add_role_assignment(RoleAssignment {

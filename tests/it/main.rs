@@ -12,6 +12,7 @@ mod h1;
 mod h3;
 mod h4;
 mod h5;
+mod h2;
 mod history;
 mod hostile;
 mod notify;

@@ -183,6 +183,11 @@ pub(crate) fn dispatch(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
                 _ => method_not_allowed(),
             }
         }
+        [g] if is(g, "groups") => match m {
+            "GET" => list_groups(st, req),
+            "POST" => create_group(st, req),
+            _ => method_not_allowed(),
+        },
         [g, id] if is(g, "groups") => match m {
             "GET" => get_group(st, req, id),
             _ => method_not_allowed(),
@@ -606,6 +611,90 @@ fn get_group(st: &mut State, req: &Req, id: &str) -> Resp {
         json!(context_for("groups", &select, "/$entity")),
     );
     Resp::json(200, Value::Object(obj))
+}
+
+/// `GET /groups`, with an optional `$filter=displayName eq '...'` (or another
+/// string property) and `$select`.
+fn list_groups(st: &mut State, req: &Req) -> Resp {
+    let select = match parse_select(req, GROUP_PROPS, "microsoft.graph.group") {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let clauses = match req.param("$filter") {
+        None => Vec::new(),
+        Some(f) => match parse_filter(&f, GROUP_PROPS) {
+            Ok(c) => c,
+            Err(e) => return e,
+        },
+    };
+    let default = group_default();
+    let mut groups: Vec<&Group> = st.groups.values().collect();
+    groups.sort_by(|a, b| a.id.cmp(&b.id));
+    let value: Vec<Value> = groups
+        .into_iter()
+        .map(group_json)
+        .filter(|o| filter_matches(o, &clauses))
+        .map(|o| Value::Object(project(&o, select.as_deref().unwrap_or(&default))))
+        .collect();
+    Resp::json(
+        200,
+        json!({"@odata.context": context_for("groups", &select, ""), "value": value}),
+    )
+}
+
+/// `POST /groups`: Graph requires displayName, mailEnabled, mailNickname and
+/// securityEnabled; only security groups (or Microsoft 365 groups) are made.
+fn create_group(st: &mut State, req: &Req) -> Resp {
+    let body = match object_body(req) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    for k in ["displayName", "mailNickname"] {
+        if body
+            .get(k)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return bad_request(&format!(
+                "Invalid value specified for property '{k}' of resource 'Group'."
+            ));
+        }
+    }
+    for k in ["mailEnabled", "securityEnabled"] {
+        if !body.get(k).is_some_and(Value::is_boolean) {
+            return bad_request(&format!(
+                "Invalid value specified for property '{k}' of resource 'Group'."
+            ));
+        }
+    }
+    let mail_enabled = body["mailEnabled"] == json!(true);
+    let unified = body
+        .get("groupTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|t| t.iter().any(|x| x == "Unified"));
+    if mail_enabled && !unified {
+        return bad_request(
+            "Creating mail-enabled security groups or distribution groups is not supported through Microsoft Graph.",
+        );
+    }
+    let g = Group {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: body["displayName"].as_str().unwrap_or("").to_string(),
+        dynamic: false,
+        mail_enabled,
+        security_enabled: body["securityEnabled"] == json!(true),
+        on_premises_sync_enabled: false,
+        is_assignable_to_role: body.get("isAssignableToRole") == Some(&json!(true)),
+    };
+    let mut obj = group_json(&g);
+    obj.insert(
+        "@odata.context".into(),
+        json!(format!("{META}#groups/$entity")),
+    );
+    st.members.entry(g.id.clone()).or_default();
+    st.groups.insert(g.id.clone(), g);
+    st.created_groups += 1;
+    Resp::json(201, Value::Object(obj))
 }
 
 /// A directory object (user, group or unknown) for member listings.
@@ -1078,16 +1167,29 @@ fn delete_assignment(st: &mut State, id: &str) -> Resp {
 
 // ---------------------------------------------------------------- PIM
 
-fn instance_json(a: &RoleAssignment, started: i64) -> Map<String, Value> {
+fn instance_json(
+    a: &RoleAssignment,
+    started: i64,
+    sched: Option<&crate::PimSchedule>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(a.id));
     m.insert("principalId".into(), json!(a.principal_id));
     m.insert("roleDefinitionId".into(), json!(a.role_definition_id));
     m.insert("directoryScopeId".into(), json!(a.directory_scope_id));
     m.insert("appScopeId".into(), Value::Null);
-    m.insert("startDateTime".into(), json!(rfc3339(started)));
-    m.insert("endDateTime".into(), Value::Null);
-    m.insert("assignmentType".into(), json!("Assigned"));
+    match sched {
+        Some(s) => {
+            m.insert("startDateTime".into(), json!(s.start));
+            m.insert("endDateTime".into(), json!(s.end));
+            m.insert("assignmentType".into(), json!(s.assignment_type));
+        }
+        None => {
+            m.insert("startDateTime".into(), json!(rfc3339(started)));
+            m.insert("endDateTime".into(), Value::Null);
+            m.insert("assignmentType".into(), json!("Assigned"));
+        }
+    }
     m.insert("memberType".into(), json!("Direct"));
     m.insert("roleAssignmentOriginId".into(), json!(a.id));
     m.insert("roleAssignmentScheduleId".into(), json!(a.id));
@@ -1114,7 +1216,7 @@ fn list_instances(st: &mut State, req: &Req) -> Resp {
         .role_assignments
         .iter()
         .filter(|a| a.pim_managed)
-        .map(|a| instance_json(a, st.started))
+        .map(|a| instance_json(a, st.started, st.pim_schedules.get(&a.id)))
         .filter(|o| filter_matches(o, &clauses))
         .map(|o| match &select {
             Some(s) => Value::Object(project(&o, s)),
@@ -1128,6 +1230,47 @@ fn list_instances(st: &mut State, req: &Req) -> Resp {
             "value": value,
         }),
     )
+}
+
+/// The schedule an `adminAssign` asks for: `scheduleInfo.startDateTime` (now by
+/// default) and `expiration` (`noExpiration`, or `afterDateTime` with an
+/// `endDateTime` that must be in the future); `afterDuration` is not modelled.
+fn pim_schedule_of(info: Option<&Value>) -> Result<crate::PimSchedule, Resp> {
+    let now = now_rfc3339();
+    let info = info.cloned().unwrap_or(Value::Null);
+    let start = info["startDateTime"].as_str().unwrap_or(&now).to_string();
+    let exp = &info["expiration"];
+    let end = match exp["type"].as_str().unwrap_or("noExpiration") {
+        t if t.eq_ignore_ascii_case("noExpiration") => None,
+        t if t.eq_ignore_ascii_case("afterDateTime") => {
+            let Some(end) = exp["endDateTime"].as_str() else {
+                return Err(bad_request(
+                    "Invalid request: expiration.endDateTime is required for afterDateTime.",
+                ));
+            };
+            // RFC 3339 UTC strings of one shape compare as text.
+            if end.get(..19) <= now.get(..19) {
+                return Err(graph_error(
+                    400,
+                    "InvalidScheduleRequest",
+                    "The expiration endDateTime must be in the future.",
+                ));
+            }
+            Some(end.to_string())
+        }
+        other => {
+            return Err(graph_error(
+                501,
+                "NotImplemented",
+                &format!("The fake tenant does not implement expiration type '{other}'."),
+            ));
+        }
+    };
+    Ok(crate::PimSchedule {
+        start,
+        end,
+        assignment_type: "Assigned".into(),
+    })
 }
 
 const ACTIONS: &[&str] = &[
@@ -1184,6 +1327,7 @@ fn schedule_request(st: &mut State, req: &Req) -> Resp {
             let id = st.role_assignments[pos].id.clone();
             if !validation_only {
                 st.role_assignments.remove(pos);
+                st.pim_schedules.remove(&id);
             }
             ("Revoked", id)
         }
@@ -1195,8 +1339,13 @@ fn schedule_request(st: &mut State, req: &Req) -> Resp {
                     "The Role assignment already exists.",
                 );
             }
+            let sched = match pim_schedule_of(body.get("scheduleInfo")) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
             let id = new_assignment_id();
             if !validation_only {
+                st.pim_schedules.insert(id.clone(), sched);
                 st.role_assignments.push(RoleAssignment {
                     id: id.clone(),
                     principal_id: principal.clone(),
@@ -1270,6 +1419,30 @@ fn ca_schema_error(detail: &str) -> Resp {
     )
 }
 
+/// The size limit of a Conditional Access policy: the whole policy object in
+/// the directory may not exceed 10 KB, all conditions and the name together
+/// (reported by Microsoft support; Graph answers 400). The fake measures the
+/// policy's compact JSON without `@odata` annotations against 10,240 bytes.
+pub(crate) const CA_POLICY_MAX_BYTES: usize = 10 * 1024;
+
+/// Graph's 400 for a policy that would exceed the size limit, if it would.
+fn ca_too_large(p: &Map<String, Value>) -> Option<Resp> {
+    let mut p = p.clone();
+    p.retain(|k, _| !k.starts_with("@odata."));
+    let size = serde_json::to_string(&p)
+        .map(|t| t.len())
+        .unwrap_or(usize::MAX);
+    (size > CA_POLICY_MAX_BYTES).then(|| {
+        graph_error(
+            400,
+            "BadRequest",
+            &format!(
+                "The policy exceeds the maximum allowed size: {size} bytes, the limit is {CA_POLICY_MAX_BYTES}. Use groups instead of listing individual users."
+            ),
+        )
+    })
+}
+
 fn ca_not_found(id: &str) -> Resp {
     graph_error(
         404,
@@ -1314,6 +1487,10 @@ fn create_policy(st: &mut State, req: &Req) -> Resp {
     p.insert("modifiedDateTime".into(), Value::Null);
     p.entry("grantControls").or_insert(Value::Null);
     p.entry("sessionControls").or_insert(Value::Null);
+    if let Some(r) = ca_too_large(&p) {
+        st.ca_oversized += 1;
+        return r;
+    }
     st.ca_policies.push(Value::Object(p.clone()));
     p.insert(
         "@odata.context".into(),
@@ -1369,6 +1546,13 @@ fn patch_policy(st: &mut State, req: &Req, id: &str) -> Resp {
         !k.starts_with("@odata.")
             && !matches!(k.as_str(), "id" | "createdDateTime" | "modifiedDateTime")
     });
+    // All or nothing: a patch that would make the policy too large changes nothing.
+    let mut merged = st.ca_policies[pos].as_object().cloned().unwrap_or_default();
+    merge_patch(&mut merged, &patch);
+    if let Some(r) = ca_too_large(&merged) {
+        st.ca_oversized += 1;
+        return r;
+    }
     if let Some(target) = st.ca_policies[pos].as_object_mut() {
         merge_patch(target, &patch);
         target.insert("modifiedDateTime".into(), json!(now_rfc3339()));

@@ -15,6 +15,11 @@
 //!   `$batch` item, but neither the token endpoint nor the `$batch` envelope; a
 //!   non-empty pattern is matched against those too (e.g. `"oauth2"`,
 //!   `"$batch"`). `RateLimit` counts Graph requests and batch items only.
+//! - A Conditional Access policy whose compact JSON (without `@odata`
+//!   annotations) would exceed 10,240 bytes is refused with 400 `BadRequest`
+//!   and nothing changes: Microsoft documents a 10 KB limit for the whole
+//!   policy object. `POST /groups` creates security groups; `GET /groups`
+//!   takes `$filter` on string properties.
 //! - Conditional Access (`/identity/conditionalAccess/...`): more than one
 //!   request per rolling second per tenant gets 429 `TooManyRequests` without
 //!   `Retry-After`. Graph documents this limit for *any* request, so GETs count
@@ -95,6 +100,19 @@ pub struct RoleAssignment {
     pub directory_scope_id: String,
     /// Created through PIM: has a matching roleAssignmentScheduleInstance.
     pub pim_managed: bool,
+}
+
+/// The PIM schedule of an active role assignment: when it started, when it
+/// ends (`None`: no expiration), and how it came to be (`Assigned` by an
+/// administrator, or `Activated` from an eligible assignment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PimSchedule {
+    /// startDateTime (RFC 3339).
+    pub start: String,
+    /// endDateTime (RFC 3339), `None` for noExpiration.
+    pub end: Option<String>,
+    /// assignmentType: "Assigned" or "Activated".
+    pub assignment_type: String,
 }
 
 /// One request the fake received (a `$batch` envelope and each of its items are separate entries).
@@ -286,6 +304,26 @@ impl FakeTenant {
         st.role_assignments.push(a);
     }
 
+    /// Gives a role assignment a PIM schedule (and makes it PIM-managed): its
+    /// roleAssignmentScheduleInstance then carries these dates and type.
+    pub fn set_pim_schedule(&self, assignment_id: &str, s: PimSchedule) {
+        let mut st = self.st();
+        for a in st
+            .role_assignments
+            .iter_mut()
+            .filter(|a| a.id == assignment_id)
+        {
+            a.pim_managed = true;
+        }
+        st.pim_schedules.insert(assignment_id.to_string(), s);
+    }
+
+    /// The PIM schedule of an active role assignment, when it has one of its own
+    /// (set by `set_pim_schedule` or an `adminAssign` schedule request).
+    pub fn pim_schedule(&self, assignment_id: &str) -> Option<PimSchedule> {
+        self.st().pim_schedules.get(assignment_id).cloned()
+    }
+
     /// Active role assignments.
     pub fn role_assignments(&self) -> Vec<RoleAssignment> {
         self.st().role_assignments.clone()
@@ -294,6 +332,27 @@ impl FakeTenant {
     /// Conditional Access policies as Graph returns them in a list.
     pub fn ca_policies(&self) -> Vec<Value> {
         self.st().ca_policies.clone()
+    }
+
+    /// How many Conditional Access creates or updates were refused (400) for
+    /// exceeding the policy size limit of 10,240 bytes of JSON.
+    pub fn ca_oversized_refusals(&self) -> u32 {
+        self.st().ca_oversized
+    }
+
+    /// The size limit the fake enforces on a Conditional Access policy, in bytes.
+    pub const CA_POLICY_MAX_BYTES: usize = graph::CA_POLICY_MAX_BYTES;
+
+    /// How many groups were created through `POST /groups`.
+    pub fn created_groups(&self) -> u32 {
+        self.st().created_groups
+    }
+
+    /// Groups of the directory, as the test or `POST /groups` made them.
+    pub fn groups(&self) -> Vec<Group> {
+        let mut g: Vec<Group> = self.st().groups.values().cloned().collect();
+        g.sort_by(|a, b| a.id.cmp(&b.id));
+        g
     }
 
     /// Deletes a Conditional Access policy behind the client's back (not recorded).

@@ -1,7 +1,7 @@
 //! The tenant's state behind one `std::sync::Mutex` (never held across an await).
 
 use crate::util::{Req, Resp, graph_error, too_many_requests};
-use crate::{Fault, Group, RecordedRequest, RoleAssignment, User};
+use crate::{Fault, Group, PimSchedule, RecordedRequest, RoleAssignment, User};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -75,7 +75,13 @@ pub(crate) struct State {
     pub groups: HashMap<String, Group>,
     pub members: HashMap<String, Vec<String>>,
     pub role_assignments: Vec<RoleAssignment>,
+    /// PIM schedules of active assignments, by assignment id.
+    pub pim_schedules: HashMap<String, PimSchedule>,
     pub ca_policies: Vec<Value>,
+    /// Conditional Access writes refused for exceeding the size limit.
+    pub ca_oversized: u32,
+    /// Groups created through `POST /groups`.
+    pub created_groups: u32,
     pub ca_last: Option<Instant>,
     pub ca_throttle_reads: bool,
     pub revocations: HashMap<String, u32>,
@@ -100,7 +106,10 @@ impl State {
             groups: HashMap::new(),
             members: HashMap::new(),
             role_assignments: Vec::new(),
+            pim_schedules: HashMap::new(),
             ca_policies: Vec::new(),
+            ca_oversized: 0,
+            created_groups: 0,
             ca_last: None,
             ca_throttle_reads: true,
             revocations: HashMap::new(),

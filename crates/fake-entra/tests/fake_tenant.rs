@@ -960,3 +960,139 @@ async fn member_of_and_sign_in_sessions_valid_from() {
     );
     assert_eq!(t.sessions_valid_from("u1").as_deref(), Some(at));
 }
+
+#[tokio::test]
+async fn conditional_access_policies_over_the_size_limit_are_refused() {
+    let t = tenant().await;
+    t.set_ca_read_throttling(false);
+    let tok = token(&t).await;
+    // 300 listed users: about 11.7 KB of JSON, over the 10,240-byte limit.
+    let many: Vec<String> = (0..300)
+        .map(|n| format!("00000000-0000-0000-0000-{n:012x}"))
+        .collect();
+    let mut big = policy();
+    big["conditions"]["users"] = json!({"includeUsers": many});
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/identity/conditionalAccess/policies",
+        Some(big),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["code"], "BadRequest");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum allowed size")
+    );
+    assert!(t.ca_policies().is_empty());
+    assert_eq!(t.ca_oversized_refusals(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, _, created) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/identity/conditionalAccess/policies",
+        Some(policy()),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let id = created["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A patch that would make it too large changes nothing.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "PATCH",
+        &format!("/identity/conditionalAccess/policies/{id}"),
+        Some(json!({"conditions": {"users": {"includeUsers": many}}})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        t.ca_policies()[0]["conditions"]["users"]["includeUsers"],
+        json!(["All"])
+    );
+    assert_eq!(t.ca_oversized_refusals(), 2);
+}
+
+#[tokio::test]
+async fn security_groups_are_created_and_found_by_display_name() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let body = json!({"displayName": "MFA (members)", "mailEnabled": false, "mailNickname": "mfa", "securityEnabled": true});
+    let (s, _, g) = graph(&t, &tok, "POST", "/groups", Some(body)).await;
+    assert_eq!(s, 201);
+    assert_eq!(g["securityEnabled"], true);
+    assert_eq!(t.created_groups(), 1);
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/groups",
+        Some(json!({"displayName": "x", "mailEnabled": false, "securityEnabled": true})),
+    )
+    .await;
+    assert_eq!(s, 400, "mailNickname is required");
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/groups?$filter=displayName%20eq%20%27MFA%20%28members%29%27&$select=id,displayName",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"].as_array().unwrap().len(), 1);
+    assert_eq!(v["value"][0]["id"], g["id"]);
+}
+
+#[tokio::test]
+async fn pim_schedules_keep_their_expiry_and_refuse_one_in_the_past() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    let role = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+    let assign = |end: &str| {
+        json!({"action": "adminAssign", "principalId": "u1", "roleDefinitionId": role, "directoryScopeId": "/",
+               "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": {"type": "afterDateTime", "endDateTime": end}}})
+    };
+    let path = "/roleManagement/directory/roleAssignmentScheduleRequests";
+    let (s, _, v) = graph(&t, &tok, "POST", path, Some(assign("2020-01-01T00:00:00Z"))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("InvalidScheduleRequest"))
+    );
+    assert!(t.role_assignments().is_empty());
+    let (s, _, _) = graph(&t, &tok, "POST", path, Some(assign("2999-01-01T00:00:00Z"))).await;
+    assert_eq!(s, 201);
+    let a = t.role_assignments().pop().unwrap();
+    assert!(a.pim_managed);
+    let sched = t.pim_schedule(&a.id).unwrap();
+    assert_eq!(sched.end.as_deref(), Some("2999-01-01T00:00:00Z"));
+    assert_eq!(sched.assignment_type, "Assigned");
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleAssignmentScheduleInstances?$filter=principalId eq 'u1'",
+        None,
+    )
+    .await;
+    assert_eq!(v["value"][0]["endDateTime"], "2999-01-01T00:00:00Z");
+    assert_eq!(v["value"][0]["startDateTime"], "2026-01-01T00:00:00Z");
+    // adminRemove takes the schedule away with the assignment.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "POST",
+        path,
+        Some(json!({"action": "adminRemove", "principalId": "u1", "roleDefinitionId": role, "directoryScopeId": "/"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(t.pim_schedule(&a.id), None);
+}
