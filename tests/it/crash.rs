@@ -438,8 +438,9 @@ async fn check_final(e: &Env, what: &str) -> BTreeMap<String, usize> {
                 assert!(applied, "{what}: {kind} {uid} is {state}: {why}");
                 assert!(policy_users.iter().any(|u| u == uid), "{uid} not in policy");
             }
-            // Revocation leaves nothing to read: interrupted after its intent, it
-            // is failed, never sent again.
+            // An interrupted revoke is settled from signInSessionsValidFromDateTime:
+            // done when it landed, sent again when it did not; only when the user
+            // cannot be read is it failed, never sent again. Never revoked twice.
             "revoke_sessions" => {
                 let n = e.fake.revocations(uid);
                 if state == "done" {

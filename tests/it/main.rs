@@ -3,21 +3,21 @@
 
 mod api;
 mod approvals;
+mod audit_chain;
 mod common;
 mod config;
 mod crash;
 mod daemon;
 mod execute;
-mod h1;
-mod h3;
-mod h4;
-mod h5;
-mod h2;
 mod history;
 mod hostile;
+mod input_trust;
+mod live_safety;
+mod mfa_pim_settle;
 mod notify;
 mod plan;
 mod policy;
+mod reload_people_api;
 mod scan;
 mod secrets;
 mod store;
