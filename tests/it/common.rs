@@ -279,3 +279,57 @@ pub fn repo() -> PathBuf {
 pub fn cli_os_user() -> String {
     entra_remediator::approval::os_user()
 }
+
+/// The app registration the fake-tenant tests use.
+pub const CLIENT: &str = "00000000-0000-0000-0000-00000000c11e";
+/// Its client secret.
+pub const SECRET: &str = "test-secret-value-0123456789";
+
+/// A plain (assigned, cloud-only, security) group in the fake tenant.
+pub fn fake_group(n: u32, name: &str) -> fake_entra::Group {
+    fake_entra::Group {
+        id: guid(n),
+        display_name: name.into(),
+        dynamic: false,
+        mail_enabled: false,
+        security_enabled: true,
+        on_premises_sync_enabled: false,
+        is_assignable_to_role: false,
+    }
+}
+
+/// A fake tenant with our app registered and a workspace in enforce mode
+/// pointing at it: `tables` is TOML for `[guardrails]`, `[protected]` and so on,
+/// `graph_extra` more `[tenant.graph]` keys.
+pub async fn enforce_setup(tables: &str, graph_extra: &str) -> (fake_entra::FakeTenant, Workspace) {
+    let fake = fake_entra::FakeTenant::start(TENANT).await;
+    fake.register_app_secret(CLIENT, SECRET);
+    let mut ws = Workspace::new();
+    ws.set_top("mode = \"enforce\"");
+    ws.set_tables(tables);
+    ws.write("secret", SECRET);
+    ws.set_graph(&graph_table(
+        &fake.base_url(),
+        CLIENT,
+        "secret",
+        graph_extra,
+    ));
+    (fake, ws)
+}
+
+impl Workspace {
+    /// Runs the binary like `cli`, off the async runtime's worker threads.
+    pub async fn cli_async(&self, args: &[&str]) -> Output {
+        let dir = self.path().to_path_buf();
+        let cfg = self.config_path();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut full = vec!["--config".to_string(), cfg.to_str().unwrap().to_string()];
+            full.extend(args);
+            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+            run_bin(&dir, &refs)
+        })
+        .await
+        .unwrap()
+    }
+}

@@ -2,13 +2,11 @@
 //! checked against the live account, idempotent and settleable revokes, each
 //! batched request's own ids, and retryable failures retried by later runs.
 
-use fake_entra::{FakeTenant, Group, RoleAssignment, User};
+use fake_entra::{FakeTenant, RoleAssignment, User};
 use serde_json::{Value, json};
 
+use crate::common::fake_group as group;
 use crate::common::*;
-
-const CLIENT: &str = "00000000-0000-0000-0000-00000000c11e";
-const SECRET: &str = "test-secret-value-0123456789";
 
 struct Env {
     fake: FakeTenant,
@@ -25,50 +23,17 @@ fn user(n: u32, upn: &str) -> User {
     }
 }
 
-fn group(n: u32, name: &str) -> Group {
-    Group {
-        id: guid(n),
-        display_name: name.into(),
-        dynamic: false,
-        mail_enabled: false,
-        security_enabled: true,
-        on_premises_sync_enabled: false,
-        is_assignable_to_role: false,
-    }
-}
-
 /// Enforce mode against a fake tenant; `protected` and `graph_extra` are TOML.
 async fn env(protected: &str, graph_extra: &str) -> Env {
-    let fake = FakeTenant::start(TENANT).await;
-    fake.register_app_secret(CLIENT, SECRET);
-    let mut ws = Workspace::new();
-    ws.set_top("mode = \"enforce\"");
-    ws.set_tables(&format!(
+    let (fake, ws) = enforce_setup(&format!(
         "[guardrails]\nmax_actions_percent = 100.0\nmax_actions_per_run = 1000\n[protected]\n{protected}\n"
-    ));
-    ws.write("secret", SECRET);
-    ws.set_graph(&graph_table(
-        &fake.base_url(),
-        CLIENT,
-        "secret",
-        graph_extra,
-    ));
+    ), graph_extra).await;
     Env { fake, ws }
 }
 
 impl Env {
     async fn cli(&self, args: &[&str]) -> Output {
-        let dir = self.ws.path().to_path_buf();
-        let cfg = self.ws.config_path();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let mut full = vec!["--config".to_string(), cfg.to_str().unwrap().to_string()];
-            full.extend(args);
-            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-            run_bin(&dir, &refs)
-        })
-        .await
-        .unwrap()
+        self.ws.cli_async(args).await
     }
 
     /// A fresh scan of these identities, finding F1 over `affected`.

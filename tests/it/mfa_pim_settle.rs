@@ -3,13 +3,10 @@
 //! the same kind of assignment, and crash settling in committed chunks with
 //! batched live reads (removals batched too).
 
-use fake_entra::{FakeTenant, Group, PimSchedule, RecordedRequest, RoleAssignment, User};
+use fake_entra::{FakeTenant, PimSchedule, RecordedRequest, RoleAssignment, User};
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-const CLIENT: &str = "00000000-0000-0000-0000-00000000c11e";
-const SECRET: &str = "test-secret-value-0123456789";
 
 struct Env {
     fake: FakeTenant,
@@ -26,49 +23,14 @@ fn fake_user(n: u32) -> User {
     }
 }
 
-fn fake_group(n: u32, name: &str) -> Group {
-    Group {
-        id: guid(n),
-        display_name: name.into(),
-        dynamic: false,
-        mail_enabled: false,
-        security_enabled: true,
-        on_premises_sync_enabled: false,
-        is_assignable_to_role: false,
-    }
-}
-
 async fn env(graph_extra: &str) -> Env {
-    let fake = FakeTenant::start(TENANT).await;
-    fake.register_app_secret(CLIENT, SECRET);
-    let mut ws = Workspace::new();
-    ws.set_top("mode = \"enforce\"");
-    ws.set_tables(
-        "[guardrails]\nmax_actions_percent = 100.0\nmax_actions_per_run = 100000\ncircuit_breaker_factor = 100000.0\n[protected]\nupns = [\"bg@t.com\"]\n",
-    );
-    ws.write("secret", SECRET);
-    ws.set_graph(&graph_table(
-        &fake.base_url(),
-        CLIENT,
-        "secret",
-        graph_extra,
-    ));
+    let (fake, ws) = enforce_setup("[guardrails]\nmax_actions_percent = 100.0\nmax_actions_per_run = 100000\ncircuit_breaker_factor = 100000.0\n[protected]\nupns = [\"bg@t.com\"]\n", graph_extra).await;
     Env { fake, ws }
 }
 
 impl Env {
     async fn cli(&self, args: &[&str]) -> Output {
-        let dir = self.ws.path().to_path_buf();
-        let cfg = self.ws.config_path();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let mut full = vec!["--config".to_string(), cfg.to_str().unwrap().to_string()];
-            full.extend(args);
-            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-            run_bin(&dir, &refs)
-        })
-        .await
-        .unwrap()
+        self.ws.cli_async(args).await
     }
 
     /// A fresh scan of users `range`, one finding F1 over all of them.
