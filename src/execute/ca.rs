@@ -488,24 +488,20 @@ async fn group_mode(
             users["includeUsers"] = json!([]);
         }
         let body = json!({"conditions": {"users": users}});
-        ex.store
-            .append(vec![tenant_event(
-                ex,
-                "graph_write_intent",
-                json!({"request": format!("PATCH {POLICIES}/{id}"), "body": body, "why": "group mode: the policy must include the MFA group"}),
-            )])
-            .await
-            .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
-        let r = call(
+        let intent = tenant_event(
             ex,
-            GraphRequest::with_body(Method::PATCH, format!("{POLICIES}/{id}"), body),
+            "graph_write_intent",
+            json!({"request": format!("PATCH {POLICIES}/{id}"), "body": body, "why": "group mode: the policy must include the MFA group"}),
+        );
+        patch_policy(
+            ex,
+            &id,
+            body,
+            vec![intent],
             calls,
+            "include the MFA group in the policy",
         )
-        .await
-        .map_err(|e| Outcome::Failed(e, true))?;
-        if !r.ok() {
-            return Err(map_error(&r, "include the MFA group in the policy"));
-        }
+        .await?;
     }
     let Some(&first) = idx.first() else {
         return Ok(());
@@ -682,20 +678,15 @@ async fn policy_mode(
             )
         })
         .collect();
-    ex.store
-        .append(intents)
-        .await
-        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
-    let r = call(
+    patch_policy(
         ex,
-        GraphRequest::with_body(Method::PATCH, format!("{POLICIES}/{id}"), body),
+        &id,
+        body,
+        intents,
         calls,
+        "update Conditional Access policy",
     )
-    .await
-    .map_err(|e| Outcome::Failed(e, true))?;
-    if !r.ok() {
-        return Err(map_error(&r, "update Conditional Access policy"));
-    }
+    .await?;
     // Verify by reading it back.
     let back = call(ex, GraphRequest::get(format!("{POLICIES}/{id}")), calls)
         .await
@@ -720,6 +711,33 @@ async fn policy_mode(
         }
     }
     Ok(())
+}
+
+/// Commits the intents, then patches the policy: a write is never sent before
+/// its intent is in history.
+async fn patch_policy(
+    ex: &Executor<'_>,
+    id: &str,
+    body: Value,
+    intents: Vec<NewEvent>,
+    calls: &mut Vec<Value>,
+    what: &str,
+) -> Result<GraphResponse, Outcome> {
+    ex.store
+        .append(intents)
+        .await
+        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+    let r = call(
+        ex,
+        GraphRequest::with_body(Method::PATCH, format!("{POLICIES}/{id}"), body),
+        calls,
+    )
+    .await
+    .map_err(|e| Outcome::Failed(e, true))?;
+    if !r.ok() {
+        return Err(map_error(&r, what));
+    }
+    Ok(r)
 }
 
 /// The policy an action's snapshot refers to: its id, or the tenant's current

@@ -778,16 +778,30 @@ fn list_members(st: &mut State, req: &Req, ctx: &Ctx, gid: &str) -> Resp {
         },
     };
     let ids = st.members.get(gid).cloned().unwrap_or_default();
+    directory_page(st, req, ctx, &ids, &select, skip, top)
+}
+
+/// One page of directory objects with Graph's `@odata.nextLink` (a
+/// `$skiptoken`) when more follow.
+fn directory_page(
+    st: &State,
+    req: &Req,
+    ctx: &Ctx,
+    ids: &[String],
+    select: &Option<Vec<&'static str>>,
+    skip: usize,
+    top: usize,
+) -> Resp {
     let page: Vec<Value> = ids
         .iter()
         .skip(skip)
         .take(top)
-        .map(|id| Value::Object(directory_object(st, id, &select)))
+        .map(|id| Value::Object(directory_object(st, id, select)))
         .collect();
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
-        json!(context_for("directoryObjects", &select, "")),
+        json!(context_for("directoryObjects", select, "")),
     );
     if skip + top < ids.len() {
         let mut q = form_urlencoded::Serializer::new(String::new());
@@ -861,32 +875,7 @@ fn list_member_of(st: &mut State, req: &Req, ctx: &Ctx, id: &str, transitive: bo
             }
         }
     }
-    let page: Vec<Value> = found
-        .iter()
-        .skip(skip)
-        .take(top)
-        .map(|g| Value::Object(directory_object(st, g, &select)))
-        .collect();
-    let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(context_for("directoryObjects", &select, "")),
-    );
-    if skip + top < found.len() {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in req.params() {
-            if !k.eq_ignore_ascii_case("$skiptoken") {
-                q.append_pair(&k, &v);
-            }
-        }
-        q.append_pair("$skiptoken", &format!("fake-{}", skip + top));
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(format!("{}/v1.0{}?{}", ctx.base_url, req.path, q.finish())),
-        );
-    }
-    body.insert("value".into(), Value::Array(page));
-    Resp::json(200, Value::Object(body))
+    directory_page(st, req, ctx, &found, &select, skip, top)
 }
 
 fn get_member(st: &mut State, req: &Req, gid: &str, uid: &str) -> Resp {
