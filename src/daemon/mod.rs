@@ -577,6 +577,26 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let on = a.enabled && b.enabled;
     [
         ("store.url", old.store.url != new.store.url),
+        (
+            "store.history_key_file",
+            old.store.history_key_file != new.store.history_key_file,
+        ),
+        (
+            "store.history_key_credential",
+            old.store.history_key_credential != new.store.history_key_credential,
+        ),
+        (
+            "store.connect_timeout",
+            old.store.connect_timeout != new.store.connect_timeout,
+        ),
+        (
+            "store.checkpoint_every",
+            old.store.checkpoint_every != new.store.checkpoint_every,
+        ),
+        (
+            "store.checkpoint_file",
+            old.store.checkpoint_file != new.store.checkpoint_file,
+        ),
         ("api.enabled", a.enabled != b.enabled),
         ("api.listen", on && a.listen != b.listen),
         (
@@ -873,4 +893,41 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        Config::parse(
+            text,
+            std::path::Path::new("/etc/entra-remediator/config.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn store_settings_used_at_open_need_a_restart_and_others_do_not() {
+        let old = cfg("[store]\nurl = \"sqlite://a.db\"\n");
+        for (text, key) in [
+            ("[store]\nurl = \"sqlite://b.db\"\n", "store.url"),
+            (
+                "[store]\nurl = \"sqlite://a.db\"\nhistory_key_file = \"k\"\n",
+                "store.history_key_file",
+            ),
+            (
+                "[store]\nurl = \"sqlite://a.db\"\ncheckpoint_every = 10\n",
+                "store.checkpoint_every",
+            ),
+            (
+                "[store]\nurl = \"sqlite://a.db\"\nconnect_timeout = \"9s\"\n",
+                "store.connect_timeout",
+            ),
+        ] {
+            assert_eq!(needs_restart(&old, &cfg(text)), vec![key], "{text}");
+        }
+        let same = cfg("mode = \"approval\"\n[store]\nurl = \"sqlite://a.db\"\n");
+        assert!(needs_restart(&old, &same).is_empty());
+    }
 }
