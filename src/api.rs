@@ -404,15 +404,20 @@ async fn list_approvals(
 ) -> ApiResult<axum::Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let store = &s.api.store;
-    store.expire_due(Utc::now()).await?;
-    let rows = store
-        .actions(&Filter {
-            tenant: q.tenant.filter(|t| !t.is_empty()),
-            run: q.run.filter(|r| !r.is_empty()),
-            state: Some("pending".into()),
-            ..Filter::default()
-        })
-        .await?;
+    let filter = Filter {
+        tenant: q.tenant.filter(|t| !t.is_empty()),
+        run: q.run.filter(|r| !r.is_empty()),
+        state: Some("pending".into()),
+        ..Filter::default()
+    };
+    let mut rows = store.actions(&filter).await?;
+    // The daemon expires approvals on a timer; one overdue since its last tick
+    // is expired now (a write), so a read never lists it as pending.
+    let now = Utc::now();
+    if rows.iter().any(|a| overdue(a, now)) {
+        store.expire_due(now).await?;
+        rows = store.actions(&filter).await?;
+    }
     let actions: Vec<Value> = rows.iter().map(action_json).collect();
     Ok(axum::Json(json!({ "actions": actions })))
 }
@@ -423,11 +428,18 @@ async fn show_action(
 ) -> ApiResult<axum::Json<Value>> {
     let id = path_id(id)?;
     let store = &s.api.store;
-    store.expire_due(Utc::now()).await?;
-    let a = store
+    let mut a = store
         .action(id)
         .await?
         .ok_or(ApprovalError::UnknownId(id))?;
+    let now = Utc::now();
+    if overdue(&a, now) {
+        store.expire_due(now).await?;
+        a = store
+            .action(id)
+            .await?
+            .ok_or(ApprovalError::UnknownId(id))?;
+    }
     let approvals = store.approvals(id).await?;
     let events = store
         .events(&Filter {
@@ -448,6 +460,15 @@ struct DecideBody {
     by: Option<String>,
     #[serde(default)]
     comment: Option<String>,
+}
+
+/// A pending action whose approval window has passed but that is not marked
+/// expired yet (times are stored as sortable RFC 3339 text).
+fn overdue(a: &ActionRow, now: chrono::DateTime<Utc>) -> bool {
+    a.state == "pending"
+        && a.expires_at
+            .as_deref()
+            .is_some_and(|e| e <= crate::store::ts(now).as_str())
 }
 
 /// Asks the daemon to execute the tenants whose actions just became approved.

@@ -852,6 +852,13 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 }
             },
             _ = exec_tick.tick() => {
+                // Approvals expire on this timer, so that reads (the API, the
+                // CLI) need no write transaction to see them.
+                match shared.store.expire_due(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "pending approvals expired"),
+                    Err(e) => tracing::warn!(error = %e, "expiring overdue approvals failed"),
+                }
                 let cfg = read(config.as_ref());
                 for t in &cfg.tenants {
                     shared.tracker.spawn(shared.clone().execute_tenant(t.name.clone()));

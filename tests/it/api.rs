@@ -944,3 +944,54 @@ async fn serve_refuses_to_replace_a_file_that_is_not_a_socket() {
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overdue_approval_is_never_read_as_pending() {
+    let h = Harness::start().await;
+    let now = Utc::now();
+    let run = NewRun {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: "test".into(),
+        scan_source: "scans/s2.json".into(),
+        scan_sha256: "ef".repeat(32),
+        scanned_at: now,
+        rule_set_hash: "cd".repeat(32),
+        mode: "approve".into(),
+        downgrades: vec![],
+        identities: 2,
+        findings: 1,
+        started_at: now,
+        actor: "system".into(),
+        kind: "scan".into(),
+    };
+    let overdue = |n| NewAction {
+        expires_at: Some(now - Duration::seconds(1)),
+        ..action(n, "disable_user", &[])
+    };
+    let ids = h
+        .store
+        .record_run(&run, &[overdue(7), overdue(8)], &[])
+        .await
+        .unwrap();
+    // Listing expires what is overdue (the daemon's timer may not have run yet).
+    let (s, v) = h.get("/v1/approvals").await;
+    assert_eq!(s, 200);
+    let listed: Vec<i64> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        !listed.contains(&ids[0]) && !listed.contains(&ids[1]),
+        "{listed:?}"
+    );
+    assert!(listed.contains(&h.seeded.disable), "{listed:?}");
+    assert_eq!(h.state_of(ids[0]).await, "expired");
+    // So does showing one.
+    let h2 = Harness::start().await;
+    let ids = h2.store.record_run(&run, &[overdue(9)], &[]).await.unwrap();
+    let (s, v) = h2.get(&format!("/v1/actions/{}", ids[0])).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["state"], "expired", "{v}");
+}

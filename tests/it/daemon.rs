@@ -457,3 +457,35 @@ fn the_systemd_unit_is_rated_ok_by_systemd_analyze() {
         .unwrap();
     assert!(score <= 2.0, "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_approvals_expire_on_the_daemons_timer_without_any_read() {
+    let fake = FakeTenant::start(TENANT).await;
+    fake.add_user(user(1));
+    let mut ws = enforce_ws(&fake, "0 0 0 1 1 *").await;
+    ws.set_top("mode = \"approval\"\napproval_ttl = \"2s\"");
+    ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));
+    ws.add_scan(
+        "s.json",
+        &scan(
+            &now_rfc3339(),
+            vec![ident(1, "u1@t.com")],
+            vec![finding("F1", "high", &[1])],
+        ),
+    );
+    let out = ws.cli_async(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Only the daemon runs from here on; `history` is read-only and expires nothing.
+    let d = Daemon::start(&ws);
+    let events = wait_event(&ws, "the approval expired", |e| {
+        e["kind"] == "state_changed" && e["state"] == "expired"
+    })
+    .await;
+    let expired = events.iter().find(|e| e["state"] == "expired").unwrap();
+    assert_eq!(expired["actor"], "system");
+    assert_eq!(d.stop(), 0);
+    assert!(
+        fake.user(&guid(1)).unwrap().account_enabled,
+        "nothing executed"
+    );
+}
