@@ -739,10 +739,26 @@ pub async fn serve_with(
     limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    bind(listen).await?.serve(router, limits, shutdown).await;
+    Ok(())
+}
+
+/// A bound API listener: binding is separate from serving so that the daemon
+/// knows at once whether the address is usable, with no wait.
+pub enum Bound {
+    /// A TCP listener.
+    Tcp(tokio::net::TcpListener),
+    /// A Unix socket listener and its path (removed when serving stops).
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+/// Binds "HOST:PORT" or "unix:/path"; errors name the address.
+pub async fn bind(listen: &str) -> std::io::Result<Bound> {
     let annotate =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("API on {listen}: {e}"));
     if let Some(path) = listen.strip_prefix("unix:") {
-        return serve_unix(std::path::Path::new(path), router, limits, shutdown)
+        return bind_unix(std::path::Path::new(path))
             .await
             .map_err(annotate);
     }
@@ -750,8 +766,26 @@ pub async fn serve_with(
         .await
         .map_err(annotate)?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    serve_connections(listener, router, limits, shutdown).await;
-    Ok(())
+    Ok(Bound::Tcp(listener))
+}
+
+impl Bound {
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        router: Router,
+        limits: ServeLimits,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        match self {
+            Bound::Tcp(l) => serve_connections(l, router, limits, shutdown).await,
+            #[cfg(unix)]
+            Bound::Unix(l, path) => {
+                serve_connections(l, router, limits, shutdown).await;
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
 }
 
 /// The accept loop: one permit per connection, HTTP/1.1 with a header-read
@@ -813,12 +847,7 @@ async fn serve_connections<L: axum::serve::Listener>(
 }
 
 #[cfg(unix)]
-async fn serve_unix(
-    path: &std::path::Path,
-    router: Router,
-    limits: ServeLimits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+async fn bind_unix(path: &std::path::Path) -> std::io::Result<Bound> {
     use std::io::{Error, ErrorKind};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
@@ -852,18 +881,11 @@ async fn serve_unix(
     // Owner and group only; the bearer token is still required.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!(socket = %path.display(), "API listening");
-    serve_connections(listener, router, limits, shutdown).await;
-    let _ = std::fs::remove_file(path);
-    Ok(())
+    Ok(Bound::Unix(listener, path.to_path_buf()))
 }
 
 #[cfg(not(unix))]
-async fn serve_unix(
-    _path: &std::path::Path,
-    _router: Router,
-    _limits: ServeLimits,
-    _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+async fn bind_unix(_path: &std::path::Path) -> std::io::Result<Bound> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "unix sockets are not supported on this platform",

@@ -744,30 +744,16 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let stop = shared.stopping.clone();
         let listen = api_cfg.listen.clone();
         let limits = api::ServeLimits::from(&api_cfg);
-        // Bind now so that a bad address fails the start, not later.
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        // Bound before serving: a bad address fails the start at once, and
+        // READY is not held back by a wait.
+        let bound = api::bind(&listen)
+            .await
+            .map_err(|e| startup(format!("HTTP API on {}: {e}", api_cfg.listen)))?;
         let task = tokio::spawn(async move {
-            let r = api::serve_with(
-                &listen,
-                router,
-                limits,
-                async move { stop.cancelled().await },
-            )
-            .await;
-            if let Err(e) = &r {
-                tracing::error!(error = %e, "the HTTP API stopped");
-            }
-            let _ = bound_tx.send(r.map_err(|e| e.to_string()));
+            bound
+                .serve(router, limits, async move { stop.cancelled().await })
+                .await;
         });
-        // serve() returns only on error or shutdown: give it a moment to fail.
-        tokio::select! {
-            r = bound_rx => {
-                if let Ok(Err(e)) = r {
-                    return Err(startup(format!("HTTP API on {}: {e}", api_cfg.listen)));
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
         Some(task)
     } else {
         None

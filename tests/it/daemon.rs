@@ -489,3 +489,22 @@ async fn pending_approvals_expire_on_the_daemons_timer_without_any_read() {
         "nothing executed"
     );
 }
+
+#[test]
+fn an_api_address_that_cannot_be_bound_fails_the_start_and_says_which() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut ws = Workspace::new();
+    ws.set_tables(&format!(
+        "[api]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"api-token\"\n"
+    ));
+    ws.write("api-token", "a-token-of-sufficient-length-0123456789");
+    let out = ws.cli(&["daemon"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains(&format!("HTTP API on 127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
+}
