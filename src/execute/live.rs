@@ -927,6 +927,22 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
             ));
         }
         Some(ActionKind::DisableUser) => {
+            // Re-enabled meanwhile (by a person, or by another undo): nothing to write.
+            let Some(r) = get(ex, w, format!("/users/{uid}?$select=id,accountEnabled")).await
+            else {
+                return;
+            };
+            if !r.ok() {
+                w.decide(map_error(&r, "read user"));
+                return;
+            }
+            if r.body["accountEnabled"] == json!(true) {
+                w.decide(Outcome::AlreadyDone(format!(
+                    "{} is already enabled",
+                    orig.identity_upn
+                )));
+                return;
+            }
             w.snapshot = Some(json!({"undo_of": orig_id}));
             w.writes.push(GraphRequest::with_body(
                 Method::PATCH,

@@ -1121,3 +1121,26 @@ async fn membership_past_the_first_page_of_a_large_group_is_still_found() {
     assert_eq!(e.states()[0].1, "done");
     assert_eq!(e.fake.members(&guid(90)).len(), 1099);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_of_a_disable_writes_nothing_when_the_account_is_enabled_again() {
+    let e = env("").await;
+    e.fake.add_user(fake_user(1, "a@t.com", false));
+    e.ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"x\")"));
+    e.scan(vec![ident(1, "a@t.com")]);
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!e.fake.user(&guid(1)).unwrap().account_enabled);
+    let id = e.ws.actions()[0]["id"].as_i64().unwrap().to_string();
+    // Someone re-enables the account by hand before the undo runs.
+    e.fake.add_user(fake_user(1, "a@t.com", false));
+    e.fake.clear_requests();
+    let out = e.cli(&["undo", &id, "--by", "alice"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("already_done"), "{}", out.stderr);
+    assert!(
+        e.fake.requests().iter().all(|r| r.method != "PATCH"),
+        "no second write: {:?}",
+        e.fake.requests()
+    );
+}
