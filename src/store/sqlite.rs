@@ -38,13 +38,7 @@ impl SqliteStore {
         if !opts.create && !path.is_file() {
             return Err(StoreError::Missing(display_name(&opts.url)));
         }
-        if !opts.create && !is_sqlite_file(path) {
-            return Err(StoreError::Open {
-                store: display_name(&opts.url),
-                message: "it is not an SQLite database, so it holds no history (not an entra-remediator store); nothing was changed".into(),
-            });
-        }
-        let pool = Self::connect(path, opts.create).await?;
+        let pool = Self::connect(path, opts.create, &display_name(&opts.url)).await?;
         let marker = marker_of(
             sqlx::query_as("SELECT seq, detail FROM events WHERE kind = ? ORDER BY seq LIMIT 1")
                 .bind(KEYED_EVENT)
@@ -95,7 +89,7 @@ impl SqliteStore {
 
     /// Opens the pool (serialized with other openers) and applies migrations;
     /// without `create`, a file that holds no history is refused untouched.
-    async fn connect(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
+    async fn connect(path: &Path, create: bool, name: &str) -> Result<SqlitePool, StoreError> {
         if create
             && let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -134,6 +128,14 @@ impl SqliteStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?
             .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let opened = async {
+            // Checked under the lock: a store another process is creating right
+            // now is complete once the lock is ours.
+            if !create && !is_sqlite_file(path) {
+                return Err(StoreError::Open {
+                    store: name.to_string(),
+                    message: "it is not an SQLite database, so it holds no history (not an entra-remediator store); nothing was changed".into(),
+                });
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)

@@ -824,3 +824,58 @@ fn history_key_from_a_systemd_credential() {
     let (code, _, err) = cli(&["history"], false);
     assert_eq!(code, 0, "{err}");
 }
+
+/// A read-only command that meets a store another process is creating right now
+/// (the file exists, its header not yet written) waits for the creator's lock
+/// instead of calling it "not an SQLite database".
+#[test]
+fn a_read_only_command_waits_for_a_store_being_created() {
+    // A real store, made elsewhere, to appear once "creation" is over.
+    let made = Workspace::new();
+    made.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"x\")"));
+    made.add_scan(
+        "s.json",
+        &scan(
+            &now_rfc3339(),
+            vec![ident(1, "a@t.com")],
+            vec![finding("F1", "high", &[1])],
+        ),
+    );
+    let out = made.cli(&["run", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    let ws = Workspace::new();
+    let db = ws.db_path();
+    let lock = std::fs::File::create(db.with_extension("migrate.lock")).unwrap();
+    lock.lock().unwrap();
+    std::fs::write(&db, "").unwrap();
+    let cfg = ws.config_path();
+    let dir = ws.path().to_path_buf();
+    let reader = std::thread::spawn(move || {
+        run_bin(
+            &dir,
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "history",
+                "--format",
+                "json",
+            ],
+        )
+    });
+    // The creator finishes (the file gets its content) and lets go of the lock.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::copy(made.db_path(), &db).unwrap();
+    let wal = made.path().join("history.db-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, ws.path().join("history.db-wal")).unwrap();
+    }
+    lock.unlock().unwrap();
+    let out = reader.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.json_lines().iter().any(|e| e["kind"] == "run_recorded"),
+        "{}",
+        out.stdout
+    );
+}
