@@ -752,18 +752,29 @@ fn list_members(st: &mut State, req: &Req, ctx: &Ctx, gid: &str) -> Resp {
     if !st.groups.contains_key(gid) {
         return not_found(gid);
     }
+    let (skip, top) = match page_params(req) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let ids = st.members.get(gid).cloned().unwrap_or_default();
+    directory_page(st, req, ctx, &ids, &select, skip, top)
+}
+
+/// `$skiptoken` and `$top` of a directory listing, as Graph checks them:
+/// (skip, top), or the 400 Graph answers.
+fn page_params(req: &Req) -> Result<(usize, usize), Resp> {
     let top = match req.param("$top") {
         None => 100,
         Some(t) => match t.parse::<usize>() {
             Ok(n) if (1..=999).contains(&n) => n,
             _ => {
-                return graph_error(
+                return Err(graph_error(
                     400,
                     "Request_BadRequest",
                     &format!(
                         "Invalid page size specified: '{t}'. Must be between 1 and 999 inclusive."
                     ),
-                );
+                ));
             }
         },
     };
@@ -774,11 +785,10 @@ fn list_members(st: &mut State, req: &Req, ctx: &Ctx, gid: &str) -> Resp {
             .and_then(|n| n.parse::<usize>().ok())
         {
             Some(n) => n,
-            None => return bad_request("Invalid skip token."),
+            None => return Err(bad_request("Invalid skip token.")),
         },
     };
-    let ids = st.members.get(gid).cloned().unwrap_or_default();
-    directory_page(st, req, ctx, &ids, &select, skip, top)
+    Ok((skip, top))
 }
 
 /// One page of directory objects with Graph's `@odata.nextLink` (a
@@ -830,30 +840,9 @@ fn list_member_of(st: &mut State, req: &Req, ctx: &Ctx, id: &str, transitive: bo
     let Some(uid) = st.find_user(id).map(|e| e.user.id.clone()) else {
         return not_found(id);
     };
-    let top = match req.param("$top") {
-        None => 100,
-        Some(t) => match t.parse::<usize>() {
-            Ok(n) if (1..=999).contains(&n) => n,
-            _ => {
-                return graph_error(
-                    400,
-                    "Request_BadRequest",
-                    &format!(
-                        "Invalid page size specified: '{t}'. Must be between 1 and 999 inclusive."
-                    ),
-                );
-            }
-        },
-    };
-    let skip = match req.param("$skiptoken") {
-        None => 0,
-        Some(t) => match t
-            .strip_prefix("fake-")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => return bad_request("Invalid skip token."),
-        },
+    let (skip, top) = match page_params(req) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     // Groups containing the user, then (transitively) groups containing those.
     let mut found: Vec<String> = Vec::new();
