@@ -580,7 +580,7 @@ async fn approve_run(
     let mut ids = Vec::new();
     let mut skipped = Vec::new();
     for p in all.iter().filter(|a| a.state == "pending") {
-        let single = crate::action::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
+        let single = crate::domain::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
         if single {
             skipped.push(json!({
                 "id": p.id,

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::action::ActionKind;
 use crate::config::ApprovalConfig;
+use crate::domain::ActionKind;
 use crate::store::{ActionRow, ApprovalRow};
 
 /// Approve or reject.

@@ -970,7 +970,7 @@ async fn decide(
             let mut ids = Vec::new();
             for p in &pending {
                 let single =
-                    crate::action::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
+                    crate::domain::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
                 if decision == Decision::Approve && single {
                     eprintln!(
                         "skipped action {} ({} for {}): single-identity actions must be approved on their own",

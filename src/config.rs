@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::mode::Mode;
-use crate::plan::ActionKind;
+use crate::domain::ActionKind;
+use crate::domain::Mode;
 
 /// Longest line of a config error message; longer ones echo a hostile value.
 const MAX_ECHO: usize = 400;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
-use crate::action::ActionKind;
+use crate::domain::ActionKind;
 use crate::scan::Identity;
 
 /// Why the exceptions file could not be used.

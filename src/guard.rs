@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use crate::action::ActionKind;
 use crate::config::Protected;
+use crate::domain::ActionKind;
 use crate::scan::{AssignmentType, GLOBAL_ADMIN_TEMPLATE, Identity, Scan};
 
 /// Why a guardrail refused an action.

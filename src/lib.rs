@@ -9,18 +9,17 @@
 )]
 #![deny(missing_docs)]
 
-pub mod action;
 pub mod api;
 pub mod approval;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod domain;
 pub mod exceptions;
 pub mod execute;
 pub mod graph;
 pub mod guard;
 pub mod metrics;
-pub mod mode;
 pub mod notify;
 pub mod output;
 pub mod plan;

@@ -7,24 +7,14 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use crate::action::ActionKind;
 use crate::config::{Config, TenantConfig};
+pub use crate::domain::ActionKind;
+use crate::domain::Mode;
+pub use crate::domain::Reason;
 use crate::exceptions::Exceptions;
 use crate::guard::{self, LastAdmin};
-use crate::mode::Mode;
 use crate::policy::{Evaluation, RuleSet};
 use crate::scan::Scan;
-
-/// One reason an action was asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Reason {
-    /// The rule.
-    pub rule: String,
-    /// The finding.
-    pub finding: String,
-    /// The rule's words.
-    pub reason: String,
-}
 
 /// What the plan decided for an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

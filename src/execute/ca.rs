@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, live, map_error};
-use crate::action::ActionKind;
 use crate::config::{MfaMode, MfaPolicyConfig, PolicyState};
+use crate::domain::ActionKind;
 use crate::graph::{GraphRequest, GraphResponse};
 use crate::store::{ActionRow, NewEvent};
 

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, map_error};
-use crate::action::ActionKind;
+use crate::domain::ActionKind;
 use crate::graph::{Answer, GraphRequest};
 use crate::scan::GLOBAL_ADMIN_TEMPLATE;
 use crate::store::{ActionRow, Filter};

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::action::ActionKind;
 use crate::config::{Config, TenantConfig};
+use crate::domain::ActionKind;
 use crate::graph::{Answer, GraphClient, GraphError, GraphRequest, GraphResponse};
 use crate::store::{ActionRow, Filter, NewEvent, StateChange, Store, StoreError};
 
@@ -543,9 +543,9 @@ pub async fn request_undo(
     }
     let mode = tenant.mode.map_or(cfg.mode, |m| cfg.mode.strictest(m));
     let state = match mode {
-        crate::mode::Mode::DryRun => "planned",
-        crate::mode::Mode::Approval => "pending",
-        crate::mode::Mode::Enforce => "ready",
+        crate::domain::Mode::DryRun => "planned",
+        crate::domain::Mode::Approval => "pending",
+        crate::domain::Mode::Enforce => "ready",
     };
     let expires = now
         + chrono::Duration::from_std(cfg.approval_ttl.0)
@@ -571,7 +571,7 @@ pub async fn request_undo(
         identity_name: a.identity_name.clone(),
         kind: "undo".into(),
         targets: vec![id.to_string()],
-        reasons: vec![crate::plan::Reason {
+        reasons: vec![crate::domain::Reason {
             rule: "undo".into(),
             finding: String::new(),
             reason: match (origin.interface_column(), &origin.os_user) {

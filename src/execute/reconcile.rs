@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{ExecError, ExecReport, Executor, Work, call_record, live};
-use crate::action::ActionKind;
+use crate::domain::ActionKind;
 use crate::graph::GraphRequest;
 use crate::store::{ActionRow, Filter, StateChange};
 

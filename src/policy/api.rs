@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 
-use crate::action::ActionKind;
+use crate::domain::ActionKind;
 use crate::scan::{AssignmentType, Identity, Scan, Severity};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;

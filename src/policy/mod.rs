@@ -14,9 +14,9 @@ use std::time::Duration;
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
 use sha2::{Digest, Sha256};
 
-use crate::action::ActionKind;
 use crate::config::RuleLimits;
-use crate::mode::Mode;
+use crate::domain::ActionKind;
+use crate::domain::Mode;
 use crate::scan::Scan;
 
 use api::{FindingRef, IdentityRef, RuleAction};

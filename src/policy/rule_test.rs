@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{PolicyError, RuleSet};
-use crate::action::ActionKind;
+use crate::domain::ActionKind;
 use crate::scan::Scan;
 
 #[derive(Deserialize)]

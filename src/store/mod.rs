@@ -124,7 +124,7 @@ pub struct NewAction {
     /// Role assignment / group ids for removals.
     pub targets: Vec<String>,
     /// Every (rule, finding, reason) that asked for it.
-    pub reasons: Vec<crate::plan::Reason>,
+    pub reasons: Vec<crate::domain::Reason>,
     /// Effective mode.
     pub mode: String,
     /// Initial state: planned, pending, ready, refused or skipped.

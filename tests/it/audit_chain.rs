@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
-use entra_remediator::action::ActionKind;
 use entra_remediator::approval::{ApprovalPolicy, Decision};
-use entra_remediator::plan::Reason;
+use entra_remediator::domain::ActionKind;
+use entra_remediator::domain::Reason;
 use entra_remediator::store::{
     Checkpoint, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewRun, OpenOptions, Store,
     check_checkpoints, event_hash, open_with,

@@ -8,9 +8,9 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use entra_remediator::action::ActionKind;
 use entra_remediator::approval::{ApprovalError, ApprovalPolicy, Decision};
-use entra_remediator::plan::Reason;
+use entra_remediator::domain::ActionKind;
+use entra_remediator::domain::Reason;
 use entra_remediator::store::{
     DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent, NewRuleError, NewRun,
     StateChange, Store, StoreError, event_hash, open, ts,
