@@ -11,12 +11,13 @@ use crate::approval::{ApprovalPolicy, Decision};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, RuleLimits};
 use std::io::Write;
 
-use crate::output::{Format, action_json, printable, render, write_records};
+use crate::output::{Format, action_json, render, write_records};
 use crate::plan::Decision as PlanDecision;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
 use crate::store::{self, DecisionRequest, Filter, Store};
+use crate::text::printable;
 
 /// Policy-driven remediation for Microsoft Entra ID.
 ///

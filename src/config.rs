@@ -700,8 +700,7 @@ impl Config {
             error,
         })?;
         let text = String::from_utf8(bytes).map_err(|e| {
-            let (line, column) =
-                crate::output::place_of(e.as_bytes(), e.utf8_error().valid_up_to());
+            let (line, column) = crate::text::place_of(e.as_bytes(), e.utf8_error().valid_up_to());
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: format!("line {line}, column {column}: not UTF-8 text"),
@@ -720,7 +719,7 @@ impl Config {
                 .to_string()
                 .trim_end()
                 .lines()
-                .map(|l| crate::output::clip(&redact_quoted_secret(l), MAX_ECHO))
+                .map(|l| crate::text::clip(&redact_quoted_secret(l), MAX_ECHO))
                 .collect::<Vec<_>>()
                 .join("\n"),
         })?;
@@ -770,7 +769,7 @@ impl Config {
         ConfigError::Invalid {
             path: self.path.clone(),
             key: key.to_string(),
-            message: crate::output::clip(&message.into(), MAX_ECHO),
+            message: crate::text::clip(&message.into(), MAX_ECHO),
         }
     }
 
@@ -786,7 +785,7 @@ impl Config {
                 "store.url",
                 format!(
                     "must start with sqlite:// or postgres:// (it starts with {:?}; the rest is not shown, it may carry a password)",
-                    crate::output::clip(scheme, 40)
+                    crate::text::clip(scheme, 40)
                 ),
             ));
         }
@@ -898,7 +897,7 @@ impl Config {
                     format!("tenant name {:?} is used twice", t.name),
                 ));
             }
-            if !crate::scan::is_guid(&t.tenant_id) {
+            if !crate::text::is_guid(&t.tenant_id) {
                 return Err(self.invalid(
                     &format!("{key}.tenant_id"),
                     format!("{:?} is not a GUID", t.tenant_id),
@@ -983,7 +982,7 @@ pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
 impl GraphConfig {
     fn validate(&self, key: &str) -> Result<(), (String, String)> {
         let err = |k: &str, m: &str| Err((format!("{key}.{k}"), m.to_string()));
-        if !crate::scan::is_guid(&self.client_id) {
+        if !crate::text::is_guid(&self.client_id) {
             return err(
                 "client_id",
                 "must be the app registration's client id (a GUID)",
@@ -1047,7 +1046,7 @@ impl GraphConfig {
             ),
         ] {
             if let Some(g) = g
-                && !crate::scan::is_guid(g)
+                && !crate::text::is_guid(g)
             {
                 return err(k, "must be a group object id (GUID)");
             }

@@ -173,7 +173,7 @@ impl Exceptions {
                     .map(|e| {
                         e.rule
                             .as_ref()
-                            .map(|r| crate::output::place_of(text.as_bytes(), r.span().start))
+                            .map(|r| crate::text::place_of(text.as_bytes(), r.span().start))
                     })
                     .collect()
             })
@@ -204,8 +204,8 @@ impl Exceptions {
             };
             bad.push(format!(
                 "  {place}: exception[{i}] for {:?} names rule {:?}, which does not exist (rules: {})",
-                crate::output::clip(&e.identity, 200),
-                crate::output::clip(rule, 200),
+                crate::text::clip(&e.identity, 200),
+                crate::text::clip(rule, 200),
                 if known.is_empty() {
                     "none".to_string()
                 } else {

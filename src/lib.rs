@@ -27,3 +27,4 @@ pub mod policy;
 pub mod run;
 pub mod scan;
 pub mod store;
+pub mod text;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use entra_remediator::cli::{Cli, init_logging, run};
-use entra_remediator::output::printable;
+use entra_remediator::text::printable;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -89,7 +89,7 @@ fn excluded_groups(ex: &Executor<'_>) -> Vec<String> {
         .protected
         .groups
         .iter()
-        .filter(|g| crate::scan::is_guid(g))
+        .filter(|g| crate::text::is_guid(g))
         .cloned()
         .collect()
 }

@@ -182,7 +182,7 @@ impl RuleSet {
                 Ok(text) => sources.push((f, text)),
                 Err(e) => {
                     let (line, column) =
-                        crate::output::place_of(e.as_bytes(), e.utf8_error().valid_up_to());
+                        crate::text::place_of(e.as_bytes(), e.utf8_error().valid_up_to());
                     not_text.push(RuleFileError {
                         file: f,
                         line,
@@ -365,7 +365,7 @@ impl RuleSet {
                                 file: rule.file.clone(),
                                 line: place.0,
                                 column: place.1,
-                                message: crate::output::clip(&msg, MAX_ECHO),
+                                message: crate::text::clip(&msg, MAX_ECHO),
                             }
                             .to_string(),
                         )),
@@ -415,16 +415,9 @@ fn describe(e: &EvalAltResult, timeout: Duration, fallback: Place) -> (Place, St
         EvalAltResult::ErrorDataTooLarge(what, _) => format!(
             "{what} too large (limits: rules.max_string_size, max_array_size, max_map_size)"
         ),
-        _ => strip_pos(&inner.to_string()),
+        _ => crate::text::strip_rhai_position(&inner.to_string()),
     };
     (place.unwrap_or(fallback), message)
-}
-
-fn strip_pos(msg: &str) -> String {
-    match msg.rfind(" (line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
 }
 
 fn actions_of(value: Dynamic) -> Result<Vec<RuleAction>, String> {
@@ -470,7 +463,7 @@ fn pos_err(file: &Path, pos: Position, message: impl Into<String>) -> RuleFileEr
         file: file.to_path_buf(),
         line: pos.line().unwrap_or(0),
         column: pos.position().unwrap_or(0),
-        message: crate::output::clip(&message.into(), MAX_ECHO),
+        message: crate::text::clip(&message.into(), MAX_ECHO),
     }
 }
 
@@ -489,9 +482,13 @@ fn compile_rule(
     text: &str,
     timeout: Duration,
 ) -> Result<Rule, Vec<RuleFileError>> {
-    let ast = engine
-        .compile(text)
-        .map_err(|e| vec![pos_err(file, e.1, strip_pos(&e.0.to_string()))])?;
+    let ast = engine.compile(text).map_err(|e| {
+        vec![pos_err(
+            file,
+            e.1,
+            crate::text::strip_rhai_position(&e.0.to_string()),
+        )]
+    })?;
     let mut errors = Vec::new();
     if let Some(stmt) = ast.statements().first() {
         errors.push(pos_err(

@@ -7,6 +7,7 @@
 
 mod source;
 
+use crate::text::is_guid;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -135,16 +136,6 @@ impl<'de> Deserialize<'de> for Guid {
             Err(serde::de::Error::custom(format!("{s:?} is not a GUID")))
         }
     }
-}
-
-/// True for the 8-4-4-4-12 hexadecimal GUID form.
-pub fn is_guid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -404,7 +395,7 @@ impl Scan {
                     line: inner.line(),
                     column: inner.column(),
                     json_path: path,
-                    message: clip(&strip_position(&inner.to_string())),
+                    message: clip(&crate::text::strip_serde_position(&inner.to_string())),
                 });
             }
         };
@@ -413,7 +404,7 @@ impl Scan {
             line: e.line(),
             column: e.column(),
             json_path: ".".into(),
-            message: clip(&strip_position(&e.to_string())),
+            message: clip(&crate::text::strip_serde_position(&e.to_string())),
         })?;
         scan.check_references(source_name)?;
         Ok(scan)
@@ -464,15 +455,7 @@ const MAX_ECHO: usize = 400;
 
 /// Shortens a message that quotes a huge value (see [`MAX_ECHO`]).
 pub(crate) fn clip(msg: &str) -> String {
-    crate::output::clip(msg, MAX_ECHO)
-}
-
-/// serde_json appends " at line L column C"; we report the position separately.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
+    crate::text::clip(msg, MAX_ECHO)
 }
 
 /// Hex SHA-256 of a scan's bytes: its identity for "already processed".

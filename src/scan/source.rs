@@ -189,7 +189,7 @@ fn pick_in_dir(
                 json_path: ".".into(),
                 message: format!(
                     "{} (a malformed file in the scan directory blocks choosing the newest scan)",
-                    super::clip(&super::strip_position(&e.to_string()))
+                    super::clip(&crate::text::strip_serde_position(&e.to_string()))
                 ),
             })?;
         let at = header
