@@ -1010,7 +1010,7 @@ async fn run(s: Settings) -> bool {
     let finals = st.actions(&Filter::default()).await.unwrap();
     let mut final_states: BTreeMap<String, usize> = BTreeMap::new();
     for a in &finals {
-        *final_states.entry(a.state.clone()).or_default() += 1;
+        *final_states.entry(a.state.to_string()).or_default() += 1;
     }
     let done = final_states.get("done").copied().unwrap_or(0);
     c.check(

@@ -28,9 +28,10 @@ use tokio::sync::mpsc;
 
 use crate::approval::{ApprovalError, ApprovalPolicy, Decision};
 use crate::config::{ApiConfig, Config};
+use crate::domain::{Action, ActionState};
 use crate::metrics::Metrics;
 use crate::output::action_json;
-use crate::store::{ActionRow, DecisionRequest, Filter, Store, StoreError};
+use crate::store::{DecisionRequest, Filter, Store, StoreError};
 
 /// What the daemon asks of its scheduler on behalf of an API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,7 +408,7 @@ async fn list_approvals(
     let filter = Filter {
         tenant: q.tenant.filter(|t| !t.is_empty()),
         run: q.run.filter(|r| !r.is_empty()),
-        state: Some("pending".into()),
+        state: Some(ActionState::Pending.to_string()),
         ..Filter::default()
     };
     let mut rows = store.actions(&filter).await?;
@@ -464,19 +465,16 @@ struct DecideBody {
 
 /// A pending action whose approval window has passed but that is not marked
 /// expired yet (times are stored as sortable RFC 3339 text).
-fn overdue(a: &ActionRow, now: chrono::DateTime<Utc>) -> bool {
-    a.state == "pending"
-        && a.expires_at
-            .as_deref()
-            .is_some_and(|e| e <= crate::store::ts(now).as_str())
+fn overdue(a: &Action, now: chrono::DateTime<Utc>) -> bool {
+    a.state == ActionState::Pending && a.is_overdue(now)
 }
 
 /// Asks the daemon to execute the tenants whose actions just became approved.
 /// A full queue is fine: the periodic executor picks them up anyway.
-fn request_execution(s: &ApiState, rows: &[ActionRow]) {
+fn request_execution(s: &ApiState, rows: &[Action]) {
     let tenants: BTreeSet<&str> = rows
         .iter()
-        .filter(|r| r.state == "approved")
+        .filter(|r| r.state == ActionState::Approved)
         .map(|r| r.tenant.as_str())
         .collect();
     for tenant in tenants {
@@ -579,9 +577,8 @@ async fn approve_run(
     }
     let mut ids = Vec::new();
     let mut skipped = Vec::new();
-    for p in all.iter().filter(|a| a.state == "pending") {
-        let single = crate::domain::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
-        if single {
+    for p in all.iter().filter(|a| a.state == ActionState::Pending) {
+        if p.kind.is_single_identity() {
             skipped.push(json!({
                 "id": p.id,
                 "action": p.kind,

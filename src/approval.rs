@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::ApprovalConfig;
 use crate::domain::ActionKind;
-use crate::store::{ActionRow, ApprovalRow};
+use crate::domain::{Action, ActionState};
+use crate::store::ApprovalRow;
 
 /// Approve or reject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +130,7 @@ pub enum ApprovalError {
         /// The action.
         id: i64,
         /// Its state.
-        state: String,
+        state: ActionState,
     },
     /// Approver name missing.
     #[error("--by must name who approves")]
@@ -176,7 +177,7 @@ pub enum ApprovalError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     /// The new state, or `None` when it stays pending for a second approver.
-    pub new_state: Option<&'static str>,
+    pub new_state: Option<ActionState>,
 }
 
 /// Checks that `by` may decide at all.
@@ -194,7 +195,7 @@ pub fn check_approver(policy: &ApprovalPolicy, by: &str) -> Result<(), ApprovalE
 /// `several` is true when the request names more than one action.
 #[allow(clippy::too_many_arguments)] // plain data in, one decision out
 pub fn transition(
-    action: &ActionRow,
+    action: &Action,
     prior: &[ApprovalRow],
     decision: Decision,
     by: &str,
@@ -203,30 +204,28 @@ pub fn transition(
     policy: &ApprovalPolicy,
     now: DateTime<Utc>,
 ) -> Result<Transition, ApprovalError> {
-    if action.state != "pending" {
+    if action.state != ActionState::Pending {
         return Err(ApprovalError::NotPending {
             id: action.id,
-            state: action.state.clone(),
+            state: action.state,
         });
     }
-    if let Some(exp) = &action.expires_at
-        && DateTime::parse_from_rfc3339(exp).is_ok_and(|e| e <= now)
-    {
+    if action.is_overdue(now) {
         return Err(ApprovalError::NotPending {
             id: action.id,
-            state: "expired".into(),
+            state: ActionState::Expired,
         });
     }
-    let kind = ActionKind::parse(&action.kind);
+    let kind = action.remedy();
     if decision == Decision::Approve && several && kind.is_some_and(|k| !k.is_bulk()) {
         return Err(ApprovalError::NotBulk {
             id: action.id,
-            kind: action.kind.clone(),
+            kind: action.kind.to_string(),
         });
     }
     if decision == Decision::Reject {
         return Ok(Transition {
-            new_state: Some("rejected"),
+            new_state: Some(ActionState::Rejected),
         });
     }
     let approvers: std::collections::BTreeSet<&str> = prior
@@ -258,6 +257,6 @@ pub fn transition(
         1
     };
     Ok(Transition {
-        new_state: (approvers.len() + 1 >= needed).then_some("approved"),
+        new_state: (approvers.len() + 1 >= needed).then_some(ActionState::Approved),
     })
 }

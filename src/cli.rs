@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::approval::{ApprovalPolicy, Decision};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, RuleLimits};
+use crate::domain::ActionState;
 use std::io::Write;
 
 use crate::output::{Format, action_json, render, write_records};
@@ -428,7 +429,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             )
             .await?;
             println!("undo of action {id} recorded as action {undo_id}: {state}");
-            if state == "ready" {
+            if state == ActionState::Ready {
                 let a = store
                     .action(undo_id)
                     .await?
@@ -437,7 +438,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 let ex = crate::execute::Executor::new(&cfg, tenant, store.as_ref(), &by)?;
                 let report = ex.execute(&[undo_id]).await?;
                 print_exec(&a.tenant, &report);
-                return Ok(if report.count("failed") > 0 { 1 } else { 0 });
+                return Ok(if report.count(ActionState::Failed) > 0 {
+                    1
+                } else {
+                    0
+                });
             }
             Ok(0)
         }
@@ -573,11 +578,15 @@ async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &st
         .filter(|t| only.is_none_or(|o| o == t.name))
     {
         let mut waiting = 0;
-        for state in ["ready", "approved", "executing"] {
+        for state in [
+            ActionState::Ready,
+            ActionState::Approved,
+            ActionState::Executing,
+        ] {
             waiting += store
                 .actions(&Filter {
                     tenant: Some(t.name.clone()),
-                    state: Some(state.into()),
+                    state: Some(state.to_string()),
                     ..Filter::default()
                 })
                 .await?
@@ -608,25 +617,25 @@ async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &st
         }
         let report = ex.run_pending().await?;
         print_exec(&t.name, &report);
-        if report.count("failed") > 0 || report.to_retry() > 0 {
+        if report.count(ActionState::Failed) > 0 || report.to_retry() > 0 {
             code = 1;
         }
     }
     Ok(code)
 }
 
-fn print_exec(tenant: &str, report: &crate::execute::ExecReport) {
-    for (id, state, why) in &report.results {
-        eprintln!("  action {id}: {state}: {}", printable(why));
+fn print_exec(tenant: &str, report: &crate::domain::ExecReport) {
+    for r in &report.results {
+        eprintln!("  action {}: {}: {}", r.id, r.state, printable(&r.reason));
     }
     if !report.results.is_empty() {
         eprintln!(
             "tenant {tenant}: executed {} action(s): {} done, {} already done, {} refused, {} failed, {} to retry",
             report.results.len(),
-            report.count("done"),
-            report.count("already_done"),
-            report.count("refused"),
-            report.count("failed"),
+            report.count(ActionState::Done),
+            report.count(ActionState::AlreadyDone),
+            report.count(ActionState::Refused),
+            report.count(ActionState::Failed),
             report.to_retry()
         );
     }
@@ -881,7 +890,7 @@ async fn approvals(cfg: &Config, store: &dyn Store, cmd: ApprovalsCmd) -> Result
                 .actions(&Filter {
                     tenant,
                     run,
-                    state: (!all).then(|| "pending".to_string()),
+                    state: (!all).then(|| ActionState::Pending.to_string()),
                     ..Filter::default()
                 })
                 .await?;
@@ -964,14 +973,13 @@ async fn decide(
             let pending = store
                 .actions(&Filter {
                     run: Some(run.clone()),
-                    state: Some("pending".into()),
+                    state: Some(ActionState::Pending.to_string()),
                     ..Filter::default()
                 })
                 .await?;
             let mut ids = Vec::new();
             for p in &pending {
-                let single =
-                    crate::domain::ActionKind::parse(&p.kind).is_some_and(|k| !k.is_bulk());
+                let single = p.kind.is_single_identity();
                 if decision == Decision::Approve && single {
                     eprintln!(
                         "skipped action {} ({} for {}): single-identity actions must be approved on their own",

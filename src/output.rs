@@ -18,17 +18,25 @@ pub enum Format {
 
 /// An action as the CLI and the API show it: targets and rules as plain text,
 /// reasons as JSON.
-pub fn action_json(a: &crate::store::ActionRow) -> Value {
-    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-    if let Ok(t) = serde_json::from_str::<Vec<String>>(&a.targets) {
-        v["targets"] = Value::from(t.join(" "));
-    }
-    v["rules"] = Value::from(a.rules.trim_matches(','));
-    v["action"] = Value::from(a.kind.clone());
-    if let Ok(r) = serde_json::from_str::<Value>(&a.reasons) {
-        v["reasons"] = r;
-    }
-    v
+pub fn action_json(a: &crate::domain::Action) -> Value {
+    serde_json::json!({
+        "id": a.id,
+        "run_id": a.run_id,
+        "tenant": a.tenant,
+        "identity_id": a.identity_id,
+        "identity_upn": a.identity_upn,
+        "identity_name": a.identity_name,
+        "kind": a.kind.as_str(),
+        "action": a.kind.as_str(),
+        "targets": a.targets.join(" "),
+        "reasons": a.reasons,
+        "rules": a.rules.join(","),
+        "mode": a.mode.as_str(),
+        "state": a.state.as_str(),
+        "state_reason": a.state_reason,
+        "created_at": crate::store::ts(a.created_at),
+        "expires_at": a.expires_at.map(crate::store::ts),
+    })
 }
 
 fn cell(v: Option<&Value>) -> String {

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::config::{Config, TenantConfig};
 pub use crate::domain::ActionKind;
-use crate::domain::Mode;
 pub use crate::domain::Reason;
+use crate::domain::{ActionState, Mode};
 use crate::exceptions::Exceptions;
 use crate::guard::{self, LastAdmin};
 use crate::policy::{Evaluation, RuleSet};
@@ -59,14 +59,14 @@ pub struct PlannedAction {
 
 impl PlannedAction {
     /// The state this action is recorded in.
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> ActionState {
         match (&self.decision, self.mode) {
-            (Decision::Proceed, Mode::Approval) if self.carried_over.is_some() => "carried_over",
-            (Decision::Refused(_), _) => "refused",
-            (Decision::Excepted(_), _) => "skipped",
-            (Decision::Proceed, Mode::DryRun) => "planned",
-            (Decision::Proceed, Mode::Approval) => "pending",
-            (Decision::Proceed, Mode::Enforce) => "ready",
+            (Decision::Proceed, Mode::Approval) if self.carried_over.is_some() => {
+                ActionState::CarriedOver
+            }
+            (Decision::Refused(_), _) => ActionState::Refused,
+            (Decision::Excepted(_), _) => ActionState::Skipped,
+            (Decision::Proceed, mode) => crate::domain::initial_state(mode),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, TenantConfig};
+use crate::domain::{ActionState, WorkKind};
 use crate::exceptions::{ExceptionError, Exceptions};
 use crate::plan::{self, Decision, Plan};
 use crate::policy::{PolicyError, RuleFailure, RuleSet};
@@ -283,18 +284,18 @@ async fn run_tenant(
                     identity_id: a.identity_id.clone(),
                     identity_upn: a.identity_upn.clone(),
                     identity_name: a.identity_name.clone(),
-                    kind: a.kind.to_string(),
+                    kind: a.kind.into(),
                     targets: a.targets.clone(),
                     reasons: a.reasons.clone(),
-                    mode: a.mode.to_string(),
-                    state: state.to_string(),
+                    mode: a.mode,
+                    state,
                     state_reason: match &a.decision {
                         Decision::Proceed => a.carried_over.map(|id| {
                             format!("still pending as action {id}: carried over, not queued again")
                         }),
                         Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
                     },
-                    expires_at: (state == "pending").then_some(expires),
+                    expires_at: (state == ActionState::Pending).then_some(expires),
                 }
             })
             .collect();
@@ -325,29 +326,36 @@ async fn run_tenant(
 /// (tenant, identity, kind, targets) still pending from an earlier scan, so that
 /// hourly scans do not pile up copies for the approvers (and a webhook each).
 async fn carry_over(store: &dyn Store, tenant: &str, plan: &mut Plan) -> Result<(), RunError> {
-    if !plan.actions.iter().any(|a| a.state() == "pending") {
+    if !plan
+        .actions
+        .iter()
+        .any(|a| a.state() == ActionState::Pending)
+    {
         return Ok(());
     }
     let pending = store
         .actions(&Filter {
             tenant: Some(tenant.to_string()),
-            state: Some("pending".into()),
+            state: Some(ActionState::Pending.to_string()),
             ..Filter::default()
         })
         .await?;
-    for a in plan.actions.iter_mut().filter(|a| a.state() == "pending") {
-        let kind = a.kind.to_string();
+    for a in plan
+        .actions
+        .iter_mut()
+        .filter(|a| a.state() == ActionState::Pending)
+    {
+        let kind = WorkKind::Remedy(a.kind);
         a.carried_over = pending
             .iter()
             .find(|p| {
-                p.identity_id.eq_ignore_ascii_case(&a.identity_id)
-                    && p.kind == kind
-                    && serde_json::from_str::<Vec<String>>(&p.targets).is_ok_and(|mut t| {
-                        t.sort();
-                        let mut want = a.targets.clone();
-                        want.sort();
-                        t == want
-                    })
+                p.identity_id.eq_ignore_ascii_case(&a.identity_id) && p.kind == kind && {
+                    let mut t = p.targets.clone();
+                    t.sort();
+                    let mut want = a.targets.clone();
+                    want.sort();
+                    t == want
+                }
             })
             .map(|p| p.id);
     }

@@ -20,8 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, DaemonRequest};
 use crate::config::Config;
+use crate::domain::{ActionState, ExecReport};
 use crate::exceptions::Exceptions;
-use crate::execute::{ExecReport, Executor};
+use crate::execute::Executor;
 use crate::metrics::Metrics;
 use crate::notify::{Notice, NoticeAction, Notifier};
 use crate::policy::RuleSet;
@@ -291,7 +292,7 @@ impl Shared {
                 self.metrics.run_finished(tenant, "ok", Utc::now());
                 self.metrics.rule_errors(failures.len() as u64);
                 for a in &plan.actions {
-                    self.metrics.actions(a.kind.as_str(), a.state(), 1);
+                    self.metrics.actions(a.kind.as_str(), a.state().as_str(), 1);
                 }
                 let pending: Vec<NoticeAction> = plan
                     .actions
@@ -382,24 +383,24 @@ impl Shared {
             Err(e) => tracing::error!(%tenant, error = %e, "execution stopped"),
         }
         let mut failed = Vec::new();
-        for (id, state, why) in &report.results {
-            tracing::info!(%tenant, action = id, state = %state, why = %why, "action executed");
-            if state == "failed" {
+        for r in &report.results {
+            tracing::info!(%tenant, action = r.id, state = %r.state, why = %r.reason, "action executed");
+            if r.state == ActionState::Failed {
                 failed.push(NoticeAction {
-                    id: *id,
+                    id: r.id,
                     kind: String::new(),
                     upn: String::new(),
-                    reason: why.clone(),
+                    reason: r.reason.clone(),
                 });
             }
         }
         for r in &report.results {
-            self.metrics.actions("executed", &r.1, 1);
+            self.metrics.actions("executed", r.state.as_str(), 1);
         }
         if !failed.is_empty() {
             for f in &mut failed {
                 if let Ok(Some(a)) = self.store.action(f.id).await {
-                    f.kind = a.kind;
+                    f.kind = a.kind.to_string();
                     f.upn = a.identity_upn;
                 }
             }

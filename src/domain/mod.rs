@@ -1,10 +1,16 @@
-//! The domain: what an action is, its kinds, modes, states and reasons. Plain
-//! data and pure rules, no I/O; every other layer builds on it.
+//! The domain: what an action is, its kinds, modes, life cycle, outcomes and
+//! reasons. Plain data and pure rules, no I/O; every other layer builds on it.
 
+mod action;
 mod kind;
 mod mode;
+mod outcome;
 mod reason;
+mod state;
 
+pub use action::{Action, WorkKind, initial_state};
 pub use kind::ActionKind;
 pub use mode::Mode;
+pub use outcome::{ExecReport, ExecResult, Outcome};
 pub use reason::Reason;
+pub use state::{ActionState, IllegalTransition};

@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, live, map_error};
 use crate::config::{MfaMode, MfaPolicyConfig, PolicyState};
+use crate::domain::Action;
 use crate::domain::ActionKind;
 use crate::graph::{GraphRequest, GraphResponse};
-use crate::store::{ActionRow, NewEvent};
+use crate::store::NewEvent;
 
 /// The phishing-resistant MFA built-in authentication strength.
 pub const PHISHING_RESISTANT_STRENGTH: &str = "00000000-0000-0000-0000-000000000004";
@@ -148,11 +149,11 @@ async fn ensure_policy(
         .store
         .tenant_state(&ex.tenant.name, k.key)
         .await
-        .map_err(|e| Outcome::Failed(format!("history unavailable: {e}"), true))?;
+        .map_err(|e| Outcome::retryable(format!("history unavailable: {e}")))?;
     if let Some(id) = &stored {
         let r = call(ex, GraphRequest::get(format!("{POLICIES}/{id}")), calls)
             .await
-            .map_err(|e| Outcome::Failed(e, true))?;
+            .map_err(Outcome::retryable)?;
         if r.ok() {
             return Ok((r.body, false));
         }
@@ -180,7 +181,7 @@ async fn ensure_policy(
                 ),
             )
             .await
-            .map_err(|e| Outcome::Failed(format!("history unavailable: {e}"), true))?;
+            .map_err(|e| Outcome::retryable(format!("history unavailable: {e}")))?;
         return Ok((found, false));
     }
     let body = new_policy(k, s, users);
@@ -194,14 +195,14 @@ async fn ensure_policy(
     ex.store
         .append(events)
         .await
-        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+        .map_err(|e| Outcome::retryable(format!("history unavailable, nothing sent: {e}")))?;
     let r = call(
         ex,
         GraphRequest::with_body(Method::POST, POLICIES, body),
         calls,
     )
     .await
-    .map_err(|e| Outcome::Failed(e, true))?;
+    .map_err(Outcome::retryable)?;
     if !r.ok() {
         return Err(map_error(&r, "create Conditional Access policy"));
     }
@@ -227,7 +228,7 @@ async fn ensure_policy(
             ),
         )
         .await
-        .map_err(|e| Outcome::Failed(format!("policy {id} created but its id could not be stored: {e}"), true))?;
+        .map_err(|e| Outcome::retryable(format!("policy {id} created but its id could not be stored: {e}")))?;
     Ok((r.body, true))
 }
 
@@ -242,7 +243,7 @@ async fn find_ours(
     let name = s.display_name.clone().unwrap_or_else(|| k.name.to_string());
     let r = call(ex, GraphRequest::get(POLICIES), calls)
         .await
-        .map_err(|e| Outcome::Failed(e, true))?;
+        .map_err(Outcome::retryable)?;
     if !r.ok() {
         return Err(map_error(&r, "list Conditional Access policies"));
     }
@@ -291,7 +292,7 @@ async fn group_mode_wanted(
         ex.store
             .tenant_state(&ex.tenant.name, key)
             .await
-            .map_err(|e| Outcome::Failed(format!("history unavailable: {e}"), true))
+            .map_err(|e| Outcome::retryable(format!("history unavailable: {e}")))
     };
     let policy = state(k.key).await?;
     let group = state(k.group_key).await?;
@@ -359,7 +360,7 @@ async fn ensure_group(
         return Ok(g.clone());
     }
     let history =
-        |e: crate::store::StoreError| Outcome::Failed(format!("history unavailable: {e}"), true);
+        |e: crate::store::StoreError| Outcome::retryable(format!("history unavailable: {e}"));
     let stored = ex
         .store
         .tenant_state(&ex.tenant.name, k.group_key)
@@ -372,7 +373,7 @@ async fn ensure_group(
             calls,
         )
         .await
-        .map_err(|e| Outcome::Failed(e, true))?;
+        .map_err(Outcome::retryable)?;
         if r.ok() {
             return Ok(id.clone());
         }
@@ -390,7 +391,7 @@ async fn ensure_group(
         calls,
     )
     .await
-    .map_err(|e| Outcome::Failed(e, true))?;
+    .map_err(Outcome::retryable)?;
     if !r.ok() {
         return Err(map_error(&r, "look up the MFA group"));
     }
@@ -431,14 +432,14 @@ async fn ensure_group(
             json!({"request": "POST /groups", "body": body, "replaces": stored}),
         )])
         .await
-        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+        .map_err(|e| Outcome::retryable(format!("history unavailable, nothing sent: {e}")))?;
     let r = call(
         ex,
         GraphRequest::with_body(Method::POST, "/groups", body),
         calls,
     )
     .await
-    .map_err(|e| Outcome::Failed(e, true))?;
+    .map_err(Outcome::retryable)?;
     if !r.ok() {
         return Err(map_error(&r, "create the MFA group"));
     }
@@ -456,7 +457,7 @@ async fn ensure_group(
             ),
         )
         .await
-        .map_err(|e| Outcome::Failed(format!("group {id} created but its id could not be stored: {e}"), true))?;
+        .map_err(|e| Outcome::retryable(format!("group {id} created but its id could not be stored: {e}")))?;
     Ok(id)
 }
 
@@ -510,7 +511,7 @@ async fn group_mode(
         return Err(work[first]
             .outcome
             .clone()
-            .unwrap_or(Outcome::Failed("read group members".into(), true)));
+            .unwrap_or(Outcome::retryable("read group members")));
     };
     let graph_base = ex
         .tenant
@@ -690,7 +691,7 @@ async fn policy_mode(
     // Verify by reading it back.
     let back = call(ex, GraphRequest::get(format!("{POLICIES}/{id}")), calls)
         .await
-        .map_err(|e| Outcome::Failed(e, true))?;
+        .map_err(Outcome::retryable)?;
     let now_in = array_of(&back.body["conditions"]["users"]["includeUsers"]);
     for &i in &to_add {
         let w = &mut work[i];
@@ -701,13 +702,10 @@ async fn policy_mode(
                 w.action.identity_upn
             )));
         } else {
-            w.decide(Outcome::Failed(
-                format!(
-                    "policy {id} was updated but does not list {} when read back",
-                    w.action.identity_upn
-                ),
-                true,
-            ));
+            w.decide(Outcome::retryable(format!(
+                "policy {id} was updated but does not list {} when read back",
+                w.action.identity_upn
+            )));
         }
     }
     Ok(())
@@ -726,14 +724,14 @@ async fn patch_policy(
     ex.store
         .append(intents)
         .await
-        .map_err(|e| Outcome::Failed(format!("history unavailable, nothing sent: {e}"), true))?;
+        .map_err(|e| Outcome::retryable(format!("history unavailable, nothing sent: {e}")))?;
     let r = call(
         ex,
         GraphRequest::with_body(Method::PATCH, format!("{POLICIES}/{id}"), body),
         calls,
     )
     .await
-    .map_err(|e| Outcome::Failed(e, true))?;
+    .map_err(Outcome::retryable)?;
     if !r.ok() {
         return Err(map_error(&r, what));
     }
@@ -755,7 +753,7 @@ pub(crate) async fn policy_id(ex: &Executor<'_>, snapshot: &Value) -> Option<Str
 }
 
 /// Undo of an MFA action: take the user out of the policy (or its group).
-pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &ActionRow, snapshot: &Value) {
+pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &Action, snapshot: &Value) {
     let uid = orig.identity_id.clone();
     match snapshot["mode"].as_str() {
         Some("group") => {
@@ -783,7 +781,7 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work, orig: &ActionRow,
                 Ok(r) => r,
                 Err(e) => {
                     w.calls.extend(calls);
-                    w.decide(Outcome::Failed(e, true));
+                    w.decide(Outcome::retryable(e));
                     return;
                 }
             };

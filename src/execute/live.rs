@@ -8,10 +8,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, map_error};
-use crate::domain::ActionKind;
+use crate::domain::{Action, ActionKind, WorkKind};
 use crate::graph::{Answer, GraphRequest};
 use crate::scan::GLOBAL_ADMIN_TEMPLATE;
-use crate::store::{ActionRow, Filter};
+use crate::store::Filter;
 
 /// `$filter=field eq 'value'`, encoded for a `$batch` URL or a direct call.
 pub(crate) fn filter_eq(field: &str, value: &str) -> String {
@@ -48,12 +48,11 @@ pub(crate) fn revoked_since(user: &Value, since: DateTime<Utc>) -> Option<DateTi
 /// that asked for it (sessions revoked since then include those the scan saw).
 pub(crate) async fn revoke_reference(
     ex: &Executor<'_>,
-    a: &crate::store::ActionRow,
+    a: &Action,
 ) -> Result<DateTime<Utc>, String> {
     match ex.store.run_scanned_at(&a.run_id).await {
         Ok(Some(t)) => Ok(t),
-        Ok(None) => crate::store::parse_ts(&a.created_at)
-            .ok_or_else(|| format!("action {} has no readable time", a.id)),
+        Ok(None) => Ok(a.created_at),
         Err(e) => Err(format!("history unavailable: {e}")),
     }
 }
@@ -100,11 +99,10 @@ async fn live_groups(
         let req = GraphRequest::get(next);
         let ans = ex.graph.call(&req).await;
         calls.push(call_record(&req, &ans));
-        page = ans.map_err(|e| Outcome::Failed(format!("read the user's groups: {e}"), true))?;
+        page = ans.map_err(|e| Outcome::retryable(format!("read the user's groups: {e}")))?;
     }
-    Err(Outcome::Failed(
-        "the user is in too many pages of groups to check protection".into(),
-        false,
+    Err(Outcome::failed(
+        "the user is in too many pages of groups to check protection",
     ))
 }
 
@@ -113,7 +111,8 @@ async fn live_groups(
 /// anything is written for it: every action kind, undo included. Then decides
 /// disable, revoke and phishing-resistant MFA against live state.
 pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
-    let needs = |w: &Work| w.outcome.is_none() && (w.kind.is_some() || w.action.kind == "undo");
+    let needs =
+        |w: &Work| w.outcome.is_none() && (w.kind.is_some() || w.action.kind == WorkKind::Undo);
     let mut ids: Vec<String> = work
         .iter()
         .filter(|w| needs(w))
@@ -167,10 +166,7 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
         let mut calls = vec![rec.clone()];
         let result = match ans {
             Ok(r) => live_groups(ex, &mut calls, r).await,
-            Err(e) => Err(Outcome::Failed(
-                format!("read the user's groups: {e}"),
-                true,
-            )),
+            Err(e) => Err(Outcome::retryable(format!("read the user's groups: {e}"))),
         };
         memberships.insert(id.clone(), (calls, result));
     }
@@ -193,13 +189,10 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
         let user = match ans {
             Ok(r) if r.ok() => r.body.clone(),
             Ok(r) if r.status == 404 => {
-                w.decide(Outcome::Failed(
-                    format!(
-                        "user {} no longer exists in the tenant",
-                        w.action.identity_upn
-                    ),
-                    false,
-                ));
+                w.decide(Outcome::failed(format!(
+                    "user {} no longer exists in the tenant",
+                    w.action.identity_upn
+                )));
                 continue;
             }
             Ok(r) => {
@@ -207,7 +200,7 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
                 continue;
             }
             Err(e) => {
-                w.decide(Outcome::Failed(format!("read user: {e}"), true));
+                w.decide(Outcome::retryable(format!("read user: {e}")));
                 continue;
             }
         };
@@ -274,7 +267,7 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
                     )));
                 } else {
                     match since {
-                        Err(e) => w.decide(Outcome::Failed(e, true)),
+                        Err(e) => w.decide(Outcome::retryable(e)),
                         Ok(since) => {
                             if let Some(at) = revoked_since(&user, since) {
                                 w.decide(Outcome::AlreadyDone(format!(
@@ -311,9 +304,7 @@ pub(crate) async fn check_users(ex: &Executor<'_>, work: &mut [Work]) {
                         }
                     }
                     Ok(r) => w.decide(map_error(r, "read role assignments")),
-                    Err(e) => {
-                        w.decide(Outcome::Failed(format!("read role assignments: {e}"), true))
-                    }
+                    Err(e) => w.decide(Outcome::retryable(format!("read role assignments: {e}"))),
                 }
             }
             _ => {}
@@ -377,7 +368,7 @@ impl Reads {
     pub(crate) async fn fetch_members(
         &mut self,
         ex: &Executor<'_>,
-        template: &ActionRow,
+        template: &Action,
         gids: Vec<String>,
     ) {
         for gid in gids {
@@ -390,7 +381,7 @@ impl Reads {
             let m = m.ok_or_else(|| {
                 w.outcome
                     .clone()
-                    .unwrap_or(Outcome::Failed("read group members".into(), true))
+                    .unwrap_or(Outcome::retryable("read group members"))
             });
             self.members.insert(key, (w.calls, m));
         }
@@ -419,7 +410,7 @@ async fn read(
         return match ans {
             Ok(r) => Some(r.clone()),
             Err(e) => {
-                w.decide(Outcome::Failed(format!("GET {path}: {e}"), true));
+                w.decide(Outcome::retryable(format!("GET {path}: {e}")));
                 None
             }
         };
@@ -519,7 +510,7 @@ async fn get(ex: &Executor<'_>, w: &mut Work, path: String) -> Option<crate::gra
     match ans {
         Ok(r) => Some(r),
         Err(e) => {
-            w.decide(Outcome::Failed(format!("{}: {e}", req.describe()), true));
+            w.decide(Outcome::retryable(format!("{}: {e}", req.describe())));
             None
         }
     }
@@ -777,10 +768,9 @@ pub(crate) async fn member_ids(
             None => return Some(out),
         }
     }
-    w.decide(Outcome::Failed(
-        format!("group {gid} has too many pages of members"),
-        false,
-    ));
+    w.decide(Outcome::failed(format!(
+        "group {gid} has too many pages of members"
+    )));
     None
 }
 
@@ -888,7 +878,7 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
             return;
         }
         Err(e) => {
-            w.decide(Outcome::Failed(format!("history unavailable: {e}"), true));
+            w.decide(Outcome::retryable(format!("history unavailable: {e}")));
             return;
         }
     };
@@ -902,7 +892,7 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
     {
         Ok(e) => e,
         Err(e) => {
-            w.decide(Outcome::Failed(format!("history unavailable: {e}"), true));
+            w.decide(Outcome::retryable(format!("history unavailable: {e}")));
             return;
         }
     };
@@ -920,7 +910,7 @@ pub(crate) async fn plan_undo(ex: &Executor<'_>, w: &mut Work) {
         .as_ref()
         .map(|g| g.graph_url())
         .unwrap_or_default();
-    match ActionKind::parse(&orig.kind) {
+    match orig.remedy() {
         Some(ActionKind::RevokeSessions) => {
             w.decide(Outcome::Refused(
                 "revoking sessions cannot be undone".into(),

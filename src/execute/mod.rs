@@ -16,9 +16,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::config::{Config, TenantConfig};
-use crate::domain::ActionKind;
+use crate::domain::{Action, ActionKind, ActionState, ExecReport, ExecResult, Outcome, WorkKind};
 use crate::graph::{Answer, GraphClient, GraphError, GraphRequest, GraphResponse};
-use crate::store::{ActionRow, Filter, NewEvent, StateChange, Store, StoreError};
+use crate::store::{Filter, NewEvent, StateChange, Store, StoreError};
 
 /// Why execution could not run at all (per-action problems are outcomes).
 #[derive(Debug, thiserror::Error)]
@@ -39,61 +39,20 @@ pub enum ExecError {
     NotConfigured(String),
 }
 
-/// How an action ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Graph made the change.
-    Done(String),
-    /// Live state already matched; nothing was written.
-    AlreadyDone(String),
-    /// A live guardrail refused it.
-    Refused(String),
-    /// Graph failed; `true` when trying again later may work.
-    Failed(String, bool),
-}
-
-impl Outcome {
-    fn state(&self) -> &'static str {
-        match self {
-            Outcome::Done(_) => "done",
-            Outcome::AlreadyDone(_) => "already_done",
-            Outcome::Refused(_) => "refused",
-            Outcome::Failed(..) => "failed",
-        }
-    }
-
-    fn reason(&self) -> String {
-        match self {
-            Outcome::Done(s) | Outcome::AlreadyDone(s) | Outcome::Refused(s) => s.clone(),
-            Outcome::Failed(s, retry) => {
-                if *retry {
-                    format!("{s} (retryable)")
-                } else {
-                    s.clone()
-                }
-            }
-        }
-    }
-}
-
 /// Maps a final Graph answer to an outcome, from status and error code only.
 pub fn map_error(resp: &GraphResponse, what: &str) -> Outcome {
     let code = resp.error_code().unwrap_or("");
     let msg = resp.error_message();
     match resp.status {
-        403 => Outcome::Failed(
-            format!(
-                "{what}: forbidden ({code}); the app lacks the permission or directory role for this (acting on administrators needs the Privileged Authentication Administrator role): {msg}"
-            ),
-            false,
-        ),
-        404 => Outcome::Failed(format!("{what}: not found ({code})"), false),
-        429 | 500 | 502 | 503 | 504 => Outcome::Failed(
-            format!("{what}: Graph still unavailable or throttling after retries: {msg}"),
-            true,
-        ),
-        401 => Outcome::Failed(format!("{what}: authentication refused ({code})"), true),
-        _ => Outcome::Failed(format!("{what}: {msg}"), false),
+        403 => Outcome::failed(format!(
+            "{what}: forbidden ({code}); the app lacks the permission or directory role for this (acting on administrators needs the Privileged Authentication Administrator role): {msg}"
+        )),
+        404 => Outcome::failed(format!("{what}: not found ({code})")),
+        429 | 500 | 502 | 503 | 504 => Outcome::retryable(format!(
+            "{what}: Graph still unavailable or throttling after retries: {msg}"
+        )),
+        401 => Outcome::retryable(format!("{what}: authentication refused ({code})")),
+        _ => Outcome::failed(format!("{what}: {msg}")),
     }
 }
 
@@ -112,7 +71,8 @@ pub(crate) fn call_record(req: &GraphRequest, resp: &Result<GraphResponse, Graph
 
 /// One action being executed.
 pub(crate) struct Work {
-    pub action: ActionRow,
+    pub action: Action,
+    /// The remediation; `None` for an undo (see `action.kind`).
     pub kind: Option<ActionKind>,
     pub targets: Vec<String>,
     /// Calls made so far, for history.
@@ -128,9 +88,9 @@ pub(crate) struct Work {
 }
 
 impl Work {
-    fn new(action: ActionRow) -> Work {
-        let kind = ActionKind::parse(&action.kind);
-        let targets = serde_json::from_str(&action.targets).unwrap_or_default();
+    fn new(action: Action) -> Work {
+        let kind = action.remedy();
+        let targets = action.targets.clone();
         Work {
             action,
             kind,
@@ -147,35 +107,6 @@ impl Work {
         if self.outcome.is_none() {
             self.outcome = Some(o);
         }
-    }
-}
-
-/// What an execution pass did.
-#[derive(Debug, Default)]
-pub struct ExecReport {
-    /// (action id, final state, reason).
-    pub results: Vec<(i64, String, String)>,
-}
-
-impl ExecReport {
-    /// How many actions ended in `state`.
-    pub fn count(&self, state: &str) -> usize {
-        self.results.iter().filter(|r| r.1 == state).count()
-    }
-
-    /// How many actions failed retryably and wait for a later run (they are
-    /// back to ready or approved).
-    pub fn to_retry(&self) -> usize {
-        self.count("ready") + self.count("approved")
-    }
-}
-
-/// The state an action returns to when it is to be executed again.
-pub(crate) fn retry_state(a: &ActionRow) -> &'static str {
-    if a.mode == "enforce" {
-        "ready"
-    } else {
-        "approved"
     }
 }
 
@@ -218,17 +149,17 @@ impl<'a> Executor<'a> {
         self.graph.observe(o);
     }
 
-    pub(crate) fn event(&self, kind: &str, a: &ActionRow, detail: Value) -> NewEvent {
+    pub(crate) fn event(&self, kind: &str, a: &Action, detail: Value) -> NewEvent {
         NewEvent {
             tenant: Some(self.tenant.name.clone()),
             run_id: Some(a.run_id.clone()),
             action_id: Some(a.id),
             identity_id: Some(a.identity_id.clone()),
-            action_kind: Some(a.kind.clone()),
+            action_kind: Some(a.kind.to_string()),
             rule: None,
             kind: kind.into(),
             actor: self.actor.clone(),
-            state: Some("executing".into()),
+            state: Some(ActionState::Executing.to_string()),
             detail: detail.to_string(),
         }
     }
@@ -253,12 +184,12 @@ impl<'a> Executor<'a> {
     /// waiting out the backoff after a retryable failure.
     pub async fn run_pending(&self) -> Result<ExecReport, ExecError> {
         let mut ids = Vec::new();
-        for state in ["ready", "approved"] {
+        for state in [ActionState::Ready, ActionState::Approved] {
             let rows = self
                 .store
                 .actions(&Filter {
                     tenant: Some(self.tenant.name.clone()),
-                    state: Some(state.into()),
+                    state: Some(state.to_string()),
                     ..Filter::default()
                 })
                 .await?;
@@ -284,8 +215,8 @@ impl<'a> Executor<'a> {
             .store
             .claim(
                 ids,
-                &["ready", "approved"],
-                "executing",
+                &[ActionState::Ready, ActionState::Approved],
+                ActionState::Executing,
                 &self.actor,
                 "execution started",
             )
@@ -331,19 +262,22 @@ impl<'a> Executor<'a> {
             if w.outcome.is_some() {
                 continue;
             }
-            match w.kind {
-                Some(ActionKind::RemoveRoleAssignment) => {
+            match w.action.kind {
+                WorkKind::Remedy(ActionKind::RemoveRoleAssignment) => {
                     live::plan_role_removal(self, w, &mut reads).await
                 }
-                Some(ActionKind::RemoveGroupMembership) => {
+                WorkKind::Remedy(ActionKind::RemoveGroupMembership) => {
                     live::plan_group_removal(self, w, &reads).await
                 }
-                None if w.action.kind == "undo" => live::plan_undo(self, w).await,
-                None => w.decide(Outcome::Refused(format!(
-                    "unknown action {:?}",
-                    w.action.kind
-                ))),
-                _ => {}
+                WorkKind::Undo => live::plan_undo(self, w).await,
+                // Decided from the user's live state by check_users, or by the
+                // Conditional Access step below.
+                WorkKind::Remedy(
+                    ActionKind::DisableUser
+                    | ActionKind::RevokeSessions
+                    | ActionKind::EnforceMfa
+                    | ActionKind::EnforcePhishingResistantMfa,
+                ) => {}
             }
         }
         ca::enforce(self, work).await;
@@ -392,10 +326,8 @@ impl<'a> Executor<'a> {
                     Ok(r) if r.status == 404 && live::gone_is_done(w) => {}
                     Ok(r) => failure = failure.or(Some(map_error(r, &req.describe()))),
                     Err(e) => {
-                        failure = failure.or(Some(Outcome::Failed(
-                            format!("{}: {e}", req.describe()),
-                            true,
-                        )))
+                        failure =
+                            failure.or(Some(Outcome::retryable(format!("{}: {e}", req.describe()))))
                     }
                 }
             }
@@ -412,17 +344,21 @@ impl<'a> Executor<'a> {
             let outcome = w
                 .outcome
                 .clone()
-                .unwrap_or_else(|| Outcome::Failed("no decision was reached".into(), true));
-            let mut state = outcome.state().to_string();
+                .unwrap_or_else(|| Outcome::retryable("no decision was reached"));
+            let mut state = outcome.state();
             let mut reason = outcome.reason();
             let mut detail = json!({"outcome": reason, "calls": w.calls});
-            if let Outcome::Failed(why, true) = &outcome {
+            if let Outcome::Failed {
+                why,
+                retryable: true,
+            } = &outcome
+            {
                 // A retryable failure is tried again by later runs, with
                 // backoff, until the attempts run out.
                 let (n, wait) = self.retry_policy(w.attempt);
                 if w.attempt < n {
                     let not_before = crate::store::ts(now + wait);
-                    state = retry_state(&w.action).to_string();
+                    state = w.action.retry_state();
                     reason = format!(
                         "attempt {} of {n} failed (retryable): {why}; next attempt not before {not_before}",
                         w.attempt
@@ -435,9 +371,11 @@ impl<'a> Executor<'a> {
                 detail["attempt"] = json!(w.attempt);
                 detail["max_attempts"] = json!(n);
             }
-            report
-                .results
-                .push((w.action.id, state.clone(), reason.clone()));
+            report.results.push(ExecResult {
+                id: w.action.id,
+                state,
+                reason: reason.clone(),
+            });
             changes.push(StateChange {
                 action_id: w.action.id,
                 state,
@@ -479,7 +417,13 @@ pub enum UndoError {
 
 /// States in which an undo of an action still stands: asking again would undo
 /// the same change twice.
-const UNDO_STANDING: [&str; 5] = ["pending", "approved", "ready", "executing", "done"];
+const UNDO_STANDING: [ActionState; 5] = [
+    ActionState::Pending,
+    ActionState::Approved,
+    ActionState::Ready,
+    ActionState::Executing,
+    ActionState::Done,
+];
 
 /// Records an undo of a done action as a new action of kind `undo`, under the
 /// tenant's mode: planned (dry-run), pending (approval) or ready (enforce).
@@ -492,7 +436,7 @@ pub async fn request_undo(
     by: &str,
     origin: &crate::approval::Origin,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(i64, String), UndoError> {
+) -> Result<(i64, ActionState), UndoError> {
     let policy = crate::approval::ApprovalPolicy::from(&cfg.approvals);
     match crate::approval::check_approver(&policy, by) {
         Ok(()) => {}
@@ -504,17 +448,17 @@ pub async fn request_undo(
         id,
         why: why.to_string(),
     };
-    if a.kind == "undo" {
+    if a.kind == WorkKind::Undo {
         return Err(not(
             "it is itself an undo; run the original action again instead",
         ));
     }
-    if a.kind == ActionKind::RevokeSessions.as_str() {
+    if a.remedy() == Some(ActionKind::RevokeSessions) {
         return Err(not(
             "revoking sessions cannot be undone (the signed-out sessions are gone)",
         ));
     }
-    if a.state != "done" {
+    if a.state != ActionState::Done {
         return Err(not(&format!(
             "it is {}, and only done actions change anything to undo",
             a.state
@@ -523,18 +467,18 @@ pub async fn request_undo(
     let tenant = cfg
         .tenant(&a.tenant)
         .ok_or_else(|| not("its tenant is no longer configured"))?;
-    let target = serde_json::to_string(&[id.to_string()]).unwrap_or_default();
+    let target = vec![id.to_string()];
     let undos = store
         .actions(&crate::store::Filter {
             tenant: Some(a.tenant.clone()),
             identity: Some(a.identity_id.clone()),
-            action: Some("undo".into()),
+            action: Some(WorkKind::Undo.to_string()),
             ..crate::store::Filter::default()
         })
         .await?;
     if let Some(u) = undos
         .iter()
-        .find(|u| u.targets == target && UNDO_STANDING.contains(&u.state.as_str()))
+        .find(|u| u.targets == target && UNDO_STANDING.contains(&u.state))
     {
         return Err(not(&format!(
             "it already has an undo, action {} ({}); a second one would undo it twice",
@@ -542,11 +486,7 @@ pub async fn request_undo(
         )));
     }
     let mode = tenant.mode.map_or(cfg.mode, |m| cfg.mode.strictest(m));
-    let state = match mode {
-        crate::domain::Mode::DryRun => "planned",
-        crate::domain::Mode::Approval => "pending",
-        crate::domain::Mode::Enforce => "ready",
-    };
+    let state = crate::domain::initial_state(mode);
     let expires = now
         + chrono::Duration::from_std(cfg.approval_ttl.0)
             .unwrap_or_else(|_| chrono::Duration::hours(24));
@@ -569,7 +509,7 @@ pub async fn request_undo(
         identity_id: a.identity_id.clone(),
         identity_upn: a.identity_upn.clone(),
         identity_name: a.identity_name.clone(),
-        kind: "undo".into(),
+        kind: WorkKind::Undo,
         targets: vec![id.to_string()],
         reasons: vec![crate::domain::Reason {
             rule: "undo".into(),
@@ -588,11 +528,11 @@ pub async fn request_undo(
                 _ => format!("undo of action {id} ({}) requested by {by}", a.kind),
             },
         }],
-        mode: mode.to_string(),
-        state: state.into(),
+        mode,
+        state,
         state_reason: None,
-        expires_at: (state == "pending").then_some(expires),
+        expires_at: (state == ActionState::Pending).then_some(expires),
     };
     let ids = store.record_run(&run, &[action], &[]).await?;
-    Ok((ids.first().copied().unwrap_or(0), state.to_string()))
+    Ok((ids.first().copied().unwrap_or(0), state))
 }

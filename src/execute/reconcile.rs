@@ -3,10 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::{ExecError, ExecReport, Executor, Work, call_record, live};
-use crate::domain::ActionKind;
+use super::{ExecError, Executor, Work, call_record, live};
+
+use crate::domain::{Action, ActionKind, ActionState, ExecReport, ExecResult};
 use crate::graph::GraphRequest;
-use crate::store::{ActionRow, Filter, StateChange};
+use crate::store::{Filter, StateChange};
 
 enum Verdict {
     /// The change is in place.
@@ -30,7 +31,7 @@ impl Executor<'_> {
             .store
             .actions(&Filter {
                 tenant: Some(self.tenant.name.clone()),
-                state: Some("executing".into()),
+                state: Some(ActionState::Executing.to_string()),
                 ..Filter::default()
             })
             .await?;
@@ -42,7 +43,7 @@ impl Executor<'_> {
         Ok(report)
     }
 
-    async fn reconcile_chunk(&self, chunk: &[ActionRow]) -> Result<ExecReport, ExecError> {
+    async fn reconcile_chunk(&self, chunk: &[Action]) -> Result<ExecReport, ExecError> {
         // Each action's intent snapshot, if it got that far.
         let mut items = Vec::with_capacity(chunk.len());
         for a in chunk {
@@ -68,24 +69,23 @@ impl Executor<'_> {
         let mut report = ExecReport::default();
         let mut changes = Vec::new();
         for (a, snapshot) in items {
-            let retry_state = if a.mode == "enforce" {
-                "ready"
-            } else {
-                "approved"
-            };
+            let retry_state = a.retry_state();
             let mut calls = Vec::new();
             let verdict = match snapshot {
                 None => Verdict::NotApplied("stopped before any write was sent".into()),
                 Some(snapshot) => self.verdict(a, &snapshot, &mut calls, &reads).await,
             };
             let (state, reason) = match verdict {
-                Verdict::Applied(s) => ("done", format!("reconciled after a restart: {s}")),
+                Verdict::Applied(s) => (
+                    ActionState::Done,
+                    format!("reconciled after a restart: {s}"),
+                ),
                 Verdict::NotApplied(s) => (
                     retry_state,
                     format!("reconciled after a restart: {s}; it will be executed again"),
                 ),
                 Verdict::Unknown(s) => (
-                    "failed",
+                    ActionState::Failed,
                     // The intents of a pass are committed before any of its
                     // writes is sent, so this one may or may not have been.
                     format!(
@@ -93,13 +93,15 @@ impl Executor<'_> {
                     ),
                 ),
             };
-            report
-                .results
-                .push((a.id, state.to_string(), reason.clone()));
+            report.results.push(ExecResult {
+                id: a.id,
+                state,
+                reason: reason.clone(),
+            });
             let event = self.event("reconciled", a, json!({"outcome": reason, "calls": calls}));
             changes.push(StateChange {
                 action_id: a.id,
-                state: state.into(),
+                state,
                 reason: Some(reason),
                 event,
             });
@@ -112,15 +114,15 @@ impl Executor<'_> {
     /// Reads ahead the live state a chunk's verdicts need: user and role
     /// assignment reads through `$batch`, each group's members once, each
     /// Conditional Access policy once.
-    async fn settle_reads(&self, items: &[(&ActionRow, Option<Value>)]) -> live::Reads {
+    async fn settle_reads(&self, items: &[(&Action, Option<Value>)]) -> live::Reads {
         let mut reads = live::Reads::default();
         let mut paths = Vec::new();
         let mut policies = Vec::new();
         let mut groups = Vec::new();
         for (a, snapshot) in items {
             let Some(snapshot) = snapshot else { continue };
-            let targets: Vec<String> = serde_json::from_str(&a.targets).unwrap_or_default();
-            match ActionKind::parse(&a.kind) {
+            let targets = a.targets.clone();
+            match a.remedy() {
                 Some(ActionKind::DisableUser) => paths.push(disabled_path(&a.identity_id)),
                 Some(ActionKind::RevokeSessions) => paths.push(sessions_path(&a.identity_id)),
                 Some(ActionKind::RemoveRoleAssignment) => {
@@ -151,12 +153,12 @@ impl Executor<'_> {
 
     async fn verdict(
         &self,
-        a: &ActionRow,
+        a: &Action,
         snapshot: &Value,
         calls: &mut Vec<Value>,
         reads: &live::Reads,
     ) -> Verdict {
-        let revoke_since = if a.kind == ActionKind::RevokeSessions.as_str() {
+        let revoke_since = if a.remedy() == Some(ActionKind::RevokeSessions) {
             Some(live::revoke_reference(self, a).await)
         } else {
             None
@@ -173,8 +175,8 @@ impl Executor<'_> {
             ans.ok()
         };
         let uid = &a.identity_id;
-        let targets: Vec<String> = serde_json::from_str(&a.targets).unwrap_or_default();
-        match ActionKind::parse(&a.kind) {
+        let targets = a.targets.clone();
+        match a.remedy() {
             Some(ActionKind::DisableUser) => match get(disabled_path(uid)).await {
                 Some(r) if r.ok() && r.body["accountEnabled"] == json!(false) => {
                     Verdict::Applied("the account is disabled".into())

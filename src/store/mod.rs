@@ -9,7 +9,10 @@
 //! found by comparing with one.
 
 mod postgres;
+mod rows;
 mod sqlite;
+
+pub(crate) use rows::{ActionRow, into_actions};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -119,16 +122,16 @@ pub struct NewAction {
     pub identity_upn: String,
     /// Identity display name.
     pub identity_name: String,
-    /// Action name.
-    pub kind: String,
+    /// What it does.
+    pub kind: crate::domain::WorkKind,
     /// Role assignment / group ids for removals.
     pub targets: Vec<String>,
     /// Every (rule, finding, reason) that asked for it.
     pub reasons: Vec<crate::domain::Reason>,
     /// Effective mode.
-    pub mode: String,
-    /// Initial state: planned, pending, ready, refused or skipped.
-    pub state: String,
+    pub mode: crate::domain::Mode,
+    /// Initial state (one for which `is_initial` holds).
+    pub state: crate::domain::ActionState,
     /// Why refused or skipped.
     pub state_reason: Option<String>,
     /// When a pending approval expires.
@@ -146,41 +149,6 @@ pub struct NewRuleError {
     pub identity_id: String,
     /// The error.
     pub message: String,
-}
-
-/// A recorded action.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ActionRow {
-    /// Short numeric id used on the command line.
-    pub id: i64,
-    /// The run that planned it.
-    pub run_id: String,
-    /// Tenant name.
-    pub tenant: String,
-    /// Identity object id.
-    pub identity_id: String,
-    /// Identity UPN.
-    pub identity_upn: String,
-    /// Identity display name.
-    pub identity_name: String,
-    /// Action name.
-    pub kind: String,
-    /// JSON array of target ids.
-    pub targets: String,
-    /// JSON array of reasons.
-    pub reasons: String,
-    /// `,rule1,rule2,` for filtering.
-    pub rules: String,
-    /// Effective mode.
-    pub mode: String,
-    /// Current state.
-    pub state: String,
-    /// Why it is in that state, when relevant.
-    pub state_reason: Option<String>,
-    /// When recorded.
-    pub created_at: String,
-    /// When a pending approval expires.
-    pub expires_at: Option<String>,
 }
 
 /// A recorded approval or rejection.
@@ -729,10 +697,10 @@ pub async fn check_checkpoints(
 
 /// The event recording a state change of an action.
 pub(crate) fn state_event(
-    a: &ActionRow,
+    a: &crate::domain::Action,
     kind: &str,
     actor: &str,
-    state: &str,
+    state: crate::domain::ActionState,
     detail: String,
 ) -> NewEvent {
     NewEvent {
@@ -740,11 +708,11 @@ pub(crate) fn state_event(
         run_id: Some(a.run_id.clone()),
         action_id: Some(a.id),
         identity_id: Some(a.identity_id.clone()),
-        action_kind: Some(a.kind.clone()),
+        action_kind: Some(a.kind.to_string()),
         rule: None,
         kind: kind.into(),
         actor: actor.into(),
-        state: Some(state.into()),
+        state: Some(state.to_string()),
         detail,
     }
 }
@@ -799,11 +767,11 @@ pub(crate) fn action_event(run: &NewRun, id: i64, a: &NewAction) -> NewEvent {
         run_id: Some(run.id.clone()),
         action_id: Some(id),
         identity_id: Some(a.identity_id.clone()),
-        action_kind: Some(a.kind.clone()),
+        action_kind: Some(a.kind.to_string()),
         rule: None,
         kind: "action_recorded".into(),
         actor: run.actor.clone(),
-        state: Some(a.state.clone()),
+        state: Some(a.state.to_string()),
         detail: detail.to_string(),
     }
 }
@@ -873,7 +841,7 @@ pub struct StateChange {
     /// The action.
     pub action_id: i64,
     /// Its new state.
-    pub state: String,
+    pub state: crate::domain::ActionState,
     /// Why, for people.
     pub reason: Option<String>,
     /// The history event (its `state` is set to `state`).
@@ -897,9 +865,9 @@ pub trait Store: Send + Sync {
         rule_errors: &[NewRuleError],
     ) -> Result<Vec<i64>, StoreError>;
     /// Actions matching a filter, oldest first.
-    async fn actions(&self, filter: &Filter) -> Result<Vec<ActionRow>, StoreError>;
+    async fn actions(&self, filter: &Filter) -> Result<Vec<crate::domain::Action>, StoreError>;
     /// One action.
-    async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError>;
+    async fn action(&self, id: i64) -> Result<Option<crate::domain::Action>, StoreError>;
     /// A run's `scanned_at`: revoking sessions after it is the revoke done.
     async fn run_scanned_at(&self, run_id: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// For those of these actions that failed retryably before (execution
@@ -918,7 +886,7 @@ pub trait Store: Send + Sync {
         &self,
         req: &DecisionRequest,
         policy: &ApprovalPolicy,
-    ) -> Result<Vec<ActionRow>, StoreError>;
+    ) -> Result<Vec<crate::domain::Action>, StoreError>;
     /// History events matching a filter, in order.
     async fn events(&self, filter: &Filter) -> Result<Vec<EventRow>, StoreError>;
     /// Re-computes the hash chain and checks current state and approvals against history.
@@ -930,11 +898,11 @@ pub trait Store: Send + Sync {
     async fn claim(
         &self,
         ids: &[i64],
-        from: &[&str],
-        to: &str,
+        from: &[crate::domain::ActionState],
+        to: crate::domain::ActionState,
         actor: &str,
         detail: &str,
-    ) -> Result<Vec<ActionRow>, StoreError>;
+    ) -> Result<Vec<crate::domain::Action>, StoreError>;
     /// Appends events in one transaction (intents, snapshots, Graph calls).
     async fn append(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
     /// Applies state changes with their events in one transaction.

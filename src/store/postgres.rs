@@ -10,6 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::domain::{Action, ActionState};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -17,8 +19,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::{
     ActionRow, ApprovalRow, Chain, CheckpointSink, DecisionRequest, EventRow, Filter, HistoryKey,
     KEYED_EVENT, NewAction, NewEvent, NewRuleError, NewRun, OpenOptions, StateChange, Store,
-    StoreError, VerifyReport, action_event, approval_in_chain, display_name, keyed_event,
-    marker_of, resolve_key, run_events, state_event, ts, verify_history,
+    StoreError, VerifyReport, action_event, approval_in_chain, display_name, into_actions,
+    keyed_event, marker_of, resolve_key, run_events, state_event, ts, verify_history,
 };
 use crate::approval::{self, ApprovalError, ApprovalPolicy};
 
@@ -183,23 +185,25 @@ impl PostgresStore {
     async fn action_for_update(
         tx: &mut Transaction<'_, Postgres>,
         id: i64,
-    ) -> Result<Option<ActionRow>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    ) -> Result<Option<Action>, StoreError> {
+        let row: Option<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ACTION_COLUMNS} FROM actions WHERE id = $1 FOR UPDATE"
         )))
         .bind(id)
         .fetch_optional(&mut **tx)
-        .await?)
+        .await?;
+        row.map(ActionRow::into_action).transpose()
     }
 
     async fn action_in(
         tx: &mut Transaction<'_, Postgres>,
         id: i64,
-    ) -> Result<Option<ActionRow>, StoreError> {
-        Ok(sqlx::query_as(ACTION_BY_ID)
+    ) -> Result<Option<Action>, StoreError> {
+        let row: Option<ActionRow> = sqlx::query_as(ACTION_BY_ID)
             .bind(id)
             .fetch_optional(&mut **tx)
-            .await?)
+            .await?;
+        row.map(ActionRow::into_action).transpose()
     }
 
     /// The approvals of an action that the verified chain records: only these
@@ -351,7 +355,12 @@ impl Store for PostgresStore {
             .iter()
             // Carried-over actions are still asked for (pending under an earlier
             // run): they count, or the next run's circuit breaker would misfire.
-            .filter(|a| matches!(a.state.as_str(), "pending" | "ready" | "carried_over"))
+            .filter(|a| {
+                matches!(
+                    a.state,
+                    ActionState::Pending | ActionState::Ready | ActionState::CarriedOver
+                )
+            })
             .count() as i64;
         let mut tx = self.begin().await?;
         let mut chain = self.chain(&mut tx).await?;
@@ -395,12 +404,12 @@ impl Store for PostgresStore {
             .bind(&a.identity_id)
             .bind(&a.identity_upn)
             .bind(&a.identity_name)
-            .bind(&a.kind)
+            .bind(a.kind.as_str())
             .bind(&targets)
             .bind(&reasons)
             .bind(&rules)
-            .bind(&a.mode)
-            .bind(&a.state)
+            .bind(a.mode.as_str())
+            .bind(a.state.as_str())
             .bind(&a.state_reason)
             .bind(&at)
             .bind(a.expires_at.map(ts))
@@ -416,13 +425,13 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn actions(&self, f: &Filter) -> Result<Vec<ActionRow>, StoreError> {
+    async fn actions(&self, f: &Filter) -> Result<Vec<Action>, StoreError> {
         // `LIMIT NULL` is no limit: the newest `limit` rows, returned oldest first.
         let sql = format!(
             "SELECT {ACTION_COLUMNS} FROM (SELECT {ACTION_COLUMNS} FROM actions WHERE {FILTER_SQL} \
              ORDER BY id DESC LIMIT $9::bigint) AS newest ORDER BY id"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&f.tenant)
             .bind(&f.identity)
             .bind(&f.action)
@@ -434,15 +443,17 @@ impl Store for PostgresStore {
             // A negative limit is no limit, as in SQLite (PostgreSQL would refuse it).
             .bind(f.limit.filter(|n| *n >= 0))
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        into_actions(rows)
     }
 
     #[tracing::instrument(skip_all)]
-    async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError> {
-        Ok(sqlx::query_as(ACTION_BY_ID)
+    async fn action(&self, id: i64) -> Result<Option<Action>, StoreError> {
+        let row: Option<ActionRow> = sqlx::query_as(ACTION_BY_ID)
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        row.map(ActionRow::into_action).transpose()
     }
 
     #[tracing::instrument(skip_all)]
@@ -494,6 +505,7 @@ impl Store for PostgresStore {
         .bind(&at)
         .fetch_all(&mut *tx)
         .await?;
+        let due = into_actions(due)?;
         let mut chain = self.chain(&mut tx).await?;
         for a in &due {
             sqlx::query("UPDATE actions SET state = 'expired', state_reason = $1 WHERE id = $2")
@@ -503,14 +515,14 @@ impl Store for PostgresStore {
                 .await?;
             let detail = format!(
                 "pending since {}; expired at {} without a decision",
-                a.created_at,
-                a.expires_at.as_deref().unwrap_or("?")
+                ts(a.created_at),
+                a.expires_at.map_or_else(|| "?".to_string(), ts)
             );
             Self::append(
                 &mut tx,
                 &mut chain,
                 &at,
-                &state_event(a, "state_changed", "system", "expired", detail),
+                &state_event(a, "state_changed", "system", ActionState::Expired, detail),
             )
             .await?;
         }
@@ -524,7 +536,7 @@ impl Store for PostgresStore {
         &self,
         req: &DecisionRequest,
         policy: &ApprovalPolicy,
-    ) -> Result<Vec<ActionRow>, StoreError> {
+    ) -> Result<Vec<Action>, StoreError> {
         approval::check_approver(policy, &req.by)?;
         if req.ids.is_empty() {
             return Err(ApprovalError::Empty.into());
@@ -565,7 +577,7 @@ impl Store for PostgresStore {
             match t.new_state {
                 Some(state) => {
                     sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")
-                        .bind(state)
+                        .bind(state.as_str())
                         .bind(format!("{} by {}", req.decision.as_str(), req.by))
                         .bind(action.id)
                         .execute(&mut *tx)
@@ -587,7 +599,7 @@ impl Store for PostgresStore {
                             &action,
                             "approval_recorded",
                             &req.by,
-                            "pending",
+                            ActionState::Pending,
                             format!("{detail}; a second approver is required (four eyes)"),
                         ),
                     )
@@ -690,12 +702,12 @@ impl Store for PostgresStore {
     async fn claim(
         &self,
         ids: &[i64],
-        from: &[&str],
-        to: &str,
+        from: &[ActionState],
+        to: ActionState,
         actor: &str,
         detail: &str,
-    ) -> Result<Vec<ActionRow>, StoreError> {
-        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+    ) -> Result<Vec<Action>, StoreError> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let mut tx = self.begin().await?;
         // Taken with the chain lock, so times follow the chain's order.
         let at = ts(Utc::now());
@@ -708,12 +720,12 @@ impl Store for PostgresStore {
                 "UPDATE actions SET state = $1, state_reason = NULL \
                  WHERE id = $2 AND state = ANY($3::text[]) RETURNING {ACTION_COLUMNS}"
             )))
-            .bind(to)
+            .bind(to.as_str())
             .bind(id)
             .bind(&from)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(a) = moved else {
+            let Some(a) = moved.map(ActionRow::into_action).transpose()? else {
                 continue;
             };
             Self::append(
@@ -758,14 +770,14 @@ impl Store for PostgresStore {
         let mut chain = self.chain(&mut tx).await?;
         for c in changes {
             sqlx::query("UPDATE actions SET state = $1, state_reason = $2 WHERE id = $3")
-                .bind(&c.state)
+                .bind(c.state.as_str())
                 .bind(&c.reason)
                 .bind(c.action_id)
                 .execute(&mut *tx)
                 .await?;
             let mut e = c.event;
             e.action_id = Some(c.action_id);
-            e.state = Some(c.state.clone());
+            e.state = Some(c.state.to_string());
             Self::append(&mut tx, &mut chain, &at, &e).await?;
         }
         tx.commit().await?;

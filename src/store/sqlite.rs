@@ -6,6 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::domain::{Action, ActionState};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
@@ -13,8 +15,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use super::{
     ActionRow, ApprovalRow, Chain, CheckpointSink, DecisionRequest, EventRow, Filter, HistoryKey,
     KEYED_EVENT, NewAction, NewEvent, NewRuleError, NewRun, OpenOptions, StateChange, Store,
-    StoreError, VerifyReport, action_event, approval_in_chain, display_name, keyed_event,
-    marker_of, resolve_key, run_events, state_event, ts, verify_history,
+    StoreError, VerifyReport, action_event, approval_in_chain, display_name, into_actions,
+    keyed_event, marker_of, resolve_key, run_events, state_event, ts, verify_history,
 };
 use crate::approval::{self, ApprovalError, ApprovalPolicy};
 
@@ -210,11 +212,12 @@ impl SqliteStore {
     async fn action_in(
         tx: &mut Transaction<'_, Sqlite>,
         id: i64,
-    ) -> Result<Option<ActionRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM actions WHERE id = ?")
+    ) -> Result<Option<Action>, StoreError> {
+        let row: Option<ActionRow> = sqlx::query_as("SELECT * FROM actions WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut **tx)
-            .await?)
+            .await?;
+        row.map(ActionRow::into_action).transpose()
     }
 
     /// The approvals of an action that the verified chain records: only these
@@ -340,7 +343,12 @@ impl Store for SqliteStore {
             .iter()
             // Carried-over actions are still asked for (pending under an earlier
             // run): they count, or the next run's circuit breaker would misfire.
-            .filter(|a| matches!(a.state.as_str(), "pending" | "ready" | "carried_over"))
+            .filter(|a| {
+                matches!(
+                    a.state,
+                    ActionState::Pending | ActionState::Ready | ActionState::CarriedOver
+                )
+            })
             .count() as i64;
         let mut tx = self.begin().await?;
         let mut chain = self.chain(&mut tx).await?;
@@ -384,12 +392,12 @@ impl Store for SqliteStore {
             .bind(&a.identity_id)
             .bind(&a.identity_upn)
             .bind(&a.identity_name)
-            .bind(&a.kind)
+            .bind(a.kind.as_str())
             .bind(&targets)
             .bind(&reasons)
             .bind(&rules)
-            .bind(&a.mode)
-            .bind(&a.state)
+            .bind(a.mode.as_str())
+            .bind(a.state.as_str())
             .bind(&a.state_reason)
             .bind(&at)
             .bind(a.expires_at.map(ts))
@@ -405,14 +413,14 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn actions(&self, f: &Filter) -> Result<Vec<ActionRow>, StoreError> {
+    async fn actions(&self, f: &Filter) -> Result<Vec<Action>, StoreError> {
         let sql = if f.limit.is_some() {
             "SELECT * FROM (SELECT * FROM actions WHERE {F} ORDER BY id DESC LIMIT ?9) ORDER BY id"
         } else {
             "SELECT * FROM actions WHERE {F} AND ?9 IS NULL ORDER BY id"
         };
         let sql = sql.replace("{F}", FILTER_SQL);
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&f.tenant)
             .bind(&f.identity)
             .bind(&f.action)
@@ -423,15 +431,17 @@ impl Store for SqliteStore {
             .bind(f.until.map(ts))
             .bind(f.limit)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        into_actions(rows)
     }
 
     #[tracing::instrument(skip_all)]
-    async fn action(&self, id: i64) -> Result<Option<ActionRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM actions WHERE id = ?")
+    async fn action(&self, id: i64) -> Result<Option<Action>, StoreError> {
+        let row: Option<ActionRow> = sqlx::query_as("SELECT * FROM actions WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        row.map(ActionRow::into_action).transpose()
     }
 
     #[tracing::instrument(skip_all)]
@@ -489,6 +499,7 @@ impl Store for SqliteStore {
         .bind(&at)
         .fetch_all(&mut *tx)
         .await?;
+        let due = into_actions(due)?;
         let mut chain = self.chain(&mut tx).await?;
         for a in &due {
             sqlx::query("UPDATE actions SET state = 'expired', state_reason = ? WHERE id = ?")
@@ -498,14 +509,14 @@ impl Store for SqliteStore {
                 .await?;
             let detail = format!(
                 "pending since {}; expired at {} without a decision",
-                a.created_at,
-                a.expires_at.as_deref().unwrap_or("?")
+                ts(a.created_at),
+                a.expires_at.map_or_else(|| "?".to_string(), ts)
             );
             Self::append(
                 &mut tx,
                 &mut chain,
                 &at,
-                &state_event(a, "state_changed", "system", "expired", detail),
+                &state_event(a, "state_changed", "system", ActionState::Expired, detail),
             )
             .await?;
         }
@@ -519,7 +530,7 @@ impl Store for SqliteStore {
         &self,
         req: &DecisionRequest,
         policy: &ApprovalPolicy,
-    ) -> Result<Vec<ActionRow>, StoreError> {
+    ) -> Result<Vec<Action>, StoreError> {
         approval::check_approver(policy, &req.by)?;
         if req.ids.is_empty() {
             return Err(ApprovalError::Empty.into());
@@ -560,7 +571,7 @@ impl Store for SqliteStore {
             match t.new_state {
                 Some(state) => {
                     sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
-                        .bind(state)
+                        .bind(state.as_str())
                         .bind(format!("{} by {}", req.decision.as_str(), req.by))
                         .bind(action.id)
                         .execute(&mut *tx)
@@ -582,7 +593,7 @@ impl Store for SqliteStore {
                             &action,
                             "approval_recorded",
                             &req.by,
-                            "pending",
+                            ActionState::Pending,
                             format!("{detail}; a second approver is required (four eyes)"),
                         ),
                     )
@@ -663,11 +674,11 @@ impl Store for SqliteStore {
     async fn claim(
         &self,
         ids: &[i64],
-        from: &[&str],
-        to: &str,
+        from: &[ActionState],
+        to: ActionState,
         actor: &str,
         detail: &str,
-    ) -> Result<Vec<ActionRow>, StoreError> {
+    ) -> Result<Vec<Action>, StoreError> {
         let at = ts(Utc::now());
         let mut tx = self.begin().await?;
         let mut chain = self.chain(&mut tx).await?;
@@ -676,11 +687,11 @@ impl Store for SqliteStore {
             let Some(a) = Self::action_in(&mut tx, id).await? else {
                 continue;
             };
-            if !from.contains(&a.state.as_str()) {
+            if !from.contains(&a.state) {
                 continue;
             }
             sqlx::query("UPDATE actions SET state = ?, state_reason = NULL WHERE id = ?")
-                .bind(to)
+                .bind(to.as_str())
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -726,14 +737,14 @@ impl Store for SqliteStore {
         let mut chain = self.chain(&mut tx).await?;
         for c in changes {
             sqlx::query("UPDATE actions SET state = ?, state_reason = ? WHERE id = ?")
-                .bind(&c.state)
+                .bind(c.state.as_str())
                 .bind(&c.reason)
                 .bind(c.action_id)
                 .execute(&mut *tx)
                 .await?;
             let mut e = c.event;
             e.action_id = Some(c.action_id);
-            e.state = Some(c.state.clone());
+            e.state = Some(c.state.to_string());
             Self::append(&mut tx, &mut chain, &at, &e).await?;
         }
         tx.commit().await?;

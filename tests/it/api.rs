@@ -56,15 +56,15 @@ fn action(n: u32, kind: &str, targets: &[&str]) -> NewAction {
         identity_id: guid(n),
         identity_upn: upn.clone(),
         identity_name: format!("User {n}"),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         targets: targets.iter().map(|t| t.to_string()).collect(),
         reasons: vec![Reason {
             rule: "stale-admins".into(),
             finding: "F-1".into(),
             reason: format!("{upn} has not signed in for 120 days"),
         }],
-        mode: "approve".into(),
-        state: "pending".into(),
+        mode: "approval".parse().unwrap(),
+        state: "pending".parse().unwrap(),
         state_reason: None,
         expires_at: Some(Utc::now() + Duration::hours(1)),
     }
@@ -80,7 +80,7 @@ async fn seed(store: &dyn Store) -> Seeded {
         scan_sha256: "ab".repeat(32),
         scanned_at: now,
         rule_set_hash: "cd".repeat(32),
-        mode: "approve".into(),
+        mode: "approval".parse().unwrap(),
         downgrades: vec![],
         identities: 4,
         findings: 1,
@@ -186,7 +186,13 @@ impl Harness {
     }
 
     async fn state_of(&self, id: i64) -> String {
-        self.store.action(id).await.unwrap().unwrap().state
+        self.store
+            .action(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .to_string()
     }
 
     async fn event_count(&self) -> usize {
@@ -956,7 +962,7 @@ async fn an_overdue_approval_is_never_read_as_pending() {
         scan_sha256: "ef".repeat(32),
         scanned_at: now,
         rule_set_hash: "cd".repeat(32),
-        mode: "approve".into(),
+        mode: "approval".parse().unwrap(),
         downgrades: vec![],
         identities: 2,
         findings: 1,

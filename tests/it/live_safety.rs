@@ -2,6 +2,7 @@
 //! checked against the live account, idempotent and settleable revokes, each
 //! batched request's own ids, and retryable failures retried by later runs.
 
+use entra_remediator::domain::ActionState;
 use fake_entra::{FakeTenant, RoleAssignment, User};
 use serde_json::{Value, json};
 
@@ -308,8 +309,8 @@ async fn an_interrupted_revoke_is_settled_from_sign_in_sessions_valid_from() {
         let claimed = store
             .claim(
                 &[1, 2],
-                &["approved"],
-                "executing",
+                &[ActionState::Approved],
+                ActionState::Executing,
                 "test",
                 "execution started",
             )
@@ -323,7 +324,7 @@ async fn an_interrupted_revoke_is_settled_from_sign_in_sessions_valid_from() {
                 run_id: Some(a.run_id.clone()),
                 action_id: Some(a.id),
                 identity_id: Some(a.identity_id.clone()),
-                action_kind: Some(a.kind.clone()),
+                action_kind: Some(a.kind.to_string()),
                 kind: "graph_write_intent".into(),
                 actor: "test".into(),
                 state: Some("executing".into()),
@@ -530,6 +531,7 @@ async fn a_retry_waits_for_its_backoff() {
 /// and each action's retryable failures so far.
 #[tokio::test(flavor = "multi_thread")]
 async fn store_keeps_scan_times_and_counts_retryable_failures() {
+    use entra_remediator::domain::ActionState;
     use entra_remediator::store::{NewAction, NewEvent, NewRun, StateChange};
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
@@ -562,7 +564,7 @@ async fn store_keeps_scan_times_and_counts_retryable_failures() {
             scan_sha256: "00".into(),
             scanned_at: scanned,
             rule_set_hash: "00".into(),
-            mode: "enforce".into(),
+            mode: "enforce".parse().unwrap(),
             downgrades: vec![],
             identities: 2,
             findings: 1,
@@ -574,11 +576,11 @@ async fn store_keeps_scan_times_and_counts_retryable_failures() {
             identity_id: guid(n),
             identity_upn: format!("u{n}@t.com"),
             identity_name: format!("u{n}"),
-            kind: "disable_user".into(),
+            kind: "disable_user".parse().unwrap(),
             targets: vec![],
             reasons: vec![],
-            mode: "enforce".into(),
-            state: "ready".into(),
+            mode: "enforce".parse().unwrap(),
+            state: "ready".parse().unwrap(),
             state_reason: None,
             expires_at: None,
         };
@@ -594,7 +596,7 @@ async fn store_keeps_scan_times_and_counts_retryable_failures() {
         assert_eq!(store.run_scanned_at("no-such-run").await.unwrap(), None);
         let outcome = |id: i64, state: &str| StateChange {
             action_id: id,
-            state: state.into(),
+            state: state.parse().unwrap(),
             reason: None,
             event: NewEvent {
                 kind: "execution_outcome".into(),
@@ -606,7 +608,13 @@ async fn store_keeps_scan_times_and_counts_retryable_failures() {
         let before = chrono::Utc::now() - chrono::Duration::seconds(1);
         for _ in 0..2 {
             store
-                .claim(&ids, &["ready"], "executing", "test", "x")
+                .claim(
+                    &ids,
+                    &[ActionState::Ready],
+                    ActionState::Executing,
+                    "test",
+                    "x",
+                )
                 .await
                 .unwrap();
             store

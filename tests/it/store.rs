@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use entra_remediator::approval::{ApprovalError, ApprovalPolicy, Decision};
 use entra_remediator::domain::ActionKind;
+use entra_remediator::domain::ActionState;
 use entra_remediator::domain::Reason;
 use entra_remediator::store::{
     DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent, NewRuleError, NewRun,
@@ -71,6 +72,17 @@ fn with_search_path(url: &str, schema: &str) -> String {
     format!("{url}{sep}options=-csearch_path%3D{schema}")
 }
 
+/// The text columns of an `actions` row.
+#[derive(sqlx::FromRow)]
+struct RawAction {
+    targets: String,
+    reasons: String,
+    rules: String,
+    mode: String,
+    created_at: String,
+    expires_at: Option<String>,
+}
+
 impl Db {
     async fn sqlite() -> Db {
         let dir = tempfile::tempdir().unwrap();
@@ -118,6 +130,24 @@ impl Db {
             .execute(&mut admin)
             .await;
             let _ = admin.close().await;
+        }
+    }
+
+    /// An `actions` row's text columns as the database holds them.
+    async fn raw_action(&self, id: i64) -> RawAction {
+        let sql = format!(
+            "SELECT targets, reasons, rules, mode, created_at, expires_at FROM actions WHERE id = {id}"
+        );
+        let sql = sqlx::AssertSqlSafe(sql);
+        match &self.backend {
+            Backend::Sqlite { .. } => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(sql).fetch_one(&mut c).await.unwrap()
+            }
+            Backend::Postgres { .. } => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(sql).fetch_one(&mut c).await.unwrap()
+            }
         }
     }
 
@@ -235,13 +265,13 @@ fn new_run(id: &str, tenant: &str, sha: &str, kind: &str, started_at: DateTime<U
         scan_sha256: sha.into(),
         scanned_at: started_at - chrono::Duration::minutes(5),
         rule_set_hash: "rules-hash".into(),
-        mode: "approval".into(),
+        mode: "approval".parse().unwrap(),
         downgrades: vec![],
         identities: 10,
         findings: 3,
         started_at,
         actor: "system".into(),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
     }
 }
 
@@ -250,7 +280,7 @@ fn new_action(n: u32, upn: &str, kind: ActionKind, state: &str, rules: &[&str]) 
         identity_id: format!("id-{n}"),
         identity_upn: upn.into(),
         identity_name: format!("User {n}"),
-        kind: kind.as_str().into(),
+        kind: kind.into(),
         targets: if kind.needs_targets() {
             vec![format!("target-{n}")]
         } else {
@@ -264,8 +294,8 @@ fn new_action(n: u32, upn: &str, kind: ActionKind, state: &str, rules: &[&str]) 
                 reason: format!("because {r}"),
             })
             .collect(),
-        mode: "approval".into(),
-        state: state.into(),
+        mode: "approval".parse().unwrap(),
+        state: state.parse().unwrap(),
         state_reason: (state == "refused").then(|| "guardrail: last admin".to_string()),
         expires_at: None,
     }
@@ -291,7 +321,7 @@ async fn all_events(s: &dyn Store) -> Vec<EventRow> {
 }
 
 async fn state_of(s: &dyn Store, id: i64) -> String {
-    s.action(id).await.unwrap().unwrap().state
+    s.action(id).await.unwrap().unwrap().state.to_string()
 }
 
 async fn assert_verified(s: &dyn Store) {
@@ -374,7 +404,7 @@ async fn two_runs(s: &dyn Store) -> (Vec<i64>, Vec<i64>) {
 
 // ---------------------------------------------------------------- tests
 
-async fn record_run_and_filter_actions(s: &dyn Store, _db: &Db) {
+async fn record_run_and_filter_actions(s: &dyn Store, db: &Db) {
     let (a, b) = two_runs(s).await;
     assert_eq!(a, vec![1, 2, 3]);
     assert_eq!(b, vec![4]);
@@ -386,20 +416,27 @@ async fn record_run_and_filter_actions(s: &dyn Store, _db: &Db) {
     assert_eq!(one.identity_upn, "u1@contoso.com");
     assert_eq!(one.identity_name, "User 1");
     assert_eq!(one.kind, "disable_user");
-    assert_eq!(one.targets, "[]");
-    let reasons: Vec<Reason> = serde_json::from_str(&one.reasons).unwrap();
+    // The columns as the database holds them, read behind the store's back.
+    let raw = db.raw_action(1).await;
+    assert_eq!(raw.targets, "[]");
+    let reasons: Vec<Reason> = serde_json::from_str(&raw.reasons).unwrap();
     assert_eq!(reasons.len(), 2);
     assert_eq!(reasons[1].rule, "r_b");
-    assert_eq!(one.rules, ",r-a,r_b,");
-    assert_eq!(one.mode, "approval");
+    assert_eq!(one.reasons, reasons);
+    assert_eq!(raw.rules, ",r-a,r_b,");
+    assert_eq!(one.rules, vec!["r-a", "r_b"]);
+    assert_eq!(raw.mode, "approval");
     assert_eq!(one.state, "pending");
     assert_eq!(one.state_reason, None);
     // Milliseconds, UTC, `Z`: byte for byte what `ts` writes.
-    assert_eq!(one.created_at, "2026-03-01T10:00:00.123Z");
-    assert_eq!(one.created_at, ts(t0()));
-    assert_eq!(one.expires_at.as_deref(), Some("2026-03-02T10:00:00.123Z"));
+    assert_eq!(raw.created_at, "2026-03-01T10:00:00.123Z");
+    assert_eq!(raw.created_at, ts(t0()));
+    assert_eq!(one.created_at, t0());
+    assert_eq!(raw.expires_at.as_deref(), Some("2026-03-02T10:00:00.123Z"));
+    assert_eq!(one.expires_at.map(ts).as_deref(), raw.expires_at.as_deref());
     let three = s.action(3).await.unwrap().unwrap();
-    assert_eq!(three.targets, "[\"target-1\"]");
+    assert_eq!(db.raw_action(3).await.targets, "[\"target-1\"]");
+    assert_eq!(three.targets, vec!["target-1"]);
     assert_eq!(three.state_reason.as_deref(), Some("guardrail: last admin"));
     assert_eq!(three.expires_at, None);
     assert!(s.action(99).await.unwrap().is_none());
@@ -772,7 +809,7 @@ async fn decide_approve_and_reject(s: &dyn Store, _db: &Db) {
         err,
         ApprovalError::NotPending {
             id: ids[1],
-            state: "rejected".into()
+            state: ActionState::Rejected
         }
     );
     // Who may decide.
@@ -903,7 +940,7 @@ async fn decide_is_all_or_nothing(s: &dyn Store, _db: &Db) {
             request(&[ids[0], ids[1]], Decision::Approve, "alice", now),
             ApprovalError::NotPending {
                 id: ids[1],
-                state: "ready".into(),
+                state: "ready".parse().unwrap(),
             },
         ),
         (
@@ -931,7 +968,7 @@ async fn decide_is_all_or_nothing(s: &dyn Store, _db: &Db) {
             request(&[ids[4], ids[3]], Decision::Approve, "alice", now),
             ApprovalError::NotPending {
                 id: ids[3],
-                state: "expired".into(),
+                state: "expired".parse().unwrap(),
             },
         ),
     ];
@@ -963,7 +1000,7 @@ async fn decide_is_all_or_nothing(s: &dyn Store, _db: &Db) {
     assert_verified(s).await;
 }
 
-fn ids_of_rows(rows: &[entra_remediator::store::ActionRow]) -> Vec<i64> {
+fn ids_of_rows(rows: &[entra_remediator::domain::Action]) -> Vec<i64> {
     ids(rows, |a| a.id)
 }
 
@@ -1035,7 +1072,7 @@ async fn claim_moves_each_action_once(s: &dyn Store, _db: &Db) {
         "r1",
         vec![ready(1), ready(2), pending(3, ActionKind::DisableUser), {
             let mut a = ready(4);
-            a.state = "approved".into();
+            a.state = ActionState::Approved;
             a
         }],
     )
@@ -1045,8 +1082,8 @@ async fn claim_moves_each_action_once(s: &dyn Store, _db: &Db) {
     let moved = s
         .claim(
             &all,
-            &["ready", "approved"],
-            "executing",
+            &[ActionState::Ready, ActionState::Approved],
+            ActionState::Executing,
             "daemon-1",
             "claimed",
         )
@@ -1072,8 +1109,8 @@ async fn claim_moves_each_action_once(s: &dyn Store, _db: &Db) {
     let again = s
         .claim(
             &all,
-            &["ready", "approved"],
-            "executing",
+            &[ActionState::Ready, ActionState::Approved],
+            ActionState::Executing,
             "daemon-1",
             "claimed",
         )
@@ -1082,7 +1119,7 @@ async fn claim_moves_each_action_once(s: &dyn Store, _db: &Db) {
     assert!(again.is_empty());
     assert_eq!(all_events(s).await.len(), events.len());
     assert!(
-        s.claim(&[], &["ready"], "executing", "d", "x")
+        s.claim(&[], &[ActionState::Ready], ActionState::Executing, "d", "x")
             .await
             .unwrap()
             .is_empty()
@@ -1108,9 +1145,27 @@ async fn concurrent_claims_move_each_action_exactly_once(s: &dyn Store, db: &Db)
         let ids = record(s, &format!("run-{round}"), actions).await;
         let reversed: Vec<i64> = ids.iter().rev().copied().collect();
         let (one, two, three) = tokio::join!(
-            s.claim(&ids, &["ready"], "executing", "daemon-1", "claimed"),
-            other.claim(&reversed, &["ready"], "executing", "daemon-2", "claimed"),
-            s.claim(&ids, &["ready"], "executing", "daemon-3", "claimed"),
+            s.claim(
+                &ids,
+                &[ActionState::Ready],
+                ActionState::Executing,
+                "daemon-1",
+                "claimed"
+            ),
+            other.claim(
+                &reversed,
+                &[ActionState::Ready],
+                ActionState::Executing,
+                "daemon-2",
+                "claimed"
+            ),
+            s.claim(
+                &ids,
+                &[ActionState::Ready],
+                ActionState::Executing,
+                "daemon-3",
+                "claimed"
+            ),
         );
         let (one, two, three) = (one.unwrap(), two.unwrap(), three.unwrap());
         let mut moved: Vec<i64> = ids_of_rows(&one);
@@ -1146,7 +1201,7 @@ async fn transition_append_and_record_event(s: &dyn Store, _db: &Db) {
     let before = all_events(s).await.len() as i64;
     s.transition(vec![StateChange {
         action_id: ids[0],
-        state: "failed".into(),
+        state: "failed".parse().unwrap(),
         reason: Some("Graph said no".into()),
         event: NewEvent {
             tenant: Some("t".into()),
@@ -1175,7 +1230,7 @@ async fn transition_append_and_record_event(s: &dyn Store, _db: &Db) {
 
     let event = |kind: &str| NewEvent {
         tenant: Some("t".into()),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         actor: "daemon".into(),
         detail: format!("{kind} detail"),
         ..NewEvent::default()
