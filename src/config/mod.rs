@@ -951,14 +951,6 @@ impl Config {
             .unwrap_or_else(|| self.policies_dir.join("exceptions.toml"))
     }
 
-    /// The exceptions file and whether it must exist (when configured explicitly).
-    pub fn exceptions_source(&self) -> crate::exceptions::ExceptionsSource {
-        crate::exceptions::ExceptionsSource {
-            path: self.exceptions_path(),
-            configured_in: self.exceptions_file.as_ref().map(|_| self.path.clone()),
-        }
-    }
-
     /// Finds a tenant by its configured name.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
