@@ -382,6 +382,230 @@ mod tests {
 
     use crate::config::Config;
 
+    const PATH: &str = "/etc/er/config.toml";
+    const ID: &str = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new(PATH)).map_err(|e| e.to_string())
+    }
+
+    /// Asserts that `text` is refused at `key` with a message containing `needle`.
+    fn refused(text: &str, key: &str, needle: &str) {
+        let e = parse(text).expect_err("config should be refused");
+        let place = format!("invalid config {PATH}: {key}: ");
+        assert!(e.starts_with(&place), "expected {place:?} in {e}");
+        assert!(e.contains(needle), "expected {needle:?} in {e}");
+    }
+
+    /// One dry-run tenant named `name` with `extra` lines in its table.
+    fn tenant(name: &str, extra: &str) -> String {
+        format!(
+            "[[tenant]]\nname = \"{name}\"\ntenant_id = \"{ID}\"\nsource = {{ dir = \"scans\" }}\n{extra}"
+        )
+    }
+
+    /// One tenant with a graph table holding a client secret and `extra` lines.
+    fn graph(extra: &str) -> String {
+        tenant(
+            "x",
+            &format!("[tenant.graph]\nclient_id = \"{ID}\"\nclient_secret_env = \"S\"\n{extra}"),
+        )
+    }
+
+    #[test]
+    fn a_complete_tenant_with_graph_access_is_accepted() {
+        let cfg = parse(&format!("mode = \"enforce\"\n{}", graph(""))).expect("valid config");
+        assert_eq!(cfg.tenants.len(), 1);
+        assert_eq!(cfg.policies_dir, Path::new("/etc/er/policies"));
+    }
+
+    #[test]
+    fn ids_that_are_not_guids_are_refused_where_they_are() {
+        refused(
+            &tenant("x", "").replace(ID, "contoso"),
+            "tenant[0].tenant_id",
+            "\"contoso\" is not a GUID",
+        );
+        refused(
+            &graph("").replace(&format!("client_id = \"{ID}\""), "client_id = \"app\""),
+            "tenant[0].graph.client_id",
+            "a GUID",
+        );
+        refused(
+            &graph("[tenant.graph.phishing_resistant_mfa]\ngroup_id = \"admins\"\n"),
+            "tenant[0].graph.phishing_resistant_mfa.group_id",
+            "group object id (GUID)",
+        );
+    }
+
+    #[test]
+    fn an_unknown_tenant_mode_is_a_toml_error_naming_its_line() {
+        let e = parse(&tenant("x", "mode = \"yolo\"\n")).expect_err("refused");
+        assert!(e.starts_with(&format!("invalid config {PATH}: ")), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("unknown variant `yolo`"), "{e}");
+    }
+
+    #[test]
+    fn retry_settings_out_of_range_are_refused() {
+        refused(
+            &graph("action_attempts = 0\n"),
+            "tenant[0].graph.action_attempts",
+            "must be 1 to 100",
+        );
+        refused(
+            &graph("action_attempts = 101\n"),
+            "tenant[0].graph.action_attempts",
+            "must be 1 to 100",
+        );
+        refused(
+            &graph("action_retry_secs = 86401\n"),
+            "tenant[0].graph.action_retry_secs",
+            "at most 86400",
+        );
+        refused(
+            &graph("max_attempts = 0\n"),
+            "tenant[0].graph.max_concurrency",
+            "max_attempts and timeout_secs must be above 0",
+        );
+        assert!(parse(&graph("action_attempts = 100\naction_retry_secs = 86400\n")).is_ok());
+    }
+
+    #[test]
+    fn a_duplicate_or_malformed_tenant_name_is_refused() {
+        let two = format!("{}{}", tenant("x", ""), tenant("x", ""));
+        refused(&two, "tenant[1].name", "tenant name \"x\" is used twice");
+        refused(
+            &tenant("a b", ""),
+            "tenant[0].name",
+            "\"a b\" must be non-empty letters, digits, '-' or '_'",
+        );
+    }
+
+    #[test]
+    fn graph_access_needs_exactly_one_credential() {
+        let none = graph("").replace("client_secret_env = \"S\"\n", "");
+        refused(
+            &none,
+            "tenant[0].graph.client_secret_file",
+            "give exactly one credential",
+        );
+        refused(
+            &graph("client_secret_file = \"secret\"\n"),
+            "tenant[0].graph.client_secret_file",
+            "give exactly one credential",
+        );
+        refused(
+            &graph("certificate_file = \"app.pem\"\n"),
+            "tenant[0].graph.certificate_file",
+            "one of private_key_file or private_key_credential",
+        );
+        let cert = none.replace(
+            "[tenant.graph]\n",
+            "[tenant.graph]\ncertificate_file = \"app.pem\"\nprivate_key_credential = \"key\"\n",
+        );
+        assert!(parse(&cert).is_ok(), "{:?}", parse(&cert).err());
+    }
+
+    #[test]
+    fn users_mode_with_a_group_id_is_refused() {
+        refused(
+            &graph(&format!(
+                "[tenant.graph.mfa]\nmode = \"users\"\ngroup_id = \"{ID}\"\n"
+            )),
+            "tenant[0].graph.mfa.mode",
+            "group_id would be ignored",
+        );
+        assert!(
+            parse(&graph(&format!(
+                "[tenant.graph.mfa]\nmode = \"group\"\ngroup_id = \"{ID}\"\n"
+            )))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_tenant_that_may_act_needs_graph_access_unless_it_only_dry_runs() {
+        refused(
+            &format!("mode = \"approval\"\n{}", tenant("x", "")),
+            "tenant[0].graph",
+            "tenant \"x\" may approve or enforce actions but has no [tenant.graph] section",
+        );
+        refused(
+            &format!(
+                "mode = \"enforce\"\n{}",
+                tenant("x", "mode = \"approval\"\n")
+            ),
+            "tenant[0].graph",
+            "has no [tenant.graph] section",
+        );
+        // A tenant may make the default stricter, never looser.
+        assert!(
+            parse(&format!(
+                "mode = \"enforce\"\n{}",
+                tenant("x", "mode = \"dry-run\"\n")
+            ))
+            .is_ok()
+        );
+        assert!(parse(&tenant("x", "mode = \"enforce\"\n")).is_ok());
+    }
+
+    #[test]
+    fn a_scan_source_is_a_dir_or_an_http_url() {
+        let url = tenant("x", "").replace("dir = \"scans\"", "url = \"ftp://scans\"");
+        refused(
+            &url,
+            "tenant[0].source.url",
+            "must be an http:// or https:// URL",
+        );
+        let token = tenant("x", "").replace("}", ", token_file = \"t\" }");
+        refused(
+            &token,
+            "tenant[0].source.token_file",
+            "only applies to a url source",
+        );
+    }
+
+    #[test]
+    fn store_api_daemon_and_webhook_settings_are_checked() {
+        refused(
+            "[store]\nurl = \"sqlite://h.db\"\nhistory_key_file = \"k\"\nhistory_key_credential = \"k\"\n",
+            "store.history_key_credential",
+            "not both",
+        );
+        refused(
+            "[api]\nenabled = true\n",
+            "api.token_file",
+            "needs a bearer token",
+        );
+        refused(
+            "[api]\nbody_timeout = \"2h\"\n",
+            "api.body_timeout",
+            "at most 1h",
+        );
+        refused(
+            "[daemon]\nlease_secs = 5\n",
+            "daemon.lease_secs",
+            "at least 10",
+        );
+        refused(
+            "[[notify.webhook]]\nname = \"ops\"\n",
+            "notify.webhook[0].url",
+            "exactly one of url or url_file",
+        );
+        refused("approval_ttl = \"0s\"\n", "approval_ttl", "must be above 0");
+        refused(
+            "[guardrails]\nmax_actions_percent = 150.0\n",
+            "guardrails.max_actions_percent",
+            "at most 100",
+        );
+        refused(
+            "[guardrails]\ncircuit_breaker_factor = nan\n",
+            "guardrails.circuit_breaker_factor",
+            "at least 1",
+        );
+    }
+
     #[test]
     fn a_store_url_with_a_password_is_never_quoted() {
         let text = "[store]\nurl = \"mysql://app:hunter2@db/x\"\n";
@@ -390,5 +614,27 @@ mod tests {
             .to_string();
         assert!(e.contains("store.url"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn the_first_section_at_fault_is_reported() {
+        // Store, api, then tenants: the order the checks run in.
+        let text = format!(
+            "[store]\nurl = \"sqlite://h.db\"\ncheckpoint_every = 0\n[api]\nmax_connections = 0\n{}",
+            tenant("x", "").replace(ID, "contoso")
+        );
+        refused(&text, "store.checkpoint_every", "must be above 0");
+        let text = text.replace("checkpoint_every = 0", "checkpoint_every = 1");
+        refused(&text, "api.max_connections", "at least 1 and at most 16384");
+    }
+
+    #[test]
+    fn a_call_depth_beyond_the_rule_stack_names_its_line() {
+        let e = parse("\n[rules]\nmax_call_depth = 257\n").expect_err("refused");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(
+            e.contains("rules.max_call_depth 257 must be 1 to 256"),
+            "{e}"
+        );
     }
 }
