@@ -8,18 +8,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{Config, TenantConfig};
-pub use crate::domain::ActionKind;
-use crate::domain::Mode;
-pub use crate::domain::Reason;
+use crate::domain::{ActionKind, Mode, Reason};
 use crate::exceptions::Exceptions;
 use crate::guard::{self, LastAdmin};
 use crate::policy::{Evaluation, RuleSet};
 use crate::scan::Scan;
 
-/// What the plan decided for an action.
+/// The plan's verdict on one action (not an approver's `approval::Decision`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", content = "why", rename_all = "snake_case")]
-pub enum Decision {
+pub enum Verdict {
     /// It goes ahead under its mode.
     Proceed,
     /// A guardrail refused it.
@@ -49,7 +47,7 @@ pub struct PlannedAction {
     /// The strictest of config, tenant, rules and run downgrades.
     pub mode: Mode,
     /// Go ahead, refused or excepted.
-    pub decision: Decision,
+    pub decision: Verdict,
     /// The id of the same action (tenant, identity, kind, targets) still pending
     /// from an earlier scan: this one is recorded as carried over to it rather
     /// than queued for approval again. Set when the run is recorded.
@@ -61,12 +59,12 @@ impl PlannedAction {
     /// The state this action is recorded in.
     pub fn state(&self) -> &'static str {
         match (&self.decision, self.mode) {
-            (Decision::Proceed, Mode::Approval) if self.carried_over.is_some() => "carried_over",
-            (Decision::Refused(_), _) => "refused",
-            (Decision::Excepted(_), _) => "skipped",
-            (Decision::Proceed, Mode::DryRun) => "planned",
-            (Decision::Proceed, Mode::Approval) => "pending",
-            (Decision::Proceed, Mode::Enforce) => "ready",
+            (Verdict::Proceed, Mode::Approval) if self.carried_over.is_some() => "carried_over",
+            (Verdict::Refused(_), _) => "refused",
+            (Verdict::Excepted(_), _) => "skipped",
+            (Verdict::Proceed, Mode::DryRun) => "planned",
+            (Verdict::Proceed, Mode::Approval) => "pending",
+            (Verdict::Proceed, Mode::Enforce) => "ready",
         }
     }
 }
@@ -89,7 +87,7 @@ impl Plan {
     pub fn proceeding(&self) -> usize {
         self.actions
             .iter()
-            .filter(|a| a.decision == Decision::Proceed)
+            .filter(|a| a.decision == Verdict::Proceed)
             .count()
     }
 }
@@ -168,14 +166,14 @@ pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
             found
         };
         let decision = match guard::check_protected(&cfg.protected, id) {
-            Err(refusal) => Decision::Refused(refusal.to_string()),
+            Err(refusal) => Verdict::Refused(refusal.to_string()),
             Ok(()) => match excepted() {
-                Some(why) => Decision::Excepted(why),
+                Some(why) => Verdict::Excepted(why),
                 None => match guard::check_action(kind, &targets, id)
                     .and_then(|()| last_admin.check(idx, id, kind, &targets))
                 {
-                    Ok(()) => Decision::Proceed,
-                    Err(refusal) => Decision::Refused(refusal.to_string()),
+                    Ok(()) => Verdict::Proceed,
+                    Err(refusal) => Verdict::Refused(refusal.to_string()),
                 },
             },
         };
@@ -210,7 +208,7 @@ pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
     let touched: std::collections::HashSet<usize> = plan
         .actions
         .iter()
-        .filter(|a| a.decision == Decision::Proceed)
+        .filter(|a| a.decision == Verdict::Proceed)
         .map(|a| a.identity)
         .collect();
     let pct = touched.len() as f64 * 100.0 / scan.identities.len().max(1) as f64;

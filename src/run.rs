@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, TenantConfig};
 use crate::exceptions::{ExceptionError, Exceptions};
-use crate::plan::{self, Decision, Plan};
+use crate::plan::{self, Plan, Verdict};
 use crate::policy::{PolicyError, RuleFailure, RuleSet};
 use crate::scan::{self, ScanError, ScanRequest};
 use crate::store::{Filter, NewAction, NewEvent, NewRuleError, NewRun, Store, StoreError};
@@ -289,10 +289,10 @@ async fn run_tenant(
                     mode: a.mode.to_string(),
                     state: state.to_string(),
                     state_reason: match &a.decision {
-                        Decision::Proceed => a.carried_over.map(|id| {
+                        Verdict::Proceed => a.carried_over.map(|id| {
                             format!("still pending as action {id}: carried over, not queued again")
                         }),
-                        Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
+                        Verdict::Refused(w) | Verdict::Excepted(w) => Some(w.clone()),
                     },
                     expires_at: (state == "pending").then_some(expires),
                 }

@@ -365,7 +365,7 @@ impl RuleSet {
                                 file: rule.file.clone(),
                                 line: place.0,
                                 column: place.1,
-                                message: crate::text::clip(&msg, MAX_ECHO),
+                                message: crate::text::clip(&msg, RULE_ECHO_LIMIT),
                             }
                             .to_string(),
                         )),
@@ -456,14 +456,14 @@ fn actions_of(value: Dynamic) -> Result<Vec<RuleAction>, String> {
 
 /// Longest message kept for one rule problem: a message may quote the rule's
 /// text or a thrown value, and one rule error is recorded per identity.
-const MAX_ECHO: usize = 1000;
+const RULE_ECHO_LIMIT: usize = 1000;
 
 fn pos_err(file: &Path, pos: Position, message: impl Into<String>) -> RuleFileError {
     RuleFileError {
         file: file.to_path_buf(),
         line: pos.line().unwrap_or(0),
         column: pos.position().unwrap_or(0),
-        message: crate::text::clip(&message.into(), MAX_ECHO),
+        message: crate::text::clip(&message.into(), RULE_ECHO_LIMIT),
     }
 }
 
