@@ -2,16 +2,16 @@
 //! work out each action's mode and the run-wide downgrades. Plain data in, plain
 //! data out: no I/O here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::{Config, TenantConfig};
+use crate::config::{Config, Guardrails, Protected, TenantConfig};
 use crate::domain::{ActionKind, Mode, Reason};
 use crate::exceptions::Exceptions;
 use crate::guard::{self, LastAdmin};
-use crate::policy::{Evaluation, RuleSet};
+use crate::policy::{Evaluation, Proposal, RuleSet};
 use crate::scan::Scan;
 
 /// The plan's verdict on one action (not an approver's `approval::Decision`).
@@ -110,125 +110,37 @@ pub struct Inputs<'a> {
 
 /// Builds the plan from what the rules proposed.
 pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
-    let Inputs {
-        scan,
-        rules,
-        eval,
-        exceptions,
-        previous,
-        now,
-    } = *input;
-    let rule_modes: HashMap<&str, Option<Mode>> = rules
-        .rules
-        .iter()
-        .map(|r| (r.name.as_str(), r.mode))
-        .collect();
     let base = tenant.mode.map_or(cfg.mode, |m| cfg.mode.strictest(m));
-
-    // Merge: one action per (identity, kind, targets), carrying every reason.
-    let mut order: Vec<(usize, ActionKind, Vec<String>)> = Vec::new();
-    let mut merged: HashMap<(usize, ActionKind, Vec<String>), Vec<Reason>> = HashMap::new();
-    for p in &eval.proposals {
-        let key = (p.identity, p.kind, p.targets.clone());
-        let reasons = merged.entry(key.clone()).or_insert_with(|| {
-            order.push(key);
-            Vec::new()
-        });
-        let r = Reason {
-            rule: p.rule.clone(),
-            finding: p.finding.clone(),
-            reason: p.reason.clone(),
-        };
-        if !reasons.contains(&r) {
-            reasons.push(r);
-        }
-    }
-
-    let mut last_admin = LastAdmin::new(scan);
-    let mut actions = Vec::with_capacity(order.len());
-    for key in order {
-        let reasons = merged.remove(&key).unwrap_or_default();
-        let (idx, kind, targets) = key;
-        let id = &scan.identities[idx];
-        let mode = reasons
+    let mut planner = Planner {
+        protected: &cfg.protected,
+        scan: input.scan,
+        exceptions: input.exceptions,
+        now: input.now,
+        base,
+        rule_modes: input
+            .rules
+            .rules
             .iter()
-            .filter_map(|r| rule_modes.get(r.rule.as_str()).copied().flatten())
-            .fold(base, Mode::strictest);
-        let excepted = || -> Option<String> {
-            let mut found = None;
-            for r in &reasons {
-                let e = exceptions.find(id, &r.rule, kind, now)?;
-                found = Some(format!(
-                    "exception until {} (owner {}): {}",
-                    e.expires, e.owner, e.reason
-                ));
-            }
-            found
-        };
-        let decision = match guard::check_protected(&cfg.protected, id) {
-            Err(refusal) => Verdict::Refused(refusal.to_string()),
-            Ok(()) => match excepted() {
-                Some(why) => Verdict::Excepted(why),
-                None => match guard::check_action(kind, &targets, id)
-                    .and_then(|()| last_admin.check(idx, id, kind, &targets))
-                {
-                    Ok(()) => Verdict::Proceed,
-                    Err(refusal) => Verdict::Refused(refusal.to_string()),
-                },
-            },
-        };
-        actions.push(PlannedAction {
-            identity: idx,
-            identity_id: id.id.0.clone(),
-            identity_upn: id.user_principal_name.clone(),
-            identity_name: id.display_name.clone(),
-            kind,
-            targets,
-            reasons,
-            mode,
-            decision,
-            carried_over: None,
-        });
-    }
-
+            .map(|r| (r.name.as_str(), r.mode))
+            .collect(),
+        last_admin: LastAdmin::new(input.scan),
+    };
+    let actions = merge(&input.eval.proposals)
+        .into_iter()
+        .map(|m| planner.action(m))
+        .collect();
     let mut plan = Plan {
         tenant: tenant.name.clone(),
         mode: base,
         downgrades: Vec::new(),
         actions,
     };
-    let n = plan.proceeding();
-    let g = &cfg.guardrails;
-    if n > g.max_actions_per_run {
-        plan.downgrades.push(format!(
-            "max_actions_per_run: {n} actions planned, the limit is {}",
-            g.max_actions_per_run
-        ));
-    }
-    let touched: std::collections::HashSet<usize> = plan
-        .actions
-        .iter()
-        .filter(|a| a.decision == Verdict::Proceed)
-        .map(|a| a.identity)
-        .collect();
-    let pct = touched.len() as f64 * 100.0 / scan.identities.len().max(1) as f64;
-    if pct > g.max_actions_percent {
-        plan.downgrades.push(format!(
-            "max_actions_percent: actions on {} of {} identities ({pct:.1}%), the limit is {}%",
-            touched.len(),
-            scan.identities.len(),
-            g.max_actions_percent
-        ));
-    }
-    if let Some(prev) = previous
-        && n >= g.circuit_breaker_min_actions
-        && n as f64 > prev as f64 * g.circuit_breaker_factor
-    {
-        plan.downgrades.push(format!(
-            "circuit breaker: {n} actions planned against {prev} in the previous run (factor {})",
-            g.circuit_breaker_factor
-        ));
-    }
+    plan.downgrades = downgrades(
+        &cfg.guardrails,
+        &plan,
+        input.scan.identities.len(),
+        input.previous,
+    );
     if !plan.downgrades.is_empty() {
         plan.mode = plan.mode.strictest(Mode::Approval);
         for a in &mut plan.actions {
@@ -236,4 +148,154 @@ pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
         }
     }
     plan
+}
+
+/// Proposals merged into one action: one per (identity, kind, targets).
+struct Merged {
+    identity: usize,
+    kind: ActionKind,
+    targets: Vec<String>,
+    reasons: Vec<Reason>,
+}
+
+/// One action per (identity, kind, targets), in the order first proposed,
+/// carrying every distinct reason.
+fn merge(proposals: &[Proposal]) -> Vec<Merged> {
+    let mut merged: Vec<Merged> = Vec::new();
+    let mut at: HashMap<(usize, ActionKind, &[String]), usize> = HashMap::new();
+    for p in proposals {
+        let n = *at
+            .entry((p.identity, p.kind, p.targets.as_slice()))
+            .or_insert_with(|| {
+                merged.push(Merged {
+                    identity: p.identity,
+                    kind: p.kind,
+                    targets: p.targets.clone(),
+                    reasons: Vec::new(),
+                });
+                merged.len() - 1
+            });
+        let r = Reason {
+            rule: p.rule.clone(),
+            finding: p.finding.clone(),
+            reason: p.reason.clone(),
+        };
+        if !merged[n].reasons.contains(&r) {
+            merged[n].reasons.push(r);
+        }
+    }
+    merged
+}
+
+/// What deciding each merged action needs, kept across actions: the
+/// last-Global-Administrator count changes as actions go ahead.
+struct Planner<'a> {
+    protected: &'a Protected,
+    scan: &'a Scan,
+    exceptions: &'a Exceptions,
+    now: DateTime<Utc>,
+    base: Mode,
+    rule_modes: HashMap<&'a str, Option<Mode>>,
+    last_admin: LastAdmin,
+}
+
+impl Planner<'_> {
+    /// The planned action for merged proposals: its mode and verdict.
+    fn action(&mut self, m: Merged) -> PlannedAction {
+        let id = &self.scan.identities[m.identity];
+        let mode = m
+            .reasons
+            .iter()
+            .filter_map(|r| self.rule_modes.get(r.rule.as_str()).copied().flatten())
+            .fold(self.base, Mode::strictest);
+        let decision = self.verdict(&m);
+        PlannedAction {
+            identity: m.identity,
+            identity_id: id.id.0.clone(),
+            identity_upn: id.user_principal_name.clone(),
+            identity_name: id.display_name.clone(),
+            kind: m.kind,
+            targets: m.targets,
+            reasons: m.reasons,
+            mode,
+            decision,
+            carried_over: None,
+        }
+    }
+
+    /// Protection first, then exceptions, then the action's own guardrails and
+    /// the last Global Administrator.
+    fn verdict(&mut self, m: &Merged) -> Verdict {
+        let id = &self.scan.identities[m.identity];
+        if let Err(refusal) = guard::check_protected(self.protected, id) {
+            return Verdict::Refused(refusal.to_string());
+        }
+        if let Some(why) = self.exception(m) {
+            return Verdict::Excepted(why);
+        }
+        match guard::check_action(m.kind, &m.targets, id)
+            .and_then(|()| self.last_admin.check(m.identity, id, m.kind, &m.targets))
+        {
+            Ok(()) => Verdict::Proceed,
+            Err(refusal) => Verdict::Refused(refusal.to_string()),
+        }
+    }
+
+    /// Why the action is excepted: only when an unexpired exception covers every
+    /// reason's rule; the words are those of the last reason's exception.
+    fn exception(&self, m: &Merged) -> Option<String> {
+        let id = &self.scan.identities[m.identity];
+        let mut found = None;
+        for r in &m.reasons {
+            found = Some(self.exceptions.find(id, &r.rule, m.kind, self.now)?);
+        }
+        found.map(|e| {
+            format!(
+                "exception until {} (owner {}): {}",
+                e.expires, e.owner, e.reason
+            )
+        })
+    }
+}
+
+/// Why the run goes to approval: too many actions, on too many of the scan's
+/// identities, or far more than the previous run (the circuit breaker).
+fn downgrades(
+    g: &Guardrails,
+    plan: &Plan,
+    identities: usize,
+    previous: Option<i64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = plan.proceeding();
+    if n > g.max_actions_per_run {
+        out.push(format!(
+            "max_actions_per_run: {n} actions planned, the limit is {}",
+            g.max_actions_per_run
+        ));
+    }
+    let touched: HashSet<usize> = plan
+        .actions
+        .iter()
+        .filter(|a| a.decision == Verdict::Proceed)
+        .map(|a| a.identity)
+        .collect();
+    let pct = touched.len() as f64 * 100.0 / identities.max(1) as f64;
+    if pct > g.max_actions_percent {
+        out.push(format!(
+            "max_actions_percent: actions on {} of {identities} identities ({pct:.1}%), the limit is {}%",
+            touched.len(),
+            g.max_actions_percent
+        ));
+    }
+    if let Some(prev) = previous
+        && n >= g.circuit_breaker_min_actions
+        && n as f64 > prev as f64 * g.circuit_breaker_factor
+    {
+        out.push(format!(
+            "circuit breaker: {n} actions planned against {prev} in the previous run (factor {})",
+            g.circuit_breaker_factor
+        ));
+    }
+    out
 }
