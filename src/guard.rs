@@ -89,63 +89,73 @@ pub fn check_action(kind: ActionKind, targets: &[String], id: &Identity) -> Resu
                 id.user_principal_name
             ),
         ),
-        ActionKind::RemoveRoleAssignment => {
-            for t in targets {
-                match id.roles.iter().find(|r| &r.assignment_id == t) {
-                    None => {
-                        return refuse(
-                            "unknown-target",
-                            format!("{} has no role assignment {t:?}", id.user_principal_name),
-                        );
-                    }
-                    Some(r) if r.assignment_type != AssignmentType::Active => {
-                        return refuse(
-                            "unknown-target",
-                            format!(
-                                "role assignment {t:?} ({}) of {} is eligible, not active",
-                                r.role_name, id.user_principal_name
-                            ),
-                        );
-                    }
-                    Some(_) => {}
-                }
-            }
-            Ok(())
-        }
-        ActionKind::RemoveGroupMembership => {
-            for t in targets {
-                match id.groups.iter().find(|g| g.id.0.eq_ignore_ascii_case(t)) {
-                    None => {
-                        return refuse(
-                            "unknown-target",
-                            format!("{} is not a member of group {t:?}", id.user_principal_name),
-                        );
-                    }
-                    Some(g) if g.dynamic => {
-                        return refuse(
-                            "dynamic-group",
-                            format!(
-                                "group {:?} has dynamic membership: its rule would add {} back; change the rule instead",
-                                g.display_name, id.user_principal_name
-                            ),
-                        );
-                    }
-                    Some(g) if g.on_premises_synced == Some(true) => {
-                        return refuse(
-                            "synced-group",
-                            format!(
-                                "group {:?} is synced from on-premises AD: change its membership there",
-                                g.display_name
-                            ),
-                        );
-                    }
-                    Some(_) => {}
-                }
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+        ActionKind::RemoveRoleAssignment => check_role_targets(targets, id),
+        ActionKind::RemoveGroupMembership => check_group_targets(targets, id),
+        ActionKind::DisableUser
+        | ActionKind::RevokeSessions
+        | ActionKind::EnforceMfa
+        | ActionKind::EnforcePhishingResistantMfa => Ok(()),
     }
+}
+
+/// Role assignments to remove must be active assignments the identity holds.
+fn check_role_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> {
+    for t in targets {
+        match id.roles.iter().find(|r| &r.assignment_id == t) {
+            None => {
+                return refuse(
+                    "unknown-target",
+                    format!("{} has no role assignment {t:?}", id.user_principal_name),
+                );
+            }
+            Some(r) if r.assignment_type != AssignmentType::Active => {
+                return refuse(
+                    "unknown-target",
+                    format!(
+                        "role assignment {t:?} ({}) of {} is eligible, not active",
+                        r.role_name, id.user_principal_name
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Groups to leave must be groups the identity is in, neither dynamic nor synced
+/// from on-premises (their membership is decided elsewhere).
+fn check_group_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> {
+    for t in targets {
+        match id.groups.iter().find(|g| g.id.0.eq_ignore_ascii_case(t)) {
+            None => {
+                return refuse(
+                    "unknown-target",
+                    format!("{} is not a member of group {t:?}", id.user_principal_name),
+                );
+            }
+            Some(g) if g.dynamic => {
+                return refuse(
+                    "dynamic-group",
+                    format!(
+                        "group {:?} has dynamic membership: its rule would add {} back; change the rule instead",
+                        g.display_name, id.user_principal_name
+                    ),
+                );
+            }
+            Some(g) if g.on_premises_synced == Some(true) => {
+                return refuse(
+                    "synced-group",
+                    format!(
+                        "group {:?} is synced from on-premises AD: change its membership there",
+                        g.display_name
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Tracks the enabled, active Global Administrators left as the plan proceeds,
@@ -189,7 +199,10 @@ impl LastAdmin {
                         && !targets.contains(&r.assignment_id)
                 })
             }
-            _ => false,
+            ActionKind::RevokeSessions
+            | ActionKind::EnforceMfa
+            | ActionKind::EnforcePhishingResistantMfa
+            | ActionKind::RemoveGroupMembership => false,
         };
         if !removes_ga || !self.remaining.contains(&idx) {
             return Ok(());
