@@ -1,9 +1,11 @@
 //! The one Microsoft Graph client: authentication, one retry policy for
-//! throttling, 5xx and timeouts, JSON `$batch`, and the Conditional Access write
-//! pace. It knows nothing of actions or history: callers record what it returns.
+//! throttling, 5xx and timeouts, JSON `$batch`, listings paged by
+//! `@odata.nextLink`, and the Conditional Access write pace. It knows nothing of
+//! actions or history: callers record what it returns.
 
 mod auth;
 mod batch;
+pub mod paging;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
