@@ -431,7 +431,7 @@ async fn record_run_and_filter_actions(s: &dyn Store, db: &Db) {
     // Milliseconds, UTC, `Z`: byte for byte what `ts` writes.
     assert_eq!(raw.created_at, "2026-03-01T10:00:00.123Z");
     assert_eq!(raw.created_at, ts(t0()));
-    assert_eq!(one.created_at, t0());
+    assert_eq!(ts(one.created_at), ts(t0()));
     assert_eq!(raw.expires_at.as_deref(), Some("2026-03-02T10:00:00.123Z"));
     assert_eq!(one.expires_at.map(ts).as_deref(), raw.expires_at.as_deref());
     let three = s.action(3).await.unwrap().unwrap();
