@@ -3,7 +3,7 @@
 //! store call.
 
 use crate::domain::{ActionState, WorkKind};
-use crate::plan::{Decision, Plan, PlannedAction};
+use crate::plan::{Plan, PlannedAction, Verdict};
 use crate::policy::{RuleFailure, RuleSet};
 use crate::store::{Filter, NewAction, NewRuleError, NewRun, Store};
 
@@ -63,10 +63,10 @@ fn new_action(a: &PlannedAction, expires: chrono::DateTime<chrono::Utc>) -> NewA
         mode: a.mode,
         state,
         state_reason: match &a.decision {
-            Decision::Proceed => a
+            Verdict::Proceed => a
                 .carried_over
                 .map(|id| format!("still pending as action {id}: carried over, not queued again")),
-            Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
+            Verdict::Refused(w) | Verdict::Excepted(w) => Some(w.clone()),
         },
         expires_at: (state == ActionState::Pending).then_some(expires),
     }

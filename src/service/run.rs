@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, TenantConfig};
-use crate::exceptions::Exceptions;
+use crate::exceptions::{Exceptions, ExceptionsSource};
 use crate::policy::RuleSet;
 use crate::store::{NewEvent, Store};
 
@@ -18,7 +18,7 @@ use super::record_run;
 /// (its file missing, its rule unknown) refuses the set.
 pub fn load_rules(cfg: &Config) -> Result<(Arc<RuleSet>, Arc<Exceptions>), RunError> {
     let rules = RuleSet::load(&cfg.policies_dir, &cfg.rules)?;
-    let exceptions = Exceptions::load_from(&cfg.exceptions_source())?;
+    let exceptions = Exceptions::load_from(&ExceptionsSource::from_config(cfg))?;
     exceptions.check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;
     Ok((Arc::new(rules), Arc::new(exceptions)))
 }
