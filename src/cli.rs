@@ -15,8 +15,8 @@ use std::io::Write;
 use crate::output::{Format, action_json, render, write_records};
 use crate::plan::Verdict;
 use crate::policy::{RuleSet, rule_test};
-use crate::run::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
+use crate::service::cycle::{RunOptions, TenantOutcome};
 use crate::store::{self, DecisionRequest, Filter, Store};
 use crate::text::printable;
 
@@ -359,7 +359,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Policy(cmd) => policy(&cli.config, cmd),
         Command::Config(ConfigCmd::Check) => {
             let cfg = Config::load(&cli.config)?;
-            let (rules, exceptions) = crate::run::load_rules(&cfg)?;
+            let (rules, exceptions) = crate::service::run::load_rules(&cfg)?;
             println!(
                 "{}: OK ({} tenant(s), {} rule(s) in {}, {} exception(s), store {})",
                 cli.config.display(),
@@ -374,7 +374,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Plan(args) => {
             let cfg = Config::load(&cli.config)?;
             let opts = run_options(&cfg, &args.scan, false)?;
-            let outcomes = crate::run::run(&cfg, None, &opts).await?;
+            let outcomes = crate::service::run::run(&cfg, None, &opts).await?;
             print_outcomes(&outcomes, args.scan.format, false);
             Ok(exit_for(&outcomes))
         }
@@ -384,9 +384,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .await
                 .with_context(|| store_failed(&cfg))?;
             let opts = run_options(&cfg, &args.scan, args.force)?;
-            let outcomes = match crate::run::run(&cfg, Some(store.as_ref()), &opts).await {
+            let outcomes = match crate::service::run::run(&cfg, Some(store.as_ref()), &opts).await {
                 Ok(o) => o,
-                Err(e @ crate::run::RunError::Store(_)) => {
+                Err(e @ crate::service::cycle::RunError::Store(_)) => {
                     return Err(anyhow::Error::new(e).context(store_failed(&cfg)));
                 }
                 Err(e) => return Err(e.into()),

@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per step: [`config`] -> [`scan`] -> [`policy`] ->
 //! [`plan`] (with [`guard`] and [`exceptions`]) -> [`approval`] -> [`store`];
-//! [`run`] ties one cycle together and [`cli`] is the command line.
+//! [`service`] holds the use cases (one cycle, an execution pass) that [`cli`],
+//! [`api`] and [`daemon`] call.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -24,7 +25,7 @@ pub mod notify;
 pub mod output;
 pub mod plan;
 pub mod policy;
-pub mod run;
 pub mod scan;
+pub mod service;
 pub mod store;
 pub mod text;

@@ -64,12 +64,40 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
+/// How a tenant run finished, as the `outcome` label of `runs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The scan was planned and recorded.
+    Ok,
+    /// The scan was refused.
+    Rejected,
+    /// The run stopped on an error.
+    Failed,
+    /// The tick was skipped: the tenant's previous run was still going.
+    Skipped,
+}
+
+impl RunOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Rejected => "rejected",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Skipped => "skipped",
+        }
+    }
+}
+
 impl Metrics {
     /// Counts a finished tenant run; an `ok` run also sets the last-success gauge.
-    /// `outcome` is `ok`, `rejected`, `failed` or `skipped`.
-    pub fn run_finished(&self, tenant: &str, outcome: &str, at: DateTime<Utc>) {
-        bump(&self.runs, (tenant.to_string(), outcome.to_string()), 1);
-        if outcome == "ok" {
+    pub fn run_finished(&self, tenant: &str, outcome: RunOutcome, at: DateTime<Utc>) {
+        bump(
+            &self.runs,
+            (tenant.to_string(), outcome.as_str().to_string()),
+            1,
+        );
+        if outcome == RunOutcome::Ok {
             let mut last = lock(&self.last_success);
             let slot = last.entry(tenant.to_string()).or_insert(at);
             if at > *slot {
@@ -117,9 +145,16 @@ impl Metrics {
     /// Renders every metric in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_counts(&mut out);
+        self.render_graph(&mut out);
+        self.render_outcomes(&mut out);
+        out
+    }
 
+    /// Runs and actions.
+    fn render_counts(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "runs_total",
             "counter",
             "Tenant runs finished, by outcome (ok, rejected, failed, skipped).",
@@ -130,7 +165,7 @@ impl Metrics {
         }
 
         header(
-            &mut out,
+            out,
             "actions_total",
             "counter",
             "Remediation actions that reached a state, by action kind and state.",
@@ -139,9 +174,12 @@ impl Metrics {
             let l = labels(&[("kind", kind), ("state", state)]);
             let _ = writeln!(out, "{PREFIX}actions_total{l} {v}");
         }
+    }
 
+    /// Microsoft Graph requests and throttling.
+    fn render_graph(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "graph_requests_total",
             "counter",
             "Microsoft Graph requests, by HTTP status (0 when no answer came).",
@@ -153,7 +191,7 @@ impl Metrics {
         }
 
         header(
-            &mut out,
+            out,
             "graph_throttle_wait_seconds_total",
             "counter",
             "Seconds spent waiting because Microsoft Graph throttled requests.",
@@ -164,9 +202,12 @@ impl Metrics {
             "{PREFIX}graph_throttle_wait_seconds_total {}",
             nanos as f64 / 1e9
         );
+    }
 
+    /// Rule errors, webhook deliveries and the last successful run.
+    fn render_outcomes(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "rule_errors_total",
             "counter",
             "Rule evaluations that failed.",
@@ -178,7 +219,7 @@ impl Metrics {
         );
 
         header(
-            &mut out,
+            out,
             "webhook_deliveries_total",
             "counter",
             "Webhook deliveries, by webhook name and result (success, failure).",
@@ -189,7 +230,7 @@ impl Metrics {
         }
 
         header(
-            &mut out,
+            out,
             "last_successful_run_timestamp_seconds",
             "gauge",
             "Unix time of the last run that finished ok, by tenant.",
@@ -202,7 +243,6 @@ impl Metrics {
                 "{PREFIX}last_successful_run_timestamp_seconds{l} {secs}"
             );
         }
-        out
     }
 }
 
@@ -215,9 +255,9 @@ mod tests {
     fn renders_counters_with_help_type_and_escaped_labels() {
         let m = Metrics::default();
         let at = Utc.with_ymd_and_hms(2026, 11, 20, 6, 0, 0).unwrap();
-        m.run_finished("contoso", "ok", at);
-        m.run_finished("contoso", "ok", at - chrono::Duration::hours(1));
-        m.run_finished("fab\"ri\\kam\n", "failed", at);
+        m.run_finished("contoso", RunOutcome::Ok, at);
+        m.run_finished("contoso", RunOutcome::Ok, at - chrono::Duration::hours(1));
+        m.run_finished("fab\"ri\\kam\n", RunOutcome::Failed, at);
         m.actions("disable_user", "done", 3);
         m.actions("disable_user", "done", 2);
         m.graph_call(429);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use entra_remediator::config::{Config, RuleLimits};
 use entra_remediator::policy::RuleSet;
-use entra_remediator::run::{RunOptions, TenantOutcome};
 use entra_remediator::scan::{Scan, ScanRequest};
+use entra_remediator::service::cycle::{RunOptions, TenantOutcome};
 
 use crate::util::{self, ChildStats, fmt_dur, kib_mib, median, median_u64, mib, sh, verdict};
 use crate::{Ctx, copy_policies, scangen};
@@ -152,7 +152,7 @@ pub fn run(ctx: &mut Ctx) {
         };
         let t = Instant::now();
         let outcomes = rt
-            .block_on(entra_remediator::run::run(&cfg, None, &opts))
+            .block_on(entra_remediator::service::run::run(&cfg, None, &opts))
             .expect("in-process plan");
         let in_process_plan = t.elapsed();
         let actions = match outcomes.first() {

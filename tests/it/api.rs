@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use entra_remediator::api::{self, ApiState, DaemonRequest};
 use entra_remediator::config::Config;
 use entra_remediator::domain::Reason;
-use entra_remediator::metrics::Metrics;
+use entra_remediator::metrics::{Metrics, RunOutcome};
 use entra_remediator::store::{self, Filter, NewAction, NewRun, Store};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -300,7 +300,7 @@ async fn every_other_route_refuses_a_missing_or_wrong_token_with_401() {
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_every_metric_name() {
     let h = Harness::start().await;
-    h.metrics.run_finished("test", "ok", Utc::now());
+    h.metrics.run_finished("test", RunOutcome::Ok, Utc::now());
     h.metrics.actions("disable_user", "done", 2);
     h.metrics.graph_call(204);
     h.metrics

@@ -190,14 +190,14 @@ fn configured_exceptions_file_that_is_missing_is_an_error() {
 
 #[test]
 fn the_daemon_reload_path_refuses_exceptions_that_cannot_apply() {
-    // The daemon loads (and reloads) rules and exceptions through run::load_rules.
+    // The daemon loads (and reloads) rules and exceptions through service::run::load_rules.
     let mut ws = revoke_ws();
     ws.write(
         "policies/exceptions.toml",
         "[[exception]]\nidentity = \"a@x.test\"\nrule = \"nope\"\nreason = \"vip\"\nowner = \"sec\"\nexpires = \"2099-01-01\"\n",
     );
     let cfg = entra_remediator::config::Config::load(&ws.config_path()).unwrap();
-    let err = entra_remediator::run::load_rules(&cfg)
+    let err = entra_remediator::service::run::load_rules(&cfg)
         .err()
         .unwrap()
         .to_string();
@@ -206,10 +206,10 @@ fn the_daemon_reload_path_refuses_exceptions_that_cannot_apply() {
         "{err}"
     );
     std::fs::remove_file(ws.path().join("policies/exceptions.toml")).unwrap();
-    assert!(entra_remediator::run::load_rules(&cfg).is_ok());
+    assert!(entra_remediator::service::run::load_rules(&cfg).is_ok());
     ws.set_top("exceptions_file = \"gone.toml\"");
     let cfg = entra_remediator::config::Config::load(&ws.config_path()).unwrap();
-    let err = entra_remediator::run::load_rules(&cfg)
+    let err = entra_remediator::service::run::load_rules(&cfg)
         .err()
         .unwrap()
         .to_string();

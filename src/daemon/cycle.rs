@@ -1,0 +1,206 @@
+//! One tick of a tenant (run a cycle, then settle and execute), a prompt
+//! execution pass, and the expiry of overdue approvals: each calls a use case
+//! of the service layer and logs, counts and notifies what it did.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::shared::{Shared, read, sd};
+use crate::config::Config;
+use crate::domain::ExecReport;
+use crate::metrics::RunOutcome;
+use crate::scan::ScanRequest;
+use crate::service::cycle::{RunOptions, TenantOutcome};
+use crate::service::execution::{self, OnSettleError, Pass};
+
+impl Shared {
+    /// One scheduled (or requested) cycle for a tenant: scan, plan, record, execute.
+    pub(super) async fn tick(self: Arc<Self>, tenant: String, force: bool, why: &str) {
+        if self.stopping.is_cancelled() {
+            return;
+        }
+        if !self.enter(&tenant) {
+            tracing::warn!(%tenant, "previous run still going; this tick is skipped");
+            self.metrics
+                .run_finished(&tenant, RunOutcome::Skipped, Utc::now());
+            self.record(self.event(
+                "tick_skipped",
+                Some(&tenant),
+                json!({"why": "the previous run of this tenant is still going", "trigger": why}),
+            ))
+            .await;
+            return;
+        }
+        self.clone().cycle(&tenant, force, why).await;
+        self.leave(&tenant);
+    }
+
+    async fn cycle(self: Arc<Self>, tenant: &str, force: bool, why: &str) {
+        let me = self.clone();
+        self.with_lease(tenant, || async move {
+            let cfg = read(&me.config);
+            let Some(tc) = cfg.tenant(tenant) else {
+                return;
+            };
+            let rules = read(&me.rules);
+            let opts = RunOptions {
+                tenant: Some(tenant.to_string()),
+                scan: ScanRequest::default(),
+                force,
+                actor: me.actor(),
+                now: Utc::now(),
+            };
+            tracing::info!(%tenant, trigger = why, "run starting");
+            let store = Some(me.store.as_ref());
+            let outcome = crate::service::run::run_loaded(
+                &cfg,
+                store,
+                &opts,
+                &[tc],
+                &rules.set,
+                &rules.exceptions,
+            )
+            .await;
+            match outcome {
+                Ok(outcomes) => {
+                    for o in &outcomes {
+                        me.after_run(o);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(%tenant, error = %e, "run failed");
+                    me.metrics
+                        .run_finished(tenant, RunOutcome::Failed, Utc::now());
+                }
+            }
+            me.execute_now(&cfg, tenant).await;
+            sd(&[sd_notify::NotifyState::Status(&format!(
+                "last run: tenant {tenant} at {}",
+                Utc::now().to_rfc3339()
+            ))]);
+        })
+        .await;
+    }
+
+    fn after_run(&self, o: &TenantOutcome) {
+        match o {
+            TenantOutcome::Planned {
+                tenant,
+                plan,
+                failures,
+                ..
+            } => {
+                self.metrics
+                    .run_finished(tenant, RunOutcome::Ok, Utc::now());
+                self.metrics.rule_errors(failures.len() as u64);
+                for a in &plan.actions {
+                    self.metrics.actions(a.kind.as_str(), a.state().as_str(), 1);
+                }
+                let notifier = read(&self.notifier);
+                for notice in o.notices() {
+                    notifier.notify(notice);
+                }
+            }
+            TenantOutcome::Rejected { tenant, error } => {
+                tracing::warn!(%tenant, %error, "scan refused");
+                self.metrics
+                    .run_finished(tenant, RunOutcome::Rejected, Utc::now());
+            }
+            TenantOutcome::AlreadyProcessed { tenant, .. } => {
+                tracing::info!(%tenant, "newest scan already processed");
+            }
+        }
+    }
+
+    /// Settles in-flight actions and executes ready and approved ones.
+    async fn execute_now(&self, cfg: &Config, tenant: &str) {
+        let Some(tc) = cfg.tenant(tenant) else {
+            return;
+        };
+        if tc.graph.is_none() {
+            return;
+        }
+        let metrics = self.metrics.clone();
+        let observe: crate::graph::CallObserver = Arc::new(move |status, wait| match status {
+            Some(s) => metrics.graph_call(s),
+            None => metrics.throttle_wait(wait),
+        });
+        let actor = self.actor();
+        let store = self.store.as_ref();
+        let pass = execution::settle_and_execute(
+            cfg,
+            tc,
+            store,
+            &actor,
+            Some(observe),
+            OnSettleError::Execute,
+        )
+        .await;
+        let (settled, executed) = match pass {
+            // Counting what waits failed: nothing is tried until the next pass.
+            Err(_) | Ok(Pass::Idle) => return,
+            Ok(Pass::Unavailable { error, .. }) => {
+                tracing::error!(%tenant, error = %error, "cannot execute");
+                return;
+            }
+            Ok(Pass::Ran { settled, executed }) => (settled, executed),
+        };
+        let mut report = ExecReport::default();
+        match settled {
+            Ok(r) => report.results.extend(r.results),
+            Err(e) => tracing::error!(%tenant, error = %e, "cannot settle in-flight actions"),
+        }
+        match executed {
+            Some(Ok(r)) => report.results.extend(r.results),
+            Some(Err(e)) => tracing::error!(%tenant, error = %e, "execution stopped"),
+            None => {}
+        }
+        self.executed(tenant, &report).await;
+    }
+
+    /// Logs, counts and notifies what an execution pass did.
+    async fn executed(&self, tenant: &str, report: &ExecReport) {
+        for r in &report.results {
+            tracing::info!(%tenant, action = r.id, state = %r.state, why = %r.reason, "action executed");
+        }
+        for r in &report.results {
+            self.metrics.actions("executed", r.state.as_str(), 1);
+        }
+        if let Some(notice) = execution::failed_notice(self.store.as_ref(), tenant, report).await {
+            read(&self.notifier).notify(notice);
+        }
+    }
+
+    /// Executes approved actions of a tenant promptly (API approvals, interval).
+    pub(super) async fn execute_tenant(self: Arc<Self>, tenant: String) {
+        if self.stopping.is_cancelled() || !self.enter(&tenant) {
+            return;
+        }
+        let me = self.clone();
+        let t = tenant.clone();
+        self.with_lease(&tenant, || async move {
+            let cfg = read(&me.config);
+            me.execute_now(&cfg, &t).await;
+        })
+        .await;
+        self.leave(&tenant);
+    }
+
+    /// The execution timer: overdue approvals expire (so that reads, by the API
+    /// or the CLI, need no write transaction to see them), then every tenant
+    /// gets an execution pass.
+    pub(super) async fn on_execution_timer(self: &Arc<Self>) {
+        match self.store.expire_due(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "pending approvals expired"),
+            Err(e) => tracing::warn!(error = %e, "expiring overdue approvals failed"),
+        }
+        let cfg = read(&self.config);
+        for t in &cfg.tenants {
+            self.tracker
+                .spawn(self.clone().execute_tenant(t.name.clone()));
+        }
+    }
+}
