@@ -9,6 +9,7 @@
 )]
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod api;
 pub mod approval;
 pub mod cli;
