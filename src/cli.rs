@@ -13,7 +13,7 @@ use crate::domain::ActionState;
 use std::io::Write;
 
 use crate::output::{Format, action_json, render, write_records};
-use crate::plan::Decision as PlanDecision;
+use crate::plan::Verdict;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
@@ -706,13 +706,13 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                     .enumerate()
                     .map(|(i, a)| {
                         let why = match &a.decision {
-                            PlanDecision::Proceed => a
+                            Verdict::Proceed => a
                                 .reasons
                                 .iter()
                                 .map(|r| format!("[{}] {}", r.rule, r.reason))
                                 .collect::<Vec<_>>()
                                 .join("; "),
-                            PlanDecision::Refused(w) | PlanDecision::Excepted(w) => w.clone(),
+                            Verdict::Refused(w) | Verdict::Excepted(w) => w.clone(),
                         };
                         let mut rec = json!({
                             "id": ids.get(i),

@@ -170,10 +170,3 @@ pub(crate) fn call_record(req: &GraphRequest, resp: &Result<GraphResponse, Graph
 pub(crate) fn filter_eq(field: &str, value: &str) -> String {
     format!("$filter={field}%20eq%20%27{value}%27")
 }
-
-/// The next page of a Graph listing, as a path under `/v1.0`.
-pub(crate) fn next_page(body: &Value) -> Option<String> {
-    body["@odata.nextLink"]
-        .as_str()
-        .and_then(|next| next.split_once("/v1.0").map(|(_, rest)| rest.to_string()))
-}

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::context::{Ctx, Work, call_record, map_error, next_page};
+use super::context::{Ctx, Work, call_record, map_error};
 use crate::domain::Outcome;
+use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphRequest, GraphResponse};
 
 /// A member list read ahead: the calls made, and the members (or the outcome
@@ -120,39 +121,29 @@ impl Reads {
     }
 }
 
-/// Ids of a group's members, every page.
+/// Ids of a group's members, every page: a member past the first page is
+/// still a member.
 pub(crate) async fn member_ids(
     cx: &Ctx<'_>,
     calls: &mut Vec<Value>,
     gid: &str,
 ) -> Result<HashSet<String>, Outcome> {
-    let mut out = HashSet::new();
-    let mut path = format!("/groups/{gid}/members?$select=id&$top=999");
-    // Follow @odata.nextLink: a member past the first page is still a member.
-    for _ in 0..10_000 {
-        let r = cx
-            .call(GraphRequest::get(path), calls)
-            .await
-            .map_err(Outcome::retryable)?;
-        if !r.ok() {
-            return Err(map_error(&r, "read group members"));
+    let path = format!("/groups/{gid}/members?$select=id&$top=999");
+    let record = |req: &GraphRequest, ans: &Answer| calls.push(call_record(req, ans));
+    match cx.graph.get_all(path, 10_000, record).await {
+        Ok(members) => Ok(members
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .map(str::to_ascii_lowercase)
+            .collect()),
+        Err(ListingError::Refused(r)) => Err(map_error(&r, "read group members")),
+        Err(ListingError::Unanswered { request, error }) => {
+            Err(Outcome::retryable(format!("{request}: {error}")))
         }
-        out.extend(
-            r.body["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["id"].as_str())
-                .map(str::to_ascii_lowercase),
-        );
-        match next_page(&r.body) {
-            Some(next) => path = next,
-            None => return Ok(out),
-        }
+        Err(ListingError::TooManyPages) => Err(Outcome::failed(format!(
+            "group {gid} has too many pages of members"
+        ))),
     }
-    Err(Outcome::failed(format!(
-        "group {gid} has too many pages of members"
-    )))
 }
 
 /// A group's members from `reads` when read ahead, else read now.

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::actions::context::{Ctx, Work, call_record, map_error, next_page};
+use crate::actions::context::{Ctx, Work, call_record, map_error};
 use crate::actions::handler;
 use crate::actions::reads::Reads;
 use crate::domain::Outcome;
+use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphRequest, GraphResponse};
 
 fn user_path(id: &str) -> String {
@@ -26,12 +27,28 @@ fn groups_path(id: &str) -> String {
 /// A user's live groups as (id, display name), or why they could not be read.
 type LiveGroups = Result<Vec<(String, String)>, Outcome>;
 
-/// The groups of one page of `transitiveMemberOf`.
-fn page_groups(page: &GraphResponse) -> impl Iterator<Item = (String, String)> + '_ {
-    page.body["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
+/// The groups a user is in (directly or nested) as (id, display name), every
+/// page: the first page comes with the batch, further pages are read here.
+async fn live_groups(cx: &Ctx<'_>, calls: &mut Vec<Value>, first: &GraphResponse) -> LiveGroups {
+    let record = |req: &GraphRequest, ans: &Answer| calls.push(call_record(req, ans));
+    let groups = match cx.graph.get_rest(first, 1_000, record).await {
+        Ok(groups) => groups,
+        Err(ListingError::Refused(page)) => {
+            return Err(map_error(&page, "read the user's groups"));
+        }
+        Err(ListingError::Unanswered { error, .. }) => {
+            return Err(Outcome::retryable(format!(
+                "read the user's groups: {error}"
+            )));
+        }
+        Err(ListingError::TooManyPages) => {
+            return Err(Outcome::failed(
+                "the user is in too many pages of groups to check protection",
+            ));
+        }
+    };
+    Ok(groups
+        .iter()
         .filter(|g| {
             g["@odata.type"]
                 .as_str()
@@ -43,29 +60,7 @@ fn page_groups(page: &GraphResponse) -> impl Iterator<Item = (String, String)> +
                 g["displayName"].as_str().unwrap_or("").to_string(),
             )
         })
-}
-
-/// The groups a user is in (directly or nested) as (id, display name), every
-/// page: the first page comes with the batch, further pages are read here.
-async fn live_groups(cx: &Ctx<'_>, calls: &mut Vec<Value>, first: &GraphResponse) -> LiveGroups {
-    let mut out = Vec::new();
-    let mut page = first.clone();
-    for _ in 0..1_000 {
-        if !page.ok() {
-            return Err(map_error(&page, "read the user's groups"));
-        }
-        out.extend(page_groups(&page));
-        let Some(next) = next_page(&page.body) else {
-            return Ok(out);
-        };
-        let req = GraphRequest::get(next);
-        let ans = cx.graph.call(&req).await;
-        calls.push(call_record(&req, &ans));
-        page = ans.map_err(|e| Outcome::retryable(format!("read the user's groups: {e}")))?;
-    }
-    Err(Outcome::failed(
-        "the user is in too many pages of groups to check protection",
-    ))
+        .collect())
 }
 
 /// What one request of the users' batch reads.
