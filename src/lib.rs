@@ -10,6 +10,7 @@
 )]
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod api;
 pub mod approval;
 pub mod cli;

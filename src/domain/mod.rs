@@ -6,6 +6,7 @@ mod kind;
 mod mode;
 mod outcome;
 mod reason;
+mod snapshot;
 mod state;
 
 pub use action::{Action, WorkKind, initial_state};
@@ -13,4 +14,5 @@ pub use kind::ActionKind;
 pub use mode::Mode;
 pub use outcome::{ExecReport, ExecResult, Outcome};
 pub use reason::Reason;
+pub use snapshot::{CaMode, RemovedAssignment, Snapshot};
 pub use state::{ActionState, IllegalTransition};

@@ -4,20 +4,23 @@
 //! done, refused by a live guardrail, or a write), commit the write's intent and
 //! undo snapshot to history, send the writes (batched), then commit the outcome.
 //! No transaction is held across a Graph call, and a write is never sent without
-//! its intent row committed first.
+//! its intent row committed first. What each action decides and writes lives in
+//! its own module under [`crate::actions`]; this is the orchestration.
 
-mod ca;
 mod live;
 pub mod reconcile;
+mod undo;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::actions::context::{Ctx, Work, call_record, map_error};
+use crate::actions::handler;
+use crate::actions::reads::{Ahead, Reads};
 use crate::config::{Config, TenantConfig};
 use crate::domain::{Action, ActionKind, ActionState, ExecReport, ExecResult, Outcome, WorkKind};
-use crate::graph::{Answer, GraphClient, GraphError, GraphRequest, GraphResponse};
+use crate::graph::{Answer, GraphClient, GraphError, GraphRequest};
 use crate::store::{Filter, NewEvent, StateChange, Store, StoreError};
 
 /// Why execution could not run at all (per-action problems are outcomes).
@@ -39,84 +42,45 @@ pub enum ExecError {
     NotConfigured(String),
 }
 
-/// Maps a final Graph answer to an outcome, from status and error code only.
-pub fn map_error(resp: &GraphResponse, what: &str) -> Outcome {
-    let code = resp.error_code().unwrap_or("");
-    let msg = resp.error_message();
-    match resp.status {
-        403 => Outcome::failed(format!(
-            "{what}: forbidden ({code}); the app lacks the permission or directory role for this (acting on administrators needs the Privileged Authentication Administrator role): {msg}"
-        )),
-        404 => Outcome::failed(format!("{what}: not found ({code})")),
-        429 | 500 | 502 | 503 | 504 => Outcome::retryable(format!(
-            "{what}: Graph still unavailable or throttling after retries: {msg}"
-        )),
-        401 => Outcome::retryable(format!("{what}: authentication refused ({code})")),
-        _ => Outcome::failed(format!("{what}: {msg}")),
+/// Whether a 404 on a write of `w` means the goal is already reached.
+fn gone_is_done(w: &Work) -> bool {
+    match w.action.kind {
+        WorkKind::Remedy(k) => handler(k).gone_is_done(),
+        WorkKind::Undo => false,
     }
 }
 
-/// A record of one Graph call, for history.
-pub(crate) fn call_record(req: &GraphRequest, resp: &Result<GraphResponse, GraphError>) -> Value {
-    match resp {
-        Ok(r) => json!({
-            "request": req.describe(),
-            "status": r.status,
-            "code": r.error_code(),
-            "attempts": r.attempts,
-        }),
-        Err(e) => json!({"request": req.describe(), "error": e.to_string()}),
+/// What a successful action did, for history.
+fn done_text(w: &Work) -> String {
+    match w.action.kind {
+        WorkKind::Remedy(k) => handler(k).done_text(&w.action),
+        WorkKind::Undo => format!(
+            "undo of action {} done",
+            w.action.targets.first().map_or("?", String::as_str)
+        ),
     }
 }
 
-/// One action being executed.
-pub(crate) struct Work {
-    pub action: Action,
-    /// The remediation; `None` for an undo (see `action.kind`).
-    pub kind: Option<ActionKind>,
-    pub targets: Vec<String>,
-    /// Calls made so far, for history.
-    pub calls: Vec<Value>,
-    /// Writes to send, when live state says so.
-    pub writes: Vec<GraphRequest>,
-    /// What undo needs, committed with the intent.
-    pub snapshot: Option<Value>,
-    /// Set once decided.
-    pub outcome: Option<Outcome>,
-    /// Which execution attempt this is: 1 + the retryable failures before it.
-    pub attempt: u32,
-}
-
-impl Work {
-    fn new(action: Action) -> Work {
-        let kind = action.remedy();
-        let targets = action.targets.clone();
-        Work {
-            action,
-            kind,
-            targets,
-            calls: Vec::new(),
-            writes: Vec::new(),
-            snapshot: None,
-            outcome: None,
-            attempt: 1,
+/// The outcome of one action's writes, from their answers.
+fn outcome_of(w: &mut Work, answers: &[(GraphRequest, Answer)]) -> Outcome {
+    let mut failure = None;
+    for (req, ans) in answers {
+        w.calls.push(call_record(req, ans));
+        match ans {
+            Ok(r) if r.ok() => {}
+            Ok(r) if r.status == 404 && gone_is_done(w) => {}
+            Ok(r) => failure = failure.or(Some(map_error(r, &req.describe()))),
+            Err(e) => {
+                failure = failure.or(Some(Outcome::retryable(format!("{}: {e}", req.describe()))))
+            }
         }
     }
-
-    pub(crate) fn decide(&mut self, o: Outcome) {
-        if self.outcome.is_none() {
-            self.outcome = Some(o);
-        }
-    }
+    failure.unwrap_or_else(|| Outcome::Done(done_text(w)))
 }
 
 /// Executes actions of one tenant.
 pub struct Executor<'a> {
-    pub(crate) cfg: &'a Config,
-    pub(crate) tenant: &'a TenantConfig,
-    pub(crate) store: &'a dyn Store,
-    pub(crate) graph: Arc<GraphClient>,
-    pub(crate) actor: String,
+    cx: Ctx<'a>,
 }
 
 impl<'a> Executor<'a> {
@@ -135,39 +99,26 @@ impl<'a> Executor<'a> {
             tenant: tenant.name.clone(),
             source,
         })?;
-        Ok(Executor {
+        let cx = Ctx {
             cfg,
             tenant,
             store,
             graph,
             actor: actor.to_string(),
-        })
+        };
+        Ok(Executor { cx })
     }
 
     /// Feeds every Graph answer and retry wait to `o` (the daemon's metrics).
     pub fn observe(&self, o: crate::graph::CallObserver) {
-        self.graph.observe(o);
-    }
-
-    pub(crate) fn event(&self, kind: &str, a: &Action, detail: Value) -> NewEvent {
-        NewEvent {
-            tenant: Some(self.tenant.name.clone()),
-            run_id: Some(a.run_id.clone()),
-            action_id: Some(a.id),
-            identity_id: Some(a.identity_id.clone()),
-            action_kind: Some(a.kind.to_string()),
-            rule: None,
-            kind: kind.into(),
-            actor: self.actor.clone(),
-            state: Some(ActionState::Executing.to_string()),
-            detail: detail.to_string(),
-        }
+        self.cx.graph.observe(o);
     }
 
     /// Attempts per action, and the wait before attempt `k + 1` after `k`
     /// retryable failures: `action_retry_secs` doubled each time, at most a day.
     fn retry_policy(&self, failures: u32) -> (u32, chrono::Duration) {
         let (n, base) = self
+            .cx
             .tenant
             .graph
             .as_ref()
@@ -186,9 +137,10 @@ impl<'a> Executor<'a> {
         let mut ids = Vec::new();
         for state in [ActionState::Ready, ActionState::Approved] {
             let rows = self
+                .cx
                 .store
                 .actions(&Filter {
-                    tenant: Some(self.tenant.name.clone()),
+                    tenant: Some(self.cx.tenant.name.clone()),
                     state: Some(state.to_string()),
                     ..Filter::default()
                 })
@@ -196,7 +148,7 @@ impl<'a> Executor<'a> {
             ids.extend(rows.into_iter().map(|r| r.id));
         }
         ids.sort_unstable();
-        let retries = self.store.retry_counts(&ids).await?;
+        let retries = self.cx.store.retry_counts(&ids).await?;
         let now = chrono::Utc::now();
         ids.retain(|id| {
             retries
@@ -212,18 +164,19 @@ impl<'a> Executor<'a> {
             return Ok(ExecReport::default());
         }
         let claimed = self
+            .cx
             .store
             .claim(
                 ids,
                 &[ActionState::Ready, ActionState::Approved],
                 ActionState::Executing,
-                &self.actor,
+                &self.cx.actor,
                 "execution started",
             )
             .await?;
         let mut work: Vec<Work> = claimed.into_iter().map(Work::new).collect();
         let claimed_ids: Vec<i64> = work.iter().map(|w| w.action.id).collect();
-        let retries = self.store.retry_counts(&claimed_ids).await?;
+        let retries = self.cx.store.retry_counts(&claimed_ids).await?;
         for w in &mut work {
             w.attempt = retries.get(&w.action.id).map_or(1, |(k, _)| k + 1);
         }
@@ -236,7 +189,7 @@ impl<'a> Executor<'a> {
             .into_iter()
             .partition(|w| w.outcome.is_none() && !w.writes.is_empty());
         let mut report = self.finish(decided).await?;
-        let chunk = self.graph.requests_in_flight();
+        let chunk = self.cx.graph.requests_in_flight();
         while !rest.is_empty() {
             let mut take = 0;
             let mut requests = 0;
@@ -253,34 +206,44 @@ impl<'a> Executor<'a> {
         Ok(report)
     }
 
-    /// Reads live state and decides every action (writes or outcomes).
+    /// Reads live state and decides every action (writes or outcomes): the
+    /// users first (protection), then each kind by its own module, reading
+    /// ahead in batches what they need; undos last.
     async fn decide_all(&self, work: &mut [Work]) {
-        live::check_users(self, work).await;
-        // Removals read live state ahead, in batches (one member list per group).
-        let mut reads = live::prefetch_removals(self, work).await;
-        for w in work.iter_mut() {
-            if w.outcome.is_some() {
-                continue;
-            }
-            match w.action.kind {
-                WorkKind::Remedy(ActionKind::RemoveRoleAssignment) => {
-                    live::plan_role_removal(self, w, &mut reads).await
-                }
-                WorkKind::Remedy(ActionKind::RemoveGroupMembership) => {
-                    live::plan_group_removal(self, w, &reads).await
-                }
-                WorkKind::Undo => live::plan_undo(self, w).await,
-                // Decided from the user's live state by check_users, or by the
-                // Conditional Access step below.
-                WorkKind::Remedy(
-                    ActionKind::DisableUser
-                    | ActionKind::RevokeSessions
-                    | ActionKind::EnforceMfa
-                    | ActionKind::EnforcePhishingResistantMfa,
-                ) => {}
+        let cx = &self.cx;
+        let mut reads = Reads::default();
+        live::check_users(cx, work, &mut reads).await;
+        let mut ahead = Ahead::default();
+        for w in work.iter().filter(|w| w.outcome.is_none()) {
+            if let Some(k) = w.action.remedy() {
+                handler(k).plan_reads(w, &mut ahead);
             }
         }
-        ca::enforce(self, work).await;
+        ahead.read(cx, &mut reads).await;
+        for k in ActionKind::ALL {
+            let idx: Vec<usize> = (0..work.len())
+                .filter(|&i| work[i].outcome.is_none() && work[i].action.remedy() == Some(k))
+                .collect();
+            if !idx.is_empty() {
+                handler(k).decide(cx, work, &idx, &mut reads).await;
+            }
+        }
+        for w in work.iter_mut() {
+            if w.outcome.is_none() && w.action.kind == WorkKind::Undo {
+                undo::plan_undo(cx, w).await;
+            }
+        }
+    }
+
+    /// The intent of one action's writes, committed before they are sent.
+    fn intent(&self, w: &Work) -> NewEvent {
+        let writes: Vec<Value> = w
+            .writes
+            .iter()
+            .map(|r| json!({"request": r.describe(), "body": r.body}))
+            .collect();
+        let detail = json!({"writes": writes, "snapshot": w.snapshot});
+        self.cx.event("graph_write_intent", &w.action, detail)
     }
 
     /// Commits intents, sends the writes in batches, maps the answers.
@@ -288,52 +251,66 @@ impl<'a> Executor<'a> {
         let intents: Vec<NewEvent> = work
             .iter()
             .filter(|w| w.outcome.is_none() && !w.writes.is_empty())
-            .map(|w| {
-                self.event(
-                    "graph_write_intent",
-                    &w.action,
-                    json!({
-                        "writes": w.writes.iter().map(|r| json!({"request": r.describe(), "body": r.body})).collect::<Vec<_>>(),
-                        "snapshot": w.snapshot,
-                    }),
-                )
-            })
+            .map(|w| self.intent(w))
             .collect();
         // The intent rows are committed before any write is sent.
-        self.store.append(intents).await?;
+        self.cx.store.append(intents).await?;
         let mut index = Vec::new();
         let mut reqs = Vec::new();
         for (wi, w) in work.iter().enumerate() {
             if w.outcome.is_none() {
-                for (ri, r) in w.writes.iter().enumerate() {
-                    index.push((wi, ri));
+                for r in &w.writes {
+                    index.push(wi);
                     reqs.push(r.clone());
                 }
             }
         }
-        let answers = self.graph.batch(reqs.clone()).await;
+        let answers = self.cx.graph.batch(reqs.clone()).await;
         let mut per_work: HashMap<usize, Vec<(GraphRequest, Answer)>> = HashMap::new();
-        for ((wi, _), (req, ans)) in index.into_iter().zip(reqs.into_iter().zip(answers)) {
+        for (wi, (req, ans)) in index.into_iter().zip(reqs.into_iter().zip(answers)) {
             per_work.entry(wi).or_default().push((req, ans));
         }
         for (wi, answers) in per_work {
             let w = &mut work[wi];
-            let mut failure = None;
-            for (req, ans) in &answers {
-                w.calls.push(call_record(req, ans));
-                match ans {
-                    Ok(r) if r.ok() => {}
-                    Ok(r) if r.status == 404 && live::gone_is_done(w) => {}
-                    Ok(r) => failure = failure.or(Some(map_error(r, &req.describe()))),
-                    Err(e) => {
-                        failure =
-                            failure.or(Some(Outcome::retryable(format!("{}: {e}", req.describe()))))
-                    }
-                }
-            }
-            w.decide(failure.unwrap_or_else(|| Outcome::Done(live::done_text(w))));
+            let outcome = outcome_of(w, &answers);
+            w.decide(outcome);
         }
         Ok(())
+    }
+
+    /// The state, reason and detail recorded for one decided action: a
+    /// retryable failure goes back to wait, with backoff, until the attempts
+    /// run out.
+    fn settle(&self, w: &Work, now: chrono::DateTime<chrono::Utc>) -> (ActionState, String, Value) {
+        let outcome = w
+            .outcome
+            .clone()
+            .unwrap_or_else(|| Outcome::retryable("no decision was reached"));
+        let mut state = outcome.state();
+        let mut reason = outcome.reason();
+        let mut detail = json!({"outcome": reason, "calls": w.calls});
+        if let Outcome::Failed {
+            why,
+            retryable: true,
+        } = &outcome
+        {
+            let (n, wait) = self.retry_policy(w.attempt);
+            if w.attempt < n {
+                let not_before = crate::store::ts(now + wait);
+                state = w.action.retry_state();
+                reason = format!(
+                    "attempt {} of {n} failed (retryable): {why}; next attempt not before {not_before}",
+                    w.attempt
+                );
+                detail["not_before"] = json!(not_before);
+            } else {
+                reason = format!("failed for good after attempt {} of {n}: {why}", w.attempt);
+            }
+            detail["outcome"] = json!(reason);
+            detail["attempt"] = json!(w.attempt);
+            detail["max_attempts"] = json!(n);
+        }
+        (state, reason, detail)
     }
 
     async fn finish(&self, work: Vec<Work>) -> Result<ExecReport, ExecError> {
@@ -341,36 +318,7 @@ impl<'a> Executor<'a> {
         let mut changes = Vec::with_capacity(work.len());
         let now = chrono::Utc::now();
         for w in work {
-            let outcome = w
-                .outcome
-                .clone()
-                .unwrap_or_else(|| Outcome::retryable("no decision was reached"));
-            let mut state = outcome.state();
-            let mut reason = outcome.reason();
-            let mut detail = json!({"outcome": reason, "calls": w.calls});
-            if let Outcome::Failed {
-                why,
-                retryable: true,
-            } = &outcome
-            {
-                // A retryable failure is tried again by later runs, with
-                // backoff, until the attempts run out.
-                let (n, wait) = self.retry_policy(w.attempt);
-                if w.attempt < n {
-                    let not_before = crate::store::ts(now + wait);
-                    state = w.action.retry_state();
-                    reason = format!(
-                        "attempt {} of {n} failed (retryable): {why}; next attempt not before {not_before}",
-                        w.attempt
-                    );
-                    detail["not_before"] = json!(not_before);
-                } else {
-                    reason = format!("failed for good after attempt {} of {n}: {why}", w.attempt);
-                }
-                detail["outcome"] = json!(reason);
-                detail["attempt"] = json!(w.attempt);
-                detail["max_attempts"] = json!(n);
-            }
+            let (state, reason, detail) = self.settle(&w, now);
             report.results.push(ExecResult {
                 id: w.action.id,
                 state,
@@ -379,12 +327,16 @@ impl<'a> Executor<'a> {
             changes.push(StateChange {
                 action_id: w.action.id,
                 state,
-                reason: Some(reason.clone()),
+                reason: Some(reason),
                 event: self.event("execution_outcome", &w.action, detail),
             });
         }
-        self.store.transition(changes).await?;
+        self.cx.store.transition(changes).await?;
         Ok(report)
+    }
+
+    fn event(&self, kind: &str, a: &Action, detail: Value) -> NewEvent {
+        self.cx.event(kind, a, detail)
     }
 }
 
