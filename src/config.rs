@@ -923,7 +923,7 @@ impl Config {
             if let Some(g) = &t.graph {
                 g.validate(&format!("{key}.graph"))
                     .map_err(|(k, m)| self.invalid(&k, m))?;
-            } else if t.mode.map_or(self.mode, |m| self.mode.strictest(m)) != Mode::DryRun {
+            } else if self.mode_for(t) != Mode::DryRun {
                 return Err(self.invalid(
                     &format!("{key}.graph"),
                     format!(
@@ -962,6 +962,20 @@ impl Config {
     /// Finds a tenant by its configured name.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The mode a tenant runs under: its own mode can only make the default stricter.
+    pub fn mode_for(&self, tenant: &TenantConfig) -> Mode {
+        tenant.mode.map_or(self.mode, |m| self.mode.strictest(m))
+    }
+
+    /// When an approval asked for at `now` expires (`approval_ttl` later).
+    pub fn approval_expiry(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        now + chrono::Duration::from_std(self.approval_ttl.0)
+            .unwrap_or_else(|_| chrono::Duration::hours(24))
     }
 }
 
