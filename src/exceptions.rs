@@ -122,6 +122,17 @@ pub struct ExceptionsSource {
     pub configured_in: Option<PathBuf>,
 }
 
+impl ExceptionsSource {
+    /// The configured exceptions file, which must then exist, or the optional
+    /// default `<policies_dir>/exceptions.toml`.
+    pub fn from_config(cfg: &crate::config::Config) -> ExceptionsSource {
+        ExceptionsSource {
+            path: cfg.exceptions_path(),
+            configured_in: cfg.exceptions_file.as_ref().map(|_| cfg.path.clone()),
+        }
+    }
+}
+
 impl Exceptions {
     /// Loads the exceptions: a configured file that is missing is an error, a
     /// missing default file means no exceptions.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, TenantConfig};
 use crate::domain::{ActionState, WorkKind};
-use crate::exceptions::{ExceptionError, Exceptions};
+use crate::exceptions::{ExceptionError, Exceptions, ExceptionsSource};
 use crate::plan::{self, Decision, Plan};
 use crate::policy::{PolicyError, RuleFailure, RuleSet};
 use crate::scan::{self, ScanError, ScanRequest};
@@ -91,7 +91,7 @@ pub enum TenantOutcome {
 /// (its file missing, its rule unknown) refuses the set.
 pub fn load_rules(cfg: &Config) -> Result<(Arc<RuleSet>, Arc<Exceptions>), RunError> {
     let rules = RuleSet::load(&cfg.policies_dir, &cfg.rules)?;
-    let exceptions = Exceptions::load_from(&cfg.exceptions_source())?;
+    let exceptions = Exceptions::load_from(&ExceptionsSource::from_config(cfg))?;
     exceptions.check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;
     Ok((Arc::new(rules), Arc::new(exceptions)))
 }

@@ -64,7 +64,7 @@ fn check(config: &Path, dir: Option<PathBuf>) -> Result<i32> {
             configured_in: None,
         }
     } else {
-        Config::load(config)?.exceptions_source()
+        crate::exceptions::ExceptionsSource::from_config(&Config::load(config)?)
     };
     crate::exceptions::Exceptions::load_from(&source)?
         .check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;

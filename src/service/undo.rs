@@ -68,7 +68,7 @@ pub async fn request_undo(
         .tenant(&a.tenant)
         .ok_or_else(|| not_undoable(id, "its tenant is no longer configured"))?;
     check_no_standing_undo(store, &a).await?;
-    let mode = cfg.mode_for(tenant);
+    let mode = tenant.mode_under(cfg.mode);
     let state = initial_state(mode);
     let run = NewRun {
         id: uuid::Uuid::new_v4().to_string(),
