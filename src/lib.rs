@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per step: [`config`] -> [`scan`] -> [`policy`] ->
 //! [`plan`] (with [`guard`] and [`exceptions`]) -> [`approval`] -> [`store`];
-//! [`run`] ties one cycle together and [`cli`] is the command line.
+//! [`run`] ties one cycle together; [`service`] holds the use cases that the
+//! edges call: [`cli`] (the command line), [`api`] (HTTP) and [`daemon`].
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

@@ -93,11 +93,7 @@ pub enum Command {
 /// Opens the configured store: `create` for commands that record runs (the
 /// store and a missing history key file are created), otherwise an existing
 /// store only, read-only when `read_only`.
-pub(super) async fn open_store(
-    cfg: &Config,
-    create: bool,
-    read_only: bool,
-) -> Result<Box<dyn Store>> {
+async fn open_store(cfg: &Config, create: bool, read_only: bool) -> Result<Box<dyn Store>> {
     let mut opts = store::OpenOptions::from_config(&cfg.store);
     if read_only {
         opts = opts.read_only();
@@ -107,7 +103,8 @@ pub(super) async fn open_store(
     Ok(store::open_with(&opts).await?)
 }
 
-pub(super) fn actor() -> String {
+/// Who the command line records as acting: `cli:$USER`, or `cli`.
+fn actor() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .map(|u| format!("cli:{u}"))

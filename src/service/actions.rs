@@ -63,3 +63,38 @@ pub async fn get(
         found => Ok(found),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ActionKind, Mode, WorkKind};
+
+    #[test]
+    fn only_a_pending_action_past_its_expiry_is_overdue() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(10);
+        let mut a = Action {
+            id: 1,
+            run_id: "r1".into(),
+            tenant: "contoso".into(),
+            identity_id: "u1".into(),
+            identity_upn: "a@contoso.test".into(),
+            identity_name: "A".into(),
+            kind: WorkKind::Remedy(ActionKind::DisableUser),
+            targets: Vec::new(),
+            reasons: Vec::new(),
+            rules: Vec::new(),
+            mode: Mode::Approval,
+            state: ActionState::Pending,
+            state_reason: None,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            expires_at: Some(now),
+        };
+        assert!(overdue(&a, now), "due at exactly its expiry");
+        assert!(!overdue(&a, now - chrono::Duration::seconds(1)));
+        a.state = ActionState::Approved;
+        assert!(!overdue(&a, now));
+        a.state = ActionState::Pending;
+        a.expires_at = None;
+        assert!(!overdue(&a, now));
+    }
+}

@@ -179,3 +179,85 @@ fn undo_reason(a: &Action, by: &str, origin: &Origin) -> String {
         _ => format!("undo of action {id} ({}) requested by {by}", a.kind),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Mode;
+
+    fn action(kind: WorkKind, state: ActionState) -> Action {
+        Action {
+            id: 7,
+            run_id: "r1".into(),
+            tenant: "contoso".into(),
+            identity_id: "u1".into(),
+            identity_upn: "a@contoso.test".into(),
+            identity_name: "A".into(),
+            kind,
+            targets: Vec::new(),
+            reasons: Vec::new(),
+            rules: Vec::new(),
+            mode: Mode::Enforce,
+            state,
+            state_reason: None,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            expires_at: None,
+        }
+    }
+
+    fn why(a: &Action) -> String {
+        match check_undoable(a) {
+            Err(UndoError::NotUndoable { id, why }) => {
+                assert_eq!(id, 7);
+                why
+            }
+            other => panic!("expected NotUndoable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_done_remedy_other_than_revoking_sessions_is_undoable() {
+        let disable = WorkKind::Remedy(ActionKind::DisableUser);
+        assert!(check_undoable(&action(disable, ActionState::Done)).is_ok());
+        assert_eq!(
+            why(&action(WorkKind::Undo, ActionState::Done)),
+            "it is itself an undo; run the original action again instead"
+        );
+        assert_eq!(
+            why(&action(
+                WorkKind::Remedy(ActionKind::RevokeSessions),
+                ActionState::Done
+            )),
+            "revoking sessions cannot be undone (the signed-out sessions are gone)"
+        );
+        assert_eq!(
+            why(&action(disable, ActionState::Pending)),
+            "it is pending, and only done actions change anything to undo"
+        );
+    }
+
+    #[test]
+    fn the_undo_reason_names_who_asked_and_through_what() {
+        let a = action(WorkKind::Remedy(ActionKind::DisableUser), ActionState::Done);
+        assert_eq!(
+            undo_reason(&a, "alice", &Origin::api()),
+            "undo of action 7 (disable_user) requested by alice (via api)"
+        );
+        let cli = Origin {
+            interface: "cli",
+            os_user: Some("root".into()),
+        };
+        assert_eq!(
+            undo_reason(&a, "alice", &cli),
+            "undo of action 7 (disable_user) requested by alice (via cli, operating-system user root)"
+        );
+        let unknown = Origin {
+            interface: "",
+            os_user: None,
+        };
+        assert_eq!(
+            undo_reason(&a, "alice", &unknown),
+            "undo of action 7 (disable_user) requested by alice"
+        );
+    }
+}
