@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, TenantConfig};
 use crate::domain::{ActionState, WorkKind};
 use crate::exceptions::{ExceptionError, Exceptions, ExceptionsSource};
-use crate::plan::{self, Decision, Plan};
+use crate::plan::{self, Plan, Verdict};
 use crate::policy::{PolicyError, RuleFailure, RuleSet};
 use crate::scan::{self, ScanError, ScanRequest};
 use crate::store::{Filter, NewAction, NewEvent, NewRuleError, NewRun, Store, StoreError};
@@ -290,10 +290,10 @@ async fn run_tenant(
                     mode: a.mode,
                     state,
                     state_reason: match &a.decision {
-                        Decision::Proceed => a.carried_over.map(|id| {
+                        Verdict::Proceed => a.carried_over.map(|id| {
                             format!("still pending as action {id}: carried over, not queued again")
                         }),
-                        Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
+                        Verdict::Refused(w) | Verdict::Excepted(w) => Some(w.clone()),
                     },
                     expires_at: (state == ActionState::Pending).then_some(expires),
                 }

@@ -13,7 +13,7 @@ use super::{actor, open_store};
 use crate::config::Config;
 use crate::domain::{ActionState, ExecReport};
 use crate::output::{Format, write_records};
-use crate::plan::{Decision as PlanDecision, Plan, PlannedAction};
+use crate::plan::{Plan, PlannedAction, Verdict};
 use crate::run::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
 use crate::store::{self, Filter, Store};
@@ -239,13 +239,13 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
 /// action and run ids.
 fn plan_record(r: &PlannedRun, i: usize, a: &PlannedAction, recorded: bool) -> Value {
     let why = match &a.decision {
-        PlanDecision::Proceed => a
+        Verdict::Proceed => a
             .reasons
             .iter()
             .map(|r| format!("[{}] {}", r.rule, r.reason))
             .collect::<Vec<_>>()
             .join("; "),
-        PlanDecision::Refused(w) | PlanDecision::Excepted(w) => w.clone(),
+        Verdict::Refused(w) | Verdict::Excepted(w) => w.clone(),
     };
     let mut rec = json!({
         "id": r.ids.get(i),
