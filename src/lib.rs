@@ -1,32 +1,33 @@
 //! entra-remediator: policy-driven remediation for Microsoft Entra ID.
 //!
-//! The flow, one module per step: [`config`] -> [`scan`] -> [`policy`] ->
-//! [`plan`] (with [`guard`] and [`exceptions`]) -> [`approval`] -> [`store`];
-//! [`service`] holds the use cases (one cycle, an execution pass) that [`cli`],
-//! [`api`] and [`daemon`] call.
+//! Modules in the order of the flow: the domain and leaf helpers at the bottom,
+//! then config -> scan -> policy -> plan (guard, exceptions) -> approval ->
+//! execute (one module per action in `actions`, through `graph`) -> store; the
+//! `service` layer holds the use cases; the edges (`daemon`, `api`, `cli`) only
+//! parse, call a use case and format. `docs/architecture.md` is the map.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![deny(missing_docs)]
 
-pub mod actions;
-pub mod api;
-pub mod approval;
-pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod domain;
-pub mod exceptions;
-pub mod execute;
-pub mod graph;
-pub mod guard;
-pub mod metrics;
-pub mod notify;
-pub mod output;
-pub mod plan;
-pub mod policy;
-pub mod scan;
-pub mod service;
-pub mod store;
-pub mod text;
+pub mod domain; // actions, kinds, states, outcomes, modes, reasons: no I/O
+pub mod text; // leaf text helpers (clipping, printable, places, GUIDs)
+pub mod config; // the TOML config and its validation
+pub mod scan; // the scan v1 contract and where scans come from
+pub mod policy; // Rhai rules: loading, sandbox, what rules may call
+pub mod guard; // scan-side guardrails (pure)
+pub mod exceptions; // exceptions file: who is exempt from what, until when
+pub mod plan; // proposals -> a plan: merge, modes, guardrails, limits
+pub mod approval; // who may decide, four eyes, expiry (pure)
+pub mod actions; // one module per remediation action, behind one trait
+pub mod execute; // claim, decide live, commit intents, write, record; settling
+pub mod graph; // the one Microsoft Graph client: tokens, retries, $batch, paging
+pub mod store; // the history store: one script layer, SQLite and PostgreSQL SQL
+pub mod notify; // webhooks
+pub mod metrics; // Prometheus metrics
+pub mod output; // table, JSON and CSV output
+pub mod service; // the use cases every edge calls
+pub mod daemon; // the service: schedules, reloads, signals
+pub mod api; // the HTTP API
+pub mod cli; // the command line

@@ -39,6 +39,15 @@ pub fn action_json(a: &crate::domain::Action) -> Value {
     })
 }
 
+/// One action with its approvals and history, as `approvals show --format json`
+/// and `GET /v1/actions/{id}` show it.
+pub fn detail_json(d: &crate::service::show::ActionDetail) -> Value {
+    let mut rec = action_json(&d.action);
+    rec["approvals"] = serde_json::to_value(&d.approvals).unwrap_or(Value::Null);
+    rec["history"] = serde_json::to_value(&d.history).unwrap_or(Value::Null);
+    rec
+}
+
 fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),

@@ -20,6 +20,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub use api::ApiConfig;
@@ -189,6 +190,12 @@ impl Config {
     /// Finds a tenant by its configured name.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// When an approval asked for at `now` expires: `approval_ttl` later.
+    pub fn approval_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.approval_ttl.0)
+            .unwrap_or_else(|_| chrono::Duration::hours(24))
     }
 }
 

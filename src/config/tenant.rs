@@ -32,6 +32,13 @@ pub struct TenantConfig {
     pub graph: Option<GraphConfig>,
 }
 
+impl TenantConfig {
+    /// The mode this tenant runs under: its own mode can only make `default` stricter.
+    pub fn mode_under(&self, default: Mode) -> Mode {
+        self.mode.map_or(default, |m| default.strictest(m))
+    }
+}
+
 /// Where a tenant's scan results are found: exactly one of `dir` or `url`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -110,7 +110,7 @@ pub struct Inputs<'a> {
 
 /// Builds the plan from what the rules proposed.
 pub fn build(cfg: &Config, tenant: &TenantConfig, input: &Inputs<'_>) -> Plan {
-    let base = tenant.mode.map_or(cfg.mode, |m| cfg.mode.strictest(m));
+    let base = tenant.mode_under(cfg.mode);
     let mut planner = Planner {
         protected: &cfg.protected,
         scan: input.scan,

@@ -1,8 +1,14 @@
 //! The service layer: the use cases the CLI, the HTTP API and the daemon call,
-//! so that each edge only parses, calls one and formats its result.
+//! written once, so that each edge only parses input, calls one and formats its
+//! result.
 
+pub mod actions;
 pub mod cycle;
 pub mod execution;
+pub mod history;
 mod plan_run;
 mod record_run;
 pub mod run;
+pub mod run_decision;
+pub mod show;
+pub mod undo;

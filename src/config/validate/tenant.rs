@@ -38,7 +38,7 @@ pub(super) fn check_tenant<'a>(
     }
     if let Some(g) = &t.graph {
         check_graph(g).map_err(|f| f.under(&format!("{key}.graph")))?;
-    } else if t.mode.map_or(default_mode, |m| default_mode.strictest(m)) != Mode::DryRun {
+    } else if t.mode_under(default_mode) != Mode::DryRun {
         return fault(
             format!("{key}.graph"),
             format!(
