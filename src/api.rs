@@ -31,7 +31,8 @@ use crate::config::{ApiConfig, Config};
 use crate::domain::{Action, ActionState};
 use crate::metrics::Metrics;
 use crate::output::action_json;
-use crate::store::{DecisionRequest, Filter, Store, StoreError};
+use crate::service::approvals::{self, DecideError, DecisionRequest};
+use crate::store::{Filter, Store, StoreError};
 
 /// What the daemon asks of its scheduler on behalf of an API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,15 +159,22 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "API request failed in the history store");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            "the history store failed; the daemon log has the details",
+        )
+    }
+}
+
+impl From<DecideError> for ApiError {
+    fn from(e: DecideError) -> Self {
         match e {
-            StoreError::Approval(a) => a.into(),
-            other => {
-                tracing::error!(error = %other, "API request failed in the history store");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_error",
-                    "the history store failed; the daemon log has the details",
-                )
+            DecideError::Approval(a) => a.into(),
+            DecideError::Store(s) => s.into(),
+            DecideError::Contended => {
+                ApiError::new(StatusCode::CONFLICT, "contended", e.to_string())
             }
         }
     }
@@ -515,7 +523,7 @@ async fn decide_one(
         now,
         origin: crate::approval::Origin::api(),
     };
-    let rows = store.decide(&req, &policy).await?;
+    let rows = approvals::decide(store.as_ref(), &req, &policy).await?;
     request_execution(&s.api, &rows);
     let row = rows.into_iter().next().ok_or_else(|| {
         ApiError::new(
@@ -608,7 +616,7 @@ async fn approve_run(
         now,
         origin: crate::approval::Origin::api(),
     };
-    let rows = store.decide(&req, &policy).await?;
+    let rows = approvals::decide(store.as_ref(), &req, &policy).await?;
     request_execution(&s.api, &rows);
     tracing::info!(
         run = %run,

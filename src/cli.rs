@@ -17,7 +17,8 @@ use crate::plan::Decision as PlanDecision;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
-use crate::store::{self, DecisionRequest, Filter, Store};
+use crate::service::approvals::{self, DecisionRequest};
+use crate::store::{self, Filter, Store};
 use crate::text::printable;
 
 /// Policy-driven remediation for Microsoft Entra ID.
@@ -1007,7 +1008,7 @@ async fn decide(
         now,
         origin: crate::approval::Origin::cli(),
     };
-    let rows = store.decide(&req, policy).await?;
+    let rows = approvals::decide(store, &req, policy).await?;
     for r in &rows {
         let note = if r.state == "pending" {
             " (first approval recorded; a second approver is required)"

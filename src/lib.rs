@@ -26,5 +26,6 @@ pub mod plan;
 pub mod policy;
 pub mod run;
 pub mod scan;
+pub mod service;
 pub mod store;
 pub mod text;
