@@ -13,7 +13,7 @@ use crate::domain::ActionState;
 use std::io::Write;
 
 use crate::output::{Format, action_json, render, write_records};
-use crate::plan::Decision as PlanDecision;
+use crate::plan::Verdict;
 use crate::policy::{RuleSet, rule_test};
 use crate::run::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
@@ -707,13 +707,13 @@ fn print_outcomes(outcomes: &[TenantOutcome], format: Format, recorded: bool) {
                     .enumerate()
                     .map(|(i, a)| {
                         let why = match &a.decision {
-                            PlanDecision::Proceed => a
+                            Verdict::Proceed => a
                                 .reasons
                                 .iter()
                                 .map(|r| format!("[{}] {}", r.rule, r.reason))
                                 .collect::<Vec<_>>()
                                 .join("; "),
-                            PlanDecision::Refused(w) | PlanDecision::Excepted(w) => w.clone(),
+                            Verdict::Refused(w) | Verdict::Excepted(w) => w.clone(),
                         };
                         let mut rec = json!({
                             "id": ids.get(i),
@@ -823,7 +823,7 @@ fn policy(config: &Path, cmd: PolicyCmd) -> Result<i32> {
                     configured_in: None,
                 }
             } else {
-                Config::load(config)?.exceptions_source()
+                crate::exceptions::ExceptionsSource::from_config(&Config::load(config)?)
             };
             crate::exceptions::Exceptions::load_from(&source)?
                 .check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;

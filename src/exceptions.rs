@@ -122,6 +122,17 @@ pub struct ExceptionsSource {
     pub configured_in: Option<PathBuf>,
 }
 
+impl ExceptionsSource {
+    /// The configured exceptions file, which must then exist, or the optional
+    /// default `<policies_dir>/exceptions.toml`.
+    pub fn from_config(cfg: &crate::config::Config) -> ExceptionsSource {
+        ExceptionsSource {
+            path: cfg.exceptions_path(),
+            configured_in: cfg.exceptions_file.as_ref().map(|_| cfg.path.clone()),
+        }
+    }
+}
+
 impl Exceptions {
     /// Loads the exceptions: a configured file that is missing is an error, a
     /// missing default file means no exceptions.
@@ -236,5 +247,132 @@ impl Exceptions {
                 && e.rule.as_deref().is_none_or(|r| r == rule)
                 && e.action.is_none_or(|a| a == kind)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    const ID: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn exceptions(toml_text: &str) -> Exceptions {
+        let f: File = toml::from_str(toml_text).unwrap();
+        Exceptions {
+            items: f.exception,
+            path: PathBuf::from("policies/exceptions.toml"),
+            rule_places: Vec::new(),
+        }
+    }
+
+    fn identity() -> Identity {
+        serde_json::from_value(json!({
+            "id": ID, "user_principal_name": "svc@t.com", "display_name": "svc",
+            "user_type": "Member", "account_enabled": true, "last_sign_in": null,
+            "roles": [], "groups": []
+        }))
+        .unwrap()
+    }
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    fn owner_of(e: Option<&Exception>) -> Option<&str> {
+        e.map(|e| e.owner.as_str())
+    }
+
+    #[test]
+    fn an_exception_matches_by_object_id_or_upn_ignoring_case() {
+        let now = at(2027, 1, 1, 0);
+        let by_id = exceptions(&format!(
+            "[[exception]]\nidentity = \"{}\"\nreason = \"r\"\nowner = \"by-id\"\nexpires = 2027-06-30\n",
+            ID.to_uppercase()
+        ));
+        assert_eq!(
+            owner_of(by_id.find(&identity(), "any", ActionKind::DisableUser, now)),
+            Some("by-id")
+        );
+        let by_upn = exceptions(
+            "[[exception]]\nidentity = \"SVC@T.COM\"\nreason = \"r\"\nowner = \"by-upn\"\nexpires = \"2027-06-30\"\n",
+        );
+        assert_eq!(
+            owner_of(by_upn.find(&identity(), "any", ActionKind::DisableUser, now)),
+            Some("by-upn")
+        );
+        let other = exceptions(
+            "[[exception]]\nidentity = \"someone@t.com\"\nreason = \"r\"\nowner = \"o\"\nexpires = 2027-06-30\n",
+        );
+        assert_eq!(
+            owner_of(other.find(&identity(), "any", ActionKind::DisableUser, now)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_exception_applies_through_its_last_day_and_not_after() {
+        let ex = exceptions(
+            "[[exception]]\nidentity = \"svc@t.com\"\nreason = \"r\"\nowner = \"o\"\nexpires = 2027-06-30\n",
+        );
+        let find = |now| owner_of(ex.find(&identity(), "any", ActionKind::EnforceMfa, now));
+        assert_eq!(find(at(2027, 6, 30, 23)), Some("o"));
+        assert_eq!(find(at(2027, 7, 1, 0)), None);
+    }
+
+    #[test]
+    fn an_exception_for_a_rule_or_an_action_covers_only_that() {
+        let ex = exceptions(
+            "[[exception]]\nidentity = \"svc@t.com\"\nrule = \"stale\"\naction = \"disable_user\"\nreason = \"r\"\nowner = \"o\"\nexpires = 2027-06-30\n",
+        );
+        let now = at(2027, 1, 1, 0);
+        let find = |rule, kind| owner_of(ex.find(&identity(), rule, kind, now));
+        assert_eq!(find("stale", ActionKind::DisableUser), Some("o"));
+        assert_eq!(find("other", ActionKind::DisableUser), None);
+        assert_eq!(find("stale", ActionKind::RevokeSessions), None);
+    }
+
+    #[test]
+    fn an_expiry_that_is_not_a_date_is_refused() {
+        let err = toml::from_str::<File>(
+            "[[exception]]\nidentity = \"x\"\nreason = \"r\"\nowner = \"o\"\nexpires = \"30/06/2027\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("expires \"30/06/2027\" must be a date like 2027-06-30"),
+            "{err}"
+        );
+        let err = toml::from_str::<File>(
+            "[[exception]]\nidentity = \"x\"\nreason = \"r\"\nowner = \"o\"\nexpires = 20270630\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("expires must be a date like 2027-06-30, not integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_exception_naming_an_unknown_rule_is_refused_with_its_place() {
+        let mut ex = exceptions(
+            "[[exception]]\nidentity = \"svc@t.com\"\nrule = \"stale\"\nreason = \"r\"\nowner = \"o\"\nexpires = 2027-06-30\n\
+             [[exception]]\nidentity = \"b@t.com\"\nrule = \"gone\"\nreason = \"r\"\nowner = \"o\"\nexpires = 2027-06-30\n",
+        );
+        ex.rule_places = vec![Some((3, 1)), Some((9, 1))];
+        assert!(ex.check_rules(["stale", "gone"]).is_ok());
+        let err = ex.check_rules(["stale"]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "1 exception(s) name a rule that does not exist:\n  policies/exceptions.toml:9:1: exception[1] for \"b@t.com\" names rule \"gone\", which does not exist (rules: stale)"
+        );
+        let err = ex.check_rules([]).unwrap_err().to_string();
+        assert!(err.starts_with("2 exception(s)"), "{err}");
+        assert!(err.ends_with("(rules: none)"), "{err}");
     }
 }

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, TenantConfig};
 use crate::domain::{ActionState, WorkKind};
-use crate::exceptions::{ExceptionError, Exceptions};
-use crate::plan::{self, Decision, Plan};
+use crate::exceptions::{ExceptionError, Exceptions, ExceptionsSource};
+use crate::plan::{self, Plan, Verdict};
 use crate::policy::{PolicyError, RuleFailure, RuleSet};
 use crate::scan::{self, ScanError, ScanRequest};
 use crate::store::{Filter, NewAction, NewEvent, NewRuleError, NewRun, Store, StoreError};
@@ -91,7 +91,7 @@ pub enum TenantOutcome {
 /// (its file missing, its rule unknown) refuses the set.
 pub fn load_rules(cfg: &Config) -> Result<(Arc<RuleSet>, Arc<Exceptions>), RunError> {
     let rules = RuleSet::load(&cfg.policies_dir, &cfg.rules)?;
-    let exceptions = Exceptions::load_from(&cfg.exceptions_source())?;
+    let exceptions = Exceptions::load_from(&ExceptionsSource::from_config(cfg))?;
     exceptions.check_rules(rules.rules.iter().map(|r| r.name.as_str()))?;
     Ok((Arc::new(rules), Arc::new(exceptions)))
 }
@@ -290,10 +290,10 @@ async fn run_tenant(
                     mode: a.mode,
                     state,
                     state_reason: match &a.decision {
-                        Decision::Proceed => a.carried_over.map(|id| {
+                        Verdict::Proceed => a.carried_over.map(|id| {
                             format!("still pending as action {id}: carried over, not queued again")
                         }),
-                        Decision::Refused(w) | Decision::Excepted(w) => Some(w.clone()),
+                        Verdict::Refused(w) | Verdict::Excepted(w) => Some(w.clone()),
                     },
                     expires_at: (state == ActionState::Pending).then_some(expires),
                 }

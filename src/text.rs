@@ -97,3 +97,27 @@ pub fn strip_rhai_position(msg: &str) -> String {
         None => msg.to_string(),
     }
 }
+
+/// Cuts `s` to at most `max` characters, marking the cut with an ellipsis:
+/// for chat messages with a length limit, where saying how much was cut
+/// ([`clip`]) matters less than fitting.
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_chars_marks_the_cut() {
+        assert_eq!(truncate_chars("abcdef", 4), "abc…");
+        assert_eq!(truncate_chars("abc", 4), "abc");
+    }
+}

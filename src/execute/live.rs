@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Executor, Outcome, Work, call_record, map_error};
 use crate::domain::{Action, ActionKind, WorkKind};
+use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphRequest};
 use crate::scan::GLOBAL_ADMIN_TEMPLATE;
 use crate::store::Filter;
@@ -67,43 +68,37 @@ async fn live_groups(
     calls: &mut Vec<Value>,
     first: &crate::graph::GraphResponse,
 ) -> LiveGroups {
-    let mut out = Vec::new();
-    let mut page = first.clone();
-    for _ in 0..1_000 {
-        if !page.ok() {
+    let record = |req: &GraphRequest, ans: &Answer| calls.push(call_record(req, ans));
+    let groups = match ex.graph.get_rest(first, 1_000, record).await {
+        Ok(groups) => groups,
+        Err(ListingError::Refused(page)) => {
             return Err(map_error(&page, "read the user's groups"));
         }
-        out.extend(
-            page.body["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|g| {
-                    g["@odata.type"]
-                        .as_str()
-                        .is_none_or(|t| t == "#microsoft.graph.group")
-                })
-                .map(|g| {
-                    (
-                        g["id"].as_str().unwrap_or("").to_string(),
-                        g["displayName"].as_str().unwrap_or("").to_string(),
-                    )
-                }),
-        );
-        let Some(next) = page.body["@odata.nextLink"]
-            .as_str()
-            .and_then(|next| next.split_once("/v1.0").map(|(_, rest)| rest.to_string()))
-        else {
-            return Ok(out);
-        };
-        let req = GraphRequest::get(next);
-        let ans = ex.graph.call(&req).await;
-        calls.push(call_record(&req, &ans));
-        page = ans.map_err(|e| Outcome::retryable(format!("read the user's groups: {e}")))?;
-    }
-    Err(Outcome::failed(
-        "the user is in too many pages of groups to check protection",
-    ))
+        Err(ListingError::Unanswered { error, .. }) => {
+            return Err(Outcome::retryable(format!(
+                "read the user's groups: {error}"
+            )));
+        }
+        Err(ListingError::TooManyPages) => {
+            return Err(Outcome::failed(
+                "the user is in too many pages of groups to check protection",
+            ));
+        }
+    };
+    Ok(groups
+        .iter()
+        .filter(|g| {
+            g["@odata.type"]
+                .as_str()
+                .is_none_or(|t| t == "#microsoft.graph.group")
+        })
+        .map(|g| {
+            (
+                g["id"].as_str().unwrap_or("").to_string(),
+                g["displayName"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect())
 }
 
 /// Reads every user that actions of this pass write for, in batches, and
@@ -737,41 +732,39 @@ pub(crate) async fn plan_role_removal(ex: &Executor<'_>, w: &mut Work, reads: &m
     }
 }
 
-/// Ids of a group's members, every page.
+/// Ids of a group's members, every page: a member past the first page is
+/// still a member.
 pub(crate) async fn member_ids(
     ex: &Executor<'_>,
     w: &mut Work,
     gid: &str,
 ) -> Option<HashSet<String>> {
-    let mut out = HashSet::new();
-    let mut path = format!("/groups/{gid}/members?$select=id&$top=999");
-    // Follow @odata.nextLink: a member past the first page is still a member.
-    for _ in 0..10_000 {
-        let r = get(ex, w, path).await?;
-        if !r.ok() {
-            w.decide(map_error(&r, "read group members"));
-            return None;
-        }
-        out.extend(
-            r.body["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
+    let path = format!("/groups/{gid}/members?$select=id&$top=999");
+    let calls = &mut w.calls;
+    let record = |req: &GraphRequest, ans: &Answer| calls.push(call_record(req, ans));
+    match ex.graph.get_all(path, 10_000, record).await {
+        Ok(members) => Some(
+            members
+                .iter()
                 .filter_map(|m| m["id"].as_str())
-                .map(str::to_ascii_lowercase),
-        );
-        match r.body["@odata.nextLink"]
-            .as_str()
-            .and_then(|next| next.split_once("/v1.0").map(|(_, rest)| rest.to_string()))
-        {
-            Some(next) => path = next,
-            None => return Some(out),
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        ),
+        Err(ListingError::Refused(r)) => {
+            w.decide(map_error(&r, "read group members"));
+            None
+        }
+        Err(ListingError::Unanswered { request, error }) => {
+            w.decide(Outcome::retryable(format!("{request}: {error}")));
+            None
+        }
+        Err(ListingError::TooManyPages) => {
+            w.decide(Outcome::failed(format!(
+                "group {gid} has too many pages of members"
+            )));
+            None
         }
     }
-    w.decide(Outcome::failed(format!(
-        "group {gid} has too many pages of members"
-    )));
-    None
 }
 
 /// Group removal: refused for dynamic, mail-enabled, distribution and synced

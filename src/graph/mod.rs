@@ -1,15 +1,17 @@
 //! The one Microsoft Graph client: authentication, one retry policy for
-//! throttling, 5xx and timeouts, JSON `$batch`, and the Conditional Access write
-//! pace. It knows nothing of actions or history: callers record what it returns.
+//! throttling, 5xx and timeouts, JSON `$batch`, listings paged by
+//! `@odata.nextLink`, and the Conditional Access write pace. It knows nothing of
+//! actions or history: callers record what it returns.
 
 mod auth;
+mod batch;
+pub mod paging;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use auth::TokenSource;
 
@@ -352,197 +354,6 @@ impl GraphClient {
             };
             tokio::time::sleep(wait).await;
         }
-    }
-
-    /// Sends many independent requests through `$batch` (at most `batch_size` per
-    /// batch, `max_concurrency` batches in flight). Answers come back in the order
-    /// of `reqs`; failed items (throttled, 5xx, 424) are retried alone.
-    pub async fn batch(
-        self: &Arc<Self>,
-        reqs: Vec<GraphRequest>,
-    ) -> Vec<Result<GraphResponse, GraphError>> {
-        let n = reqs.len();
-        let mut results: Vec<Option<Result<GraphResponse, GraphError>>> =
-            (0..n).map(|_| None).collect();
-        let sem = Arc::new(tokio::sync::Semaphore::new(self.max_concurrency));
-        let mut set = tokio::task::JoinSet::new();
-        let reqs = Arc::new(reqs);
-        let indices: Vec<usize> = (0..n).collect();
-        for chunk in indices.chunks(self.batch_size) {
-            let chunk = chunk.to_vec();
-            let me = self.clone();
-            let reqs = reqs.clone();
-            let sem = sem.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let out = me.run_chunk(&reqs, chunk.clone()).await;
-                (chunk, out)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((_, out)) => {
-                    for (i, r) in out {
-                        if let Some(slot) = results.get_mut(i) {
-                            *slot = Some(r);
-                        }
-                    }
-                }
-                Err(e) => tracing::error!("batch task failed: {e}"),
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(GraphError::Transport("batch task failed".into()))))
-            .collect()
-    }
-
-    async fn run_chunk(
-        &self,
-        reqs: &[GraphRequest],
-        mut pending: Vec<usize>,
-    ) -> Vec<(usize, Result<GraphResponse, GraphError>)> {
-        let started = Instant::now();
-        let mut done = Vec::new();
-        let mut history: HashMap<usize, Vec<Attempt>> = HashMap::new();
-        let mut round = 0;
-        while !pending.is_empty() {
-            round += 1;
-            // Every item carries its own fresh `client-request-id`, so that each
-            // request (not only the envelope) can be traced in Graph's logs.
-            let crids: HashMap<usize, String> = pending
-                .iter()
-                .map(|&i| (i, uuid::Uuid::new_v4().to_string()))
-                .collect();
-            let items: Vec<Value> = pending
-                .iter()
-                .map(|&i| {
-                    let r = &reqs[i];
-                    let mut item =
-                        json!({"id": i.to_string(), "method": r.method.as_str(), "url": r.path});
-                    let mut headers = json!({
-                        "client-request-id": crids.get(&i).cloned().unwrap_or_default(),
-                        "return-client-request-id": "true",
-                    });
-                    if let Some(b) = &r.body {
-                        item["body"] = b.clone();
-                        headers["Content-Type"] = json!("application/json");
-                    }
-                    item["headers"] = headers;
-                    item
-                })
-                .collect();
-            if pending.iter().any(|&i| reqs[i].is_ca()) {
-                self.pace_ca().await;
-            }
-            let resp = match self
-                .call(&GraphRequest::with_body(
-                    Method::POST,
-                    "/$batch",
-                    json!({"requests": items}),
-                ))
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    for i in pending.drain(..) {
-                        done.push((i, Err(e.clone())));
-                    }
-                    break;
-                }
-            };
-            if !resp.ok() {
-                // The batch itself failed after retries: every item shares that answer.
-                for i in pending.drain(..) {
-                    let mut attempts = history.remove(&i).unwrap_or_default();
-                    attempts.extend(resp.attempts.iter().cloned());
-                    done.push((
-                        i,
-                        Ok(GraphResponse {
-                            status: resp.status,
-                            body: resp.body.clone(),
-                            attempts,
-                        }),
-                    ));
-                }
-                break;
-            }
-            let batch_request_id = resp.request_id().map(str::to_string);
-            let mut answers: HashMap<usize, (u16, Value, Option<Duration>, Option<String>)> =
-                HashMap::new();
-            for item in resp
-                .body
-                .get("responses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(id) = item
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.parse().ok())
-                else {
-                    continue;
-                };
-                // A status that is not a valid HTTP code counts as no answer.
-                let status = item
-                    .get("status")
-                    .and_then(Value::as_u64)
-                    .and_then(|s| u16::try_from(s).ok())
-                    .unwrap_or(0);
-                let header = |n: &str| {
-                    item.get("headers").and_then(|h| {
-                        h.as_object()?
-                            .iter()
-                            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                            .and_then(|(_, v)| v.as_str().map(str::to_string))
-                    })
-                };
-                let after = retry_after(header("Retry-After").as_deref());
-                let body = item.get("body").cloned().unwrap_or(Value::Null);
-                answers.insert(id, (status, body, after, header("request-id")));
-            }
-            let mut again = Vec::new();
-            let mut wait = Duration::ZERO;
-            for i in pending.drain(..) {
-                let (status, body, after, request_id) =
-                    answers.remove(&i).unwrap_or((0, Value::Null, None, None));
-                let attempts = history.entry(i).or_default();
-                attempts.push(Attempt {
-                    client_request_id: crids.get(&i).cloned().unwrap_or_default(),
-                    request_id,
-                    status,
-                    batched: true,
-                    batch_request_id: batch_request_id.clone(),
-                });
-                self.report(Some(status), Duration::ZERO);
-                let retry = retryable(status) || status == 424 || status == 0;
-                if retry && round < self.max_attempts && started.elapsed() < self.max_retry {
-                    wait = wait.max(after.unwrap_or_else(|| Self::backoff(round)));
-                    again.push(i);
-                } else {
-                    done.push((
-                        i,
-                        Ok(GraphResponse {
-                            status,
-                            body,
-                            attempts: history.remove(&i).unwrap_or_default(),
-                        }),
-                    ));
-                }
-            }
-            if !again.is_empty() {
-                self.report(None, wait);
-                tracing::info!(
-                    items = again.len(),
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying throttled or failed batch items"
-                );
-                tokio::time::sleep(wait).await;
-            }
-            pending = again;
-        }
-        done
     }
 }
 

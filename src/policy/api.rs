@@ -111,6 +111,14 @@ fn with_targets(
 
 /// Registers the rule API on an engine.
 pub(crate) fn register(engine: &mut Engine) {
+    register_actions(engine);
+    register_finding(engine);
+    register_identity_properties(engine);
+    register_identity_helpers(engine);
+}
+
+/// The `Action` type and the six action constructors.
+fn register_actions(engine: &mut Engine) {
     engine
         .register_type_with_name::<RuleAction>("Action")
         .register_get("action", |a: &mut RuleAction| a.kind.as_str().to_string())
@@ -153,8 +161,10 @@ pub(crate) fn register(engine: &mut Engine) {
             },
         );
     }
+}
 
-    // Finding.
+/// The `Finding` type: its properties and `severity_at_least`.
+fn register_finding(engine: &mut Engine) {
     engine
         .register_type_with_name::<FindingRef>("Finding")
         .register_get("id", |f: &mut FindingRef| f.get().id.clone())
@@ -175,8 +185,10 @@ pub(crate) fn register(engine: &mut Engine) {
                 Ok(f.get().severity >= want)
             },
         );
+}
 
-    // Identity.
+/// The `Identity` type and its properties.
+fn register_identity_properties(engine: &mut Engine) {
     engine
         .register_type_with_name::<IdentityRef>("Identity")
         .register_get("id", |i: &mut IdentityRef| i.get().id.0.clone())
@@ -221,7 +233,12 @@ pub(crate) fn register(engine: &mut Engine) {
         })
         .register_get("groups", |i: &mut IdentityRef| -> RhaiResult<Dynamic> {
             rhai::serde::to_dynamic(&i.get().groups)
-        })
+        });
+}
+
+/// The identity helpers rules call: roles, groups and sign-in questions.
+fn register_identity_helpers(engine: &mut Engine) {
+    engine
         .register_fn("is_guest", |i: &mut IdentityRef| i.get().is_guest())
         .register_fn("is_global_admin", |i: &mut IdentityRef| {
             i.get().is_global_admin()

@@ -2,16 +2,17 @@
 //! evaluating them for every (finding, identity) pair of a scan.
 
 mod api;
+mod compile;
 mod props;
 pub mod rule_test;
 mod sandbox;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
 use sha2::{Digest, Sha256};
 
 use crate::config::RuleLimits;
@@ -239,7 +240,7 @@ impl RuleSet {
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
-            match compile_rule(&engine, &known, &file, &text, timeout) {
+            match compile::compile_rule(&engine, &known, &file, &text, timeout) {
                 Ok(rule) => {
                     if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
                         errors.push(RuleFileError {
@@ -286,7 +287,7 @@ impl RuleSet {
     fn evaluate_here(&self, scan: &Arc<Scan>, only: Option<&[String]>) -> Evaluation {
         let mut out = Evaluation::default();
         let tenant = Dynamic::from_map(api::tenant_map(scan));
-        let index: std::collections::HashMap<&str, usize> = scan
+        let index: HashMap<&str, usize> = scan
             .identities
             .iter()
             .enumerate()
@@ -298,83 +299,110 @@ impl RuleSet {
             .filter(|r| r.enabled && only.is_none_or(|o| o.contains(&r.name)))
             .collect();
         for (fi, finding) in scan.findings.iter().enumerate() {
-            let applicable: Vec<&&Rule> = rules
+            let applicable: Vec<&Rule> = rules
                 .iter()
+                .copied()
                 .filter(|r| r.findings.is_empty() || r.findings.contains(&finding.id))
                 .collect();
             if applicable.is_empty() {
                 continue;
             }
             for affected in &finding.affected_identities {
-                // The loader guarantees the id exists; match case-insensitively as it does.
-                let Some(ii) = index.get(affected.0.as_str()).copied().or_else(|| {
-                    scan.identities
-                        .iter()
-                        .position(|x| x.id.0.eq_ignore_ascii_case(&affected.0))
-                }) else {
+                let Some(ii) = identity_at(scan, &index, &affected.0) else {
                     continue;
                 };
                 for rule in &applicable {
                     out.calls += 1;
-                    let args = (
-                        FindingRef {
-                            scan: scan.clone(),
-                            idx: fi,
-                        },
-                        IdentityRef {
-                            scan: scan.clone(),
-                            idx: ii,
-                        },
-                        tenant.clone(),
-                    );
-                    let result = sandbox::with_deadline(self.timeout, || {
-                        let mut scope = Scope::new();
-                        self.engine.call_fn_with_options::<Dynamic>(
-                            CallFnOptions::new().eval_ast(false).rewind_scope(false),
-                            &mut scope,
-                            &rule.ast,
-                            "evaluate",
-                            args,
-                        )
-                    });
-                    let fail = |message: String| RuleFailure {
-                        rule: rule.name.clone(),
-                        finding: finding.id.clone(),
-                        identity_id: affected.0.clone(),
-                        message,
-                    };
-                    let outcome = match result {
-                        Ok(value) => actions_of(value).map_err(|m| (rule.evaluate_at, m)),
-                        Err(e) => Err(describe(&e, self.timeout, rule.evaluate_at)),
-                    };
-                    match outcome {
+                    match self.call_evaluate(rule, scan, (fi, ii), &tenant) {
                         Ok(actions) => {
-                            for a in actions {
-                                out.proposals.push(Proposal {
-                                    rule: rule.name.clone(),
-                                    finding: finding.id.clone(),
-                                    identity: ii,
-                                    kind: a.kind,
-                                    targets: a.targets,
-                                    reason: a.reason,
-                                });
-                            }
+                            out.proposals.extend(actions.into_iter().map(|a| Proposal {
+                                rule: rule.name.clone(),
+                                finding: finding.id.clone(),
+                                identity: ii,
+                                kind: a.kind,
+                                targets: a.targets,
+                                reason: a.reason,
+                            }))
                         }
-                        Err((place, msg)) => out.failures.push(fail(
-                            RuleFileError {
-                                file: rule.file.clone(),
-                                line: place.0,
-                                column: place.1,
-                                message: crate::text::clip(&msg, MAX_ECHO),
-                            }
-                            .to_string(),
-                        )),
+                        Err(problem) => {
+                            out.failures
+                                .push(rule.failure(&finding.id, &affected.0, problem));
+                        }
                     }
                 }
             }
         }
         out
     }
+
+    /// Calls one rule's `evaluate` for (finding index, identity index) under the
+    /// wall-clock limit and reads the actions it returned.
+    fn call_evaluate(
+        &self,
+        rule: &Rule,
+        scan: &Arc<Scan>,
+        (finding, identity): (usize, usize),
+        tenant: &Dynamic,
+    ) -> Result<Vec<RuleAction>, (Place, String)> {
+        let args = (
+            FindingRef {
+                scan: scan.clone(),
+                idx: finding,
+            },
+            IdentityRef {
+                scan: scan.clone(),
+                idx: identity,
+            },
+            tenant.clone(),
+        );
+        let result = sandbox::with_deadline(self.timeout, || {
+            let mut scope = Scope::new();
+            self.engine.call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(false).rewind_scope(false),
+                &mut scope,
+                &rule.ast,
+                "evaluate",
+                args,
+            )
+        });
+        match result {
+            Ok(value) => actions_of(value).map_err(|m| (rule.evaluate_at, m)),
+            Err(e) => Err(describe(&e, self.timeout, rule.evaluate_at)),
+        }
+    }
+}
+
+impl Rule {
+    /// The failure recorded when this rule's `evaluate` went wrong at `place`.
+    fn failure(
+        &self,
+        finding: &str,
+        identity_id: &str,
+        (place, msg): (Place, String),
+    ) -> RuleFailure {
+        RuleFailure {
+            rule: self.name.clone(),
+            finding: finding.to_string(),
+            identity_id: identity_id.to_string(),
+            message: RuleFileError {
+                file: self.file.clone(),
+                line: place.0,
+                column: place.1,
+                message: crate::text::clip(&msg, RULE_ECHO_LIMIT),
+            }
+            .to_string(),
+        }
+    }
+}
+
+/// The index of an affected identity: the loader guarantees the id exists;
+/// matched case-insensitively as it does.
+fn identity_at(scan: &Scan, index: &HashMap<&str, usize>, id: &str) -> Option<usize> {
+    index.get(id).copied().or_else(|| {
+        scan.identities
+            .iter()
+            .position(|x| x.id.0.eq_ignore_ascii_case(id))
+    })
 }
 
 /// A (line, column) in a rule file; (0, 0) when unknown.
@@ -456,196 +484,4 @@ fn actions_of(value: Dynamic) -> Result<Vec<RuleAction>, String> {
 
 /// Longest message kept for one rule problem: a message may quote the rule's
 /// text or a thrown value, and one rule error is recorded per identity.
-const MAX_ECHO: usize = 1000;
-
-fn pos_err(file: &Path, pos: Position, message: impl Into<String>) -> RuleFileError {
-    RuleFileError {
-        file: file.to_path_buf(),
-        line: pos.line().unwrap_or(0),
-        column: pos.position().unwrap_or(0),
-        message: crate::text::clip(&message.into(), MAX_ECHO),
-    }
-}
-
-/// The 1-based line of the first line containing `needle` (0 when none).
-/// Kept as a plain number: Rhai positions stop at line 65,535.
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map_or(0, |i| i + 1)
-}
-
-fn compile_rule(
-    engine: &Engine,
-    known: &HashSet<String>,
-    file: &Path,
-    text: &str,
-    timeout: Duration,
-) -> Result<Rule, Vec<RuleFileError>> {
-    let ast = engine.compile(text).map_err(|e| {
-        vec![pos_err(
-            file,
-            e.1,
-            crate::text::strip_rhai_position(&e.0.to_string()),
-        )]
-    })?;
-    let mut errors = Vec::new();
-    if let Some(stmt) = ast.statements().first() {
-        errors.push(pos_err(
-            file,
-            stmt.position(),
-            "top-level statements are not run; put everything inside fn metadata() and fn evaluate(finding, identity, tenant)",
-        ));
-    }
-    let script_fns: HashSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
-    let has = |name: &str, arity: usize| {
-        ast.iter_functions()
-            .any(|f| f.name == name && f.params.len() == arity)
-    };
-    if !has("metadata", 0) {
-        errors.push(pos_err(file, Position::NONE, "missing fn metadata()"));
-    }
-    if !has("evaluate", 3) {
-        errors.push(pos_err(
-            file,
-            Position::NONE,
-            "missing fn evaluate(finding, identity, tenant)",
-        ));
-    }
-    // Static check: every called function must exist (catches misspelt action names).
-    ast.walk(&mut |path| {
-        let (name, pos, op) = match path.last() {
-            Some(rhai::ASTNode::Expr(rhai::Expr::FnCall(call, pos)))
-            | Some(rhai::ASTNode::Expr(rhai::Expr::MethodCall(call, pos)))
-            | Some(rhai::ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => {
-                (call.name.to_string(), *pos, call.op_token.is_some())
-            }
-            _ => return true,
-        };
-        if !op && !known.contains(&name) && !script_fns.contains(&name) {
-            let hint = if ActionKind::ALL
-                .iter()
-                .any(|k| k.as_str().starts_with(&name[..name.len().min(6)]))
-            {
-                format!(
-                    "; actions are {}",
-                    ActionKind::ALL.map(|k| k.as_str()).join(", ")
-                )
-            } else {
-                String::new()
-            };
-            errors.push(pos_err(
-                file,
-                pos,
-                format!("unknown function or action {name:?}{hint}"),
-            ));
-        }
-        true
-    });
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let warnings = props::check(file, &ast);
-    let meta_line = line_of(text, "fn metadata");
-    let meta_err = |m: String| {
-        vec![RuleFileError {
-            file: file.to_path_buf(),
-            line: meta_line,
-            column: usize::from(meta_line > 0),
-            message: m,
-        }]
-    };
-    let meta = sandbox::with_deadline(timeout, || {
-        engine.call_fn_with_options::<Dynamic>(
-            CallFnOptions::new().eval_ast(false),
-            &mut Scope::new(),
-            &ast,
-            "metadata",
-            (),
-        )
-    })
-    .map_err(|e| {
-        let ((line, column), m) = describe(&e, timeout, (meta_line, usize::from(meta_line > 0)));
-        vec![RuleFileError {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: format!("metadata() failed: {m}"),
-        }]
-    })?;
-    let meta: Map = meta.try_cast::<Map>().ok_or_else(|| {
-        meta_err("metadata() must return a map #{ name: ..., description: ... }".into())
-    })?;
-    let get_str = |key: &str| -> Result<Option<String>, Vec<RuleFileError>> {
-        match meta.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .clone()
-                .into_immutable_string()
-                .map(|s| Some(s.to_string()))
-                .map_err(|t| meta_err(format!("metadata {key} must be a string, not {t}"))),
-        }
-    };
-    for key in meta.keys() {
-        if !["name", "description", "enabled", "mode", "findings"].contains(&key.as_str()) {
-            return Err(meta_err(format!(
-                "unknown metadata key {key:?} (allowed: name, description, enabled, mode, findings)"
-            )));
-        }
-    }
-    let name = get_str("name")?.ok_or_else(|| meta_err("metadata needs a name".into()))?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(meta_err(format!(
-            "rule name {name:?} must be lowercase letters, digits and '-'"
-        )));
-    }
-    let description = get_str("description")?
-        .filter(|d| !d.trim().is_empty())
-        .ok_or_else(|| meta_err("metadata needs a non-empty description".into()))?;
-    let enabled = match meta.get("enabled") {
-        None => true,
-        Some(v) => v
-            .as_bool()
-            .map_err(|t| meta_err(format!("metadata enabled must be true or false, not {t}")))?,
-    };
-    let mode = match get_str("mode")? {
-        None => None,
-        Some(m) => Some(Mode::parse(&m).ok_or_else(|| {
-            meta_err(format!(
-                "metadata mode {m:?} must be \"dry-run\", \"approval\" or \"enforce\""
-            ))
-        })?),
-    };
-    let mut findings = BTreeSet::new();
-    if let Some(v) = meta.get("findings") {
-        let arr = v.clone().into_array().map_err(|t| {
-            meta_err(format!(
-                "metadata findings must be an array of finding ids, not {t}"
-            ))
-        })?;
-        for f in arr {
-            let s = f
-                .into_immutable_string()
-                .map_err(|t| meta_err(format!("metadata findings must hold strings, not {t}")))?;
-            findings.insert(s.to_string());
-        }
-    }
-    Ok(Rule {
-        name,
-        description,
-        enabled,
-        mode,
-        findings,
-        file: file.to_path_buf(),
-        warnings,
-        evaluate_at: {
-            let line = line_of(text, "fn evaluate");
-            (line, usize::from(line > 0))
-        },
-        ast: Arc::new(ast),
-    })
-}
+const RULE_ECHO_LIMIT: usize = 1000;

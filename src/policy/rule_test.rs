@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{PolicyError, RuleSet};
+use super::{Evaluation, PolicyError, RuleSet};
 use crate::domain::ActionKind;
 use crate::scan::Scan;
 
@@ -81,62 +81,60 @@ fn run_file(file: &Path, rules: &RuleSet) -> TestOutcome {
         description: String::new(),
         problems: Vec::new(),
     };
-    let text = match std::fs::read(file) {
-        Ok(t) => t,
-        Err(e) => {
-            outcome.problems.push(format!("cannot read: {e}"));
-            return outcome;
-        }
-    };
-    let mut de = serde_json::Deserializer::from_slice(&text);
-    let tf: TestFile = match serde_path_to_error::deserialize(&mut de) {
-        Ok(t) => t,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            outcome.problems.push(format!(
-                "{}:{}:{}: at {path}: {inner}",
-                file.display(),
-                inner.line(),
-                inner.column()
-            ));
-            return outcome;
-        }
-    };
+    if let Err(problem) = check_file(file, rules, &mut outcome) {
+        outcome.problems.push(problem);
+    }
+    outcome
+}
+
+/// Reads the test file, evaluates its scan and records every mismatch in
+/// `outcome`; a problem that stops the test is returned as the error.
+fn check_file(file: &Path, rules: &RuleSet, outcome: &mut TestOutcome) -> Result<(), String> {
+    let tf = read_test(file)?;
     outcome.description = tf.description.clone();
     let scan_bytes = tf.scan.to_string();
-    let scan = match Scan::from_slice(scan_bytes.as_bytes(), &format!("{} (scan)", file.display()))
-    {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            outcome.problems.push(e.to_string());
-            return outcome;
-        }
-    };
-    if let Some(names) = &tf.rules {
-        for n in names {
-            if !rules.rules.iter().any(|r| &r.name == n) {
-                outcome
-                    .problems
-                    .push(format!("names rule {n:?}, which does not exist"));
-            }
+    let scan = Scan::from_slice(scan_bytes.as_bytes(), &format!("{} (scan)", file.display()))
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
+    for n in tf.rules.iter().flatten() {
+        if !rules.rules.iter().any(|r| &r.name == n) {
+            outcome
+                .problems
+                .push(format!("names rule {n:?}, which does not exist"));
         }
     }
-    let eval = match rules.evaluate(&scan, tf.rules.as_deref()) {
-        Ok(e) => e,
-        Err(e) => {
-            outcome.problems.push(e.to_string());
-            return outcome;
-        }
-    };
+    let eval = rules
+        .evaluate(&scan, tf.rules.as_deref())
+        .map_err(|e| e.to_string())?;
     for f in &eval.failures {
         outcome.problems.push(format!(
             "rule {} failed for identity {}: {}",
             f.rule, f.identity_id, f.message
         ));
     }
-    let got: BTreeSet<Expected> = eval
-        .proposals
+    compare(&proposed(&scan, &eval), expected(tf.expect), outcome);
+    Ok(())
+}
+
+/// Parses a test file; the error names the JSON path, line and column.
+fn read_test(file: &Path) -> Result<TestFile, String> {
+    let text = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut de = serde_json::Deserializer::from_slice(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        format!(
+            "{}:{}:{}: at {path}: {inner}",
+            file.display(),
+            inner.line(),
+            inner.column()
+        )
+    })
+}
+
+/// What the rules proposed, in the shape of the expectations.
+fn proposed(scan: &Scan, eval: &Evaluation) -> BTreeSet<Expected> {
+    eval.proposals
         .iter()
         .map(|p| Expected {
             identity: scan.identities[p.identity].id.0.clone(),
@@ -144,16 +142,23 @@ fn run_file(file: &Path, rules: &RuleSet) -> TestOutcome {
             rule: p.rule.clone(),
             targets: p.targets.clone(),
         })
-        .collect();
-    let want: BTreeSet<Expected> = tf
-        .expect
+        .collect()
+}
+
+/// The expectations, with targets sorted as rules' actions sort them.
+fn expected(expect: Vec<Expected>) -> BTreeSet<Expected> {
+    expect
         .into_iter()
         .map(|mut e| {
             e.targets.sort();
             e
         })
-        .collect();
-    for missing in want.difference(&got) {
+        .collect()
+}
+
+/// Records what was expected but not proposed, then what was proposed but not expected.
+fn compare(got: &BTreeSet<Expected>, want: BTreeSet<Expected>, outcome: &mut TestOutcome) {
+    for missing in want.difference(got) {
         outcome
             .problems
             .push(format!("expected but not proposed: {missing}"));
@@ -163,5 +168,4 @@ fn run_file(file: &Path, rules: &RuleSet) -> TestOutcome {
             .problems
             .push(format!("proposed but not expected: {extra}"));
     }
-    outcome
 }

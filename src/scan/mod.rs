@@ -388,14 +388,14 @@ impl Scan {
         let scan: Scan = match serde_path_to_error::deserialize(&mut de) {
             Ok(s) => s,
             Err(e) => {
-                let path = clip(&e.path().to_string());
+                let path = clip_echo(&e.path().to_string());
                 let inner = e.into_inner();
                 return Err(ScanError::Json {
                     source_name: source_name.to_string(),
                     line: inner.line(),
                     column: inner.column(),
                     json_path: path,
-                    message: clip(&crate::text::strip_serde_position(&inner.to_string())),
+                    message: clip_echo(&crate::text::strip_serde_position(&inner.to_string())),
                 });
             }
         };
@@ -404,7 +404,7 @@ impl Scan {
             line: e.line(),
             column: e.column(),
             json_path: ".".into(),
-            message: clip(&crate::text::strip_serde_position(&e.to_string())),
+            message: clip_echo(&crate::text::strip_serde_position(&e.to_string())),
         })?;
         scan.check_references(source_name)?;
         Ok(scan)
@@ -414,7 +414,7 @@ impl Scan {
         let invalid = |json_path: String, message: String| ScanError::Invalid {
             source_name: source_name.to_string(),
             json_path,
-            message: clip(&message),
+            message: clip_echo(&message),
         };
         let mut ids = HashSet::with_capacity(self.identities.len());
         for (i, ident) in self.identities.iter().enumerate() {
@@ -451,11 +451,11 @@ impl Scan {
 
 /// Longest message (or JSON path) echoed from a scan: serde quotes the offending
 /// value, and one value of a hostile scan can be megabytes long.
-const MAX_ECHO: usize = 400;
+const SCAN_ECHO_LIMIT: usize = 400;
 
-/// Shortens a message that quotes a huge value (see [`MAX_ECHO`]).
-pub(crate) fn clip(msg: &str) -> String {
-    crate::text::clip(msg, MAX_ECHO)
+/// Shortens a message that quotes a huge value (see [`SCAN_ECHO_LIMIT`]).
+fn clip_echo(msg: &str) -> String {
+    crate::text::clip(msg, SCAN_ECHO_LIMIT)
 }
 
 /// Hex SHA-256 of a scan's bytes: its identity for "already processed".

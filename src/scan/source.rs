@@ -40,6 +40,35 @@ struct Header {
     scanned_at: Option<String>,
 }
 
+/// The times a scan's date is judged by: now, and the latest date accepted.
+struct Dates {
+    now: DateTime<Utc>,
+    /// `max_clock_skew`, allowed into the future.
+    skew: Duration,
+    /// `now` plus the skew.
+    latest: DateTime<Utc>,
+}
+
+impl Dates {
+    fn new(now: DateTime<Utc>, skew: Duration) -> Dates {
+        let latest = chrono::Duration::from_std(skew)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Dates { now, skew, latest }
+    }
+
+    /// The refusal of a scan dated after `latest`.
+    fn future(&self, source_name: String, scanned_at: DateTime<Utc>) -> ScanError {
+        ScanError::FutureDated {
+            source_name,
+            scanned_at,
+            now: self.now,
+            skew: humantime::format_duration(self.skew).to_string(),
+        }
+    }
+}
+
 /// Loads the scan for a tenant as requested, refusing foreign and stale scans.
 ///
 /// `now` is passed in so that age checks are testable.
@@ -49,55 +78,9 @@ pub async fn load_for_tenant(
     req: &ScanRequest,
     now: DateTime<Utc>,
 ) -> Result<LoadedScan, ScanError> {
-    let limit = cfg.max_scan_bytes;
-    let skew = cfg.max_clock_skew.0;
-    let latest = chrono::Duration::from_std(skew)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let future = |source_name: String, scanned_at: DateTime<Utc>| ScanError::FutureDated {
-        source_name,
-        scanned_at,
-        now,
-        skew: humantime::format_duration(skew).to_string(),
-    };
-    let mut refused = Vec::new();
-    let (bytes, source_name) = if let Some(file) = &req.file {
-        (read_file(file, limit)?, file.display().to_string())
-    } else {
-        match (&tenant.source.dir, &tenant.source.url) {
-            (Some(dir), _) => {
-                let (file, skipped) = pick_in_dir(dir, req.scanned_at, latest)?;
-                refused = skipped
-                    .into_iter()
-                    .map(|(at, p)| future(p.display().to_string(), at))
-                    .collect();
-                let Some(file) = file else {
-                    // Every candidate is dated in the future: refuse the newest.
-                    return Err(refused.swap_remove(0));
-                };
-                (read_file(&file, limit)?, file.display().to_string())
-            }
-            (None, None) => {
-                return Err(ScanError::NotFound(format!(
-                    "tenant {:?} has no scan source",
-                    tenant.name
-                )));
-            }
-            (None, Some(url)) => {
-                if req.scanned_at.is_some() {
-                    return Err(ScanError::BadRequest(format!(
-                        "tenant {:?} reads its scan from a URL; --scanned-at needs a directory source (use --scan FILE)",
-                        tenant.name
-                    )));
-                }
-                (
-                    fetch(url, tenant.source.token_file.as_deref(), limit).await?,
-                    url.clone(),
-                )
-            }
-        }
-    };
+    let dates = Dates::new(now, cfg.max_clock_skew.0);
+    let (bytes, source_name, refused) =
+        read_source(tenant, req, cfg.max_scan_bytes, &dates).await?;
     let sha256 = digest(&bytes);
     let scan = Scan::from_slice(&bytes, &source_name)?;
     drop(bytes);
@@ -109,8 +92,8 @@ pub async fn load_for_tenant(
             found: scan.tenant_id.0.clone(),
         });
     }
-    if scan.scanned_at > latest {
-        return Err(future(source_name, scan.scanned_at));
+    if scan.scanned_at > dates.latest {
+        return Err(dates.future(source_name, scan.scanned_at));
     }
     let max_age = tenant.max_scan_age.unwrap_or(cfg.max_scan_age).0;
     let age = now.signed_duration_since(scan.scanned_at);
@@ -127,6 +110,56 @@ pub async fn load_for_tenant(
         sha256,
         refused,
     })
+}
+
+/// The requested scan's bytes and name (a `--scan` file, the newest file of the
+/// tenant's directory, or its URL), with the newer directory files refused as
+/// dated in the future.
+async fn read_source(
+    tenant: &TenantConfig,
+    req: &ScanRequest,
+    limit: u64,
+    dates: &Dates,
+) -> Result<(Vec<u8>, String, Vec<ScanError>), ScanError> {
+    if let Some(file) = &req.file {
+        return Ok((
+            read_file(file, limit)?,
+            file.display().to_string(),
+            Vec::new(),
+        ));
+    }
+    match (&tenant.source.dir, &tenant.source.url) {
+        (Some(dir), _) => {
+            let (file, skipped) = pick_in_dir(dir, req.scanned_at, dates.latest)?;
+            let mut refused: Vec<ScanError> = skipped
+                .into_iter()
+                .map(|(at, p)| dates.future(p.display().to_string(), at))
+                .collect();
+            let Some(file) = file else {
+                // Every candidate is dated in the future: refuse the newest.
+                return Err(refused.swap_remove(0));
+            };
+            Ok((
+                read_file(&file, limit)?,
+                file.display().to_string(),
+                refused,
+            ))
+        }
+        (None, None) => Err(ScanError::NotFound(format!(
+            "tenant {:?} has no scan source",
+            tenant.name
+        ))),
+        (None, Some(url)) => {
+            if req.scanned_at.is_some() {
+                return Err(ScanError::BadRequest(format!(
+                    "tenant {:?} reads its scan from a URL; --scanned-at needs a directory source (use --scan FILE)",
+                    tenant.name
+                )));
+            }
+            let bytes = fetch(url, tenant.source.token_file.as_deref(), limit).await?;
+            Ok((bytes, url.clone(), Vec::new()))
+        }
+    }
 }
 
 fn read_err(path: &Path, e: impl std::fmt::Display) -> ScanError {
@@ -189,7 +222,7 @@ fn pick_in_dir(
                 json_path: ".".into(),
                 message: format!(
                     "{} (a malformed file in the scan directory blocks choosing the newest scan)",
-                    super::clip(&crate::text::strip_serde_position(&e.to_string()))
+                    super::clip_echo(&crate::text::strip_serde_position(&e.to_string()))
                 ),
             })?;
         let at = header

@@ -1144,3 +1144,54 @@ async fn undo_of_a_disable_writes_nothing_when_the_account_is_enabled_again() {
         e.fake.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_graph_client_follows_every_next_link_whatever_the_page_size() {
+    use entra_remediator::graph::paging::ListingError;
+    use entra_remediator::graph::{GraphClient, GraphRequest};
+
+    let e = env("").await;
+    e.fake.add_group(fake_group(90, "Paged"));
+    for n in 1000..1020 {
+        e.fake.add_user(fake_user(n, &format!("m{n}@t.com"), false));
+        e.fake.add_member(&guid(90), &guid(n));
+    }
+    let cfg = entra_remediator::config::Config::load(&e.ws.config_path()).unwrap();
+    let tenant = &cfg.tenants[0];
+    let graph = GraphClient::new(&tenant.tenant_id, tenant.graph.as_ref().unwrap()).unwrap();
+    let path = format!("/groups/{}/members?$select=id&$top=7", guid(90));
+
+    // 20 members in pages of 7: three requests, each told to the caller.
+    let mut seen = Vec::new();
+    let record = |r: &GraphRequest, a: &entra_remediator::graph::Answer| {
+        seen.push((r.path.clone(), a.as_ref().unwrap().status))
+    };
+    let items = graph.get_all(path.clone(), 100, record).await.unwrap();
+    let mut ids: Vec<&str> = items.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].0, path);
+    assert!(seen[1].0.contains("skiptoken"), "{seen:?}");
+    assert!(seen.iter().all(|(_, s)| *s == 200), "{seen:?}");
+
+    // A bound on the pages stops a listing that goes on, after that many requests.
+    let mut calls = 0;
+    let err = graph
+        .get_all(path.clone(), 2, |_: &GraphRequest, _: &_| calls += 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ListingError::TooManyPages), "{err:?}");
+    assert_eq!(calls, 2);
+
+    // A page answered with an error ends the listing with that answer.
+    let missing = format!("/groups/{}/members?$select=id", guid(91));
+    match graph
+        .get_all(missing, 100, |_: &GraphRequest, _: &_| {})
+        .await
+    {
+        Err(ListingError::Refused(r)) => assert_eq!(r.status, 404),
+        other => panic!("{other:?}"),
+    }
+}

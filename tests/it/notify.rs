@@ -10,7 +10,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use entra_remediator::config::{Config, NoticeKind, NotifyConfig, WebhookConfig, WebhookFormat};
-use entra_remediator::notify::{Notice, NoticeAction, Notifier, QUEUE_CAPACITY};
+use entra_remediator::notify::notice::{Notice, NoticeAction};
+use entra_remediator::notify::{Notifier, QUEUE_CAPACITY};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
