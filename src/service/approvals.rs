@@ -81,11 +81,15 @@ async fn plan(
     let several = req.bulk || ids.len() > 1;
     let mut writes = Vec::with_capacity(ids.len());
     for &id in ids {
+        // Approvals first, then the action: a decision committed in between
+        // shows in the action's state (not pending), never as approvals of an
+        // action that still looks pending; one after both fails the
+        // compare-and-set.
+        let basis = store.approval_basis(id).await?;
         let action = store
             .action(id)
             .await?
             .ok_or(ApprovalError::UnknownId(id))?;
-        let basis = store.approval_basis(id).await?;
         let t = approval::transition(
             &action,
             &basis.chained,
