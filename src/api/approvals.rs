@@ -20,7 +20,7 @@ use crate::domain::{Action, ActionState};
 use crate::output::{action_json, detail_json};
 use crate::service::run_decision::{self, RunDecisionError};
 use crate::service::{actions, show};
-use crate::store::DecisionRequest;
+use crate::service::approvals::{self, DecisionRequest};
 
 /// The action id of a route, or a 400 naming what is wrong with it.
 fn path_id(p: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {
@@ -127,7 +127,7 @@ async fn decide_one(
         now,
         origin: Origin::api(),
     };
-    let rows = store.decide(&req, &policy).await?;
+    let rows = approvals::decide(store, &req, &policy).await?;
     request_execution(&s.api, &rows);
     let row = rows.into_iter().next().ok_or_else(|| {
         ApiError::new(
@@ -213,7 +213,7 @@ pub(super) async fn approve_run(
         now,
         origin: Origin::api(),
     };
-    let rows = store.decide(&req, &policy).await?;
+    let rows = approvals::decide(store, &req, &policy).await?;
     request_execution(&s.api, &rows);
     tracing::info!(
         run = %run,

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::approval::ApprovalError;
+use crate::service::approvals::DecideError;
 use crate::store::StoreError;
 
 /// An error answer: status, a stable code, and a message for people.
@@ -52,15 +53,22 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "API request failed in the history store");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            "the history store failed; the daemon log has the details",
+        )
+    }
+}
+
+impl From<DecideError> for ApiError {
+    fn from(e: DecideError) -> Self {
         match e {
-            StoreError::Approval(a) => a.into(),
-            other => {
-                tracing::error!(error = %other, "API request failed in the history store");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_error",
-                    "the history store failed; the daemon log has the details",
-                )
+            DecideError::Approval(a) => a.into(),
+            DecideError::Store(s) => s.into(),
+            DecideError::Contended => {
+                ApiError::new(StatusCode::CONFLICT, "contended", e.to_string())
             }
         }
     }

@@ -16,7 +16,8 @@ use crate::output::{Format, action_json, detail_json, render};
 use crate::service::run_decision::{self, RunDecisionError};
 use crate::service::show::ActionDetail;
 use crate::service::{actions, show};
-use crate::store::{DecisionRequest, Filter, Store};
+use crate::service::approvals::{self, DecisionRequest};
+use crate::store::{Filter, Store};
 use crate::text::printable;
 
 /// The columns an action is listed with.
@@ -161,7 +162,7 @@ async fn decide(
         now,
         origin: Origin::cli(),
     };
-    let rows = store.decide(&req, policy).await?;
+    let rows = approvals::decide(store, &req, policy).await?;
     for r in &rows {
         let note = if r.state == ActionState::Pending {
             " (first approval recorded; a second approver is required)"

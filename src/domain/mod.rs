@@ -2,6 +2,7 @@
 //! reasons. Plain data and pure rules, no I/O; every other layer builds on it.
 
 mod action;
+mod clock;
 mod kind;
 mod mode;
 mod outcome;
@@ -10,6 +11,7 @@ mod snapshot;
 mod state;
 
 pub use action::{Action, WorkKind, initial_state};
+pub use clock::{Clock, SystemClock};
 pub use kind::ActionKind;
 pub use mode::Mode;
 pub use outcome::{ExecReport, ExecResult, Outcome};

@@ -3,6 +3,7 @@
 //! result.
 
 pub mod actions;
+pub mod approvals;
 pub mod cycle;
 pub mod execution;
 pub mod history;

@@ -14,8 +14,9 @@ use chrono::{TimeZone, Utc};
 use entra_remediator::approval::{ApprovalPolicy, Decision};
 use entra_remediator::domain::ActionKind;
 use entra_remediator::domain::Reason;
+use entra_remediator::service::approvals::{DecisionRequest, decide};
 use entra_remediator::store::{
-    Checkpoint, DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewRun, OpenOptions, Store,
+    Checkpoint, EventRow, Filter, GENESIS, NewAction, NewRun, OpenOptions, Store,
     check_checkpoints, event_hash, open_with,
 };
 use sqlx::Connection;
@@ -226,8 +227,7 @@ async fn forged_approval_is_reported_and_not_counted() {
             .await
             .unwrap();
         // A real first approval of action 2 is in the chain and counts.
-        let rows = s
-            .decide(&approve(ids[1], "alice"), &four_eyes())
+        let rows = decide(&*s, &approve(ids[1], "alice"), &four_eyes())
             .await
             .unwrap();
         assert_eq!(rows[0].state, "pending", "{}", f.name());
@@ -254,14 +254,12 @@ async fn forged_approval_is_reported_and_not_counted() {
             report.problems
         );
         // Alice alone does not satisfy four eyes: the forged row does not count.
-        let rows = s
-            .decide(&approve(ids[0], "alice"), &four_eyes())
+        let rows = decide(&*s, &approve(ids[0], "alice"), &four_eyes())
             .await
             .unwrap();
         assert_eq!(rows[0].state, "pending", "{}", f.name());
         // A real second approver does.
-        let rows = s
-            .decide(&approve(ids[0], "bob"), &four_eyes())
+        let rows = decide(&*s, &approve(ids[0], "bob"), &four_eyes())
             .await
             .unwrap();
         assert_eq!(rows[0].state, "approved", "{}", f.name());
@@ -404,7 +402,7 @@ async fn existing_unkeyed_store_keeps_verifying_when_keying_starts() {
             .record_run(&run("r1"), &[pending_disable(1)], &[])
             .await
             .unwrap();
-        s.decide(&approve(ids[0], "alice"), &four_eyes())
+        decide(&*s, &approve(ids[0], "alice"), &four_eyes())
             .await
             .unwrap();
         let before = s.events(&Filter::default()).await.unwrap().len() as i64;
@@ -429,8 +427,7 @@ async fn existing_unkeyed_store_keeps_verifying_when_keying_starts() {
             report.problems
         );
         assert_eq!(report.keyed_from, Some(before + 1), "{}", f.name());
-        let rows = s
-            .decide(&approve(ids[0], "bob"), &four_eyes())
+        let rows = decide(&*s, &approve(ids[0], "bob"), &four_eyes())
             .await
             .unwrap();
         assert_eq!(rows[0].state, "approved", "{}", f.name());

@@ -12,9 +12,10 @@ use entra_remediator::approval::{ApprovalError, ApprovalPolicy, Decision};
 use entra_remediator::domain::ActionKind;
 use entra_remediator::domain::ActionState;
 use entra_remediator::domain::Reason;
+use entra_remediator::service::approvals::{DecideError, DecisionRequest, decide};
 use entra_remediator::store::{
-    DecisionRequest, EventRow, Filter, GENESIS, NewAction, NewEvent, NewRuleError, NewRun,
-    StateChange, Store, StoreError, event_hash, open, ts,
+    EventRow, Filter, GENESIS, NewAction, NewEvent, NewRuleError, NewRun, StateChange, Store,
+    event_hash, open, ts,
 };
 use sqlx::Connection;
 
@@ -333,9 +334,9 @@ fn ids<T>(rows: &[T], id: impl Fn(&T) -> i64) -> Vec<i64> {
     rows.iter().map(id).collect()
 }
 
-fn approval_err(r: Result<impl std::fmt::Debug, StoreError>) -> ApprovalError {
+fn approval_err(r: Result<impl std::fmt::Debug, DecideError>) -> ApprovalError {
     match r {
-        Err(StoreError::Approval(e)) => e,
+        Err(DecideError::Approval(e)) => e,
         other => panic!("expected an approval error, got {other:?}"),
     }
 }
@@ -659,9 +660,13 @@ async fn hash_chain_verifies_and_catches_edits(s: &dyn Store, db: &Db) {
 
 async fn history_is_append_only(s: &dyn Store, db: &Db) {
     two_runs(s).await;
-    s.decide(&request(&[1], Decision::Approve, "alice", t0()), &policy())
-        .await
-        .unwrap();
+    decide(
+        s,
+        &request(&[1], Decision::Approve, "alice", t0()),
+        &policy(),
+    )
+    .await
+    .unwrap();
     let refused = [
         (
             "UPDATE events SET detail = 'x' WHERE seq = 1",
@@ -751,13 +756,13 @@ async fn decide_approve_and_reject(s: &dyn Store, _db: &Db) {
     )
     .await;
     let now = t0() + hours(1);
-    let rows = s
-        .decide(
-            &request(&[ids[0]], Decision::Approve, "alice", now),
-            &policy(),
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &request(&[ids[0]], Decision::Approve, "alice", now),
+        &policy(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].id, ids[0]);
     assert_eq!(rows[0].state, "approved");
@@ -776,30 +781,31 @@ async fn decide_approve_and_reject(s: &dyn Store, _db: &Db) {
     assert_eq!(last.at, ts(now));
 
     // The same id twice is one decision.
-    let rows = s
-        .decide(
-            &request(&[ids[1], ids[1]], Decision::Reject, "bob", now),
-            &policy(),
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &request(&[ids[1], ids[1]], Decision::Reject, "bob", now),
+        &policy(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].state, "rejected");
     assert_eq!(rows[0].state_reason.as_deref(), Some("reject by bob"));
     assert_eq!(s.approvals(ids[1]).await.unwrap().len(), 1);
     // A single-identity action may be approved on its own.
-    let rows = s
-        .decide(
-            &request(&[ids[2]], Decision::Approve, "carol", now),
-            &policy(),
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &request(&[ids[2]], Decision::Approve, "carol", now),
+        &policy(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rows[0].state, "approved");
 
     // Decided actions cannot be decided again.
     let err = approval_err(
-        s.decide(
+        decide(
+            s,
             &request(&[ids[1]], Decision::Approve, "alice", now),
             &policy(),
         )
@@ -819,7 +825,8 @@ async fn decide_approve_and_reject(s: &dyn Store, _db: &Db) {
         ..ApprovalPolicy::default()
     };
     let err = approval_err(
-        s.decide(
+        decide(
+            s,
             &request(&[ids[0]], Decision::Reject, "mallory", now),
             &only_alice,
         )
@@ -827,14 +834,16 @@ async fn decide_approve_and_reject(s: &dyn Store, _db: &Db) {
     );
     assert_eq!(err, ApprovalError::NotAllowed("mallory".into()));
     let err = approval_err(
-        s.decide(&request(&[ids[0]], Decision::Reject, " ", now), &policy())
-            .await,
+        decide(
+            s,
+            &request(&[ids[0]], Decision::Reject, " ", now),
+            &policy(),
+        )
+        .await,
     );
     assert_eq!(err, ApprovalError::NoName);
-    let err = approval_err(
-        s.decide(&request(&[], Decision::Reject, "alice", now), &policy())
-            .await,
-    );
+    let err =
+        approval_err(decide(s, &request(&[], Decision::Reject, "alice", now), &policy()).await);
     assert_eq!(err, ApprovalError::Empty);
     assert_verified(s).await;
 }
@@ -855,13 +864,13 @@ async fn decide_four_eyes(s: &dyn Store, _db: &Db) {
         ..ApprovalPolicy::default()
     };
     let now = t0() + hours(1);
-    let rows = s
-        .decide(
-            &request(&[ids[0]], Decision::Approve, "alice", now),
-            &four_eyes,
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &request(&[ids[0]], Decision::Approve, "alice", now),
+        &four_eyes,
+    )
+    .await
+    .unwrap();
     assert_eq!(rows[0].state, "pending");
     let last = all_events(s).await.pop().unwrap();
     assert_eq!(last.kind, "approval_recorded");
@@ -871,7 +880,8 @@ async fn decide_four_eyes(s: &dyn Store, _db: &Db) {
             .ends_with("a second approver is required (four eyes)")
     );
     let err = approval_err(
-        s.decide(
+        decide(
+            s,
             &request(&[ids[0]], Decision::Approve, "alice", now),
             &four_eyes,
         )
@@ -884,13 +894,13 @@ async fn decide_four_eyes(s: &dyn Store, _db: &Db) {
             by: "alice".into()
         }
     );
-    let rows = s
-        .decide(
-            &request(&[ids[0]], Decision::Approve, "bob", now),
-            &four_eyes,
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &request(&[ids[0]], Decision::Approve, "bob", now),
+        &four_eyes,
+    )
+    .await
+    .unwrap();
     assert_eq!(rows[0].state, "approved");
     let approvers: Vec<String> = s
         .approvals(ids[0])
@@ -901,13 +911,13 @@ async fn decide_four_eyes(s: &dyn Store, _db: &Db) {
         .collect();
     assert_eq!(approvers, vec!["alice", "bob"]);
     // Actions not named in four_eyes need one approver.
-    let rows = s
-        .decide(
-            &request(&[ids[1]], Decision::Approve, "alice", now),
-            &four_eyes,
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &request(&[ids[1]], Decision::Approve, "alice", now),
+        &four_eyes,
+    )
+    .await
+    .unwrap();
     assert_eq!(rows[0].state, "approved");
     assert_verified(s).await;
 }
@@ -973,7 +983,7 @@ async fn decide_is_all_or_nothing(s: &dyn Store, _db: &Db) {
         ),
     ];
     for (req, want) in refusals {
-        let err = approval_err(s.decide(&req, &policy()).await);
+        let err = approval_err(decide(s, &req, &policy()).await);
         assert_eq!(err, want);
     }
     // Nothing changed anywhere.
@@ -984,16 +994,16 @@ async fn decide_is_all_or_nothing(s: &dyn Store, _db: &Db) {
     assert_eq!(state_of(s, ids[4]).await, "pending");
     assert_eq!(all_events(s).await.len(), events_before.len());
     // Rejecting in bulk is allowed for every kind.
-    let rows = s
-        .decide(
-            &DecisionRequest {
-                bulk: true,
-                ..request(&[ids[0], ids[2], ids[4]], Decision::Reject, "alice", now)
-            },
-            &policy(),
-        )
-        .await
-        .unwrap();
+    let rows = decide(
+        s,
+        &DecisionRequest {
+            bulk: true,
+            ..request(&[ids[0], ids[2], ids[4]], Decision::Reject, "alice", now)
+        },
+        &policy(),
+    )
+    .await
+    .unwrap();
     assert_eq!(ids_of_rows(&rows), vec![ids[0], ids[2], ids[4]]);
     assert!(rows.iter().all(|r| r.state == "rejected"));
     assert_eq!(all_events(s).await.len(), events_before.len() + 3);
@@ -1422,12 +1432,16 @@ async fn undo_runs_do_not_count(s: &dyn Store, _db: &Db) {
 async fn deterministic_history(s: &dyn Store) -> serde_json::Value {
     two_runs(s).await;
     let now = t0() + hours(3);
-    s.decide(&request(&[2], Decision::Reject, "bob", now), &policy())
+    decide(s, &request(&[2], Decision::Reject, "bob", now), &policy())
         .await
         .unwrap_err();
-    s.decide(&request(&[1], Decision::Approve, "alice", now), &policy())
-        .await
-        .unwrap();
+    decide(
+        s,
+        &request(&[1], Decision::Approve, "alice", now),
+        &policy(),
+    )
+    .await
+    .unwrap();
     let ids = record(
         s,
         "c",
