@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::context::{Ctx, Work, map_error};
 use super::reads::{Ahead, Reads, peek};
-use super::{Remediation, Verdict};
+use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
 use crate::graph::GraphRequest;
 
@@ -80,20 +80,20 @@ impl Remediation for DisableUser {
         ahead.paths.push(disabled_path(&a.identity_id));
     }
 
-    async fn verdict(
+    async fn landed(
         &self,
         cx: &Ctx<'_>,
         a: &Action,
         _s: &Snapshot,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict {
+    ) -> Landed {
         match peek(cx, calls, reads, disabled_path(&a.identity_id)).await {
             Some(r) if r.ok() && r.body["accountEnabled"] == json!(false) => {
-                Verdict::Applied("the account is disabled".into())
+                Landed::Applied("the account is disabled".into())
             }
-            Some(r) if r.ok() => Verdict::NotApplied("the account is still enabled".into()),
-            _ => Verdict::Unknown("the account could not be read".into()),
+            Some(r) if r.ok() => Landed::NotApplied("the account is still enabled".into()),
+            _ => Landed::Unknown("the account could not be read".into()),
         }
     }
 }

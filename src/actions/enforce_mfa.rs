@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::conditional_access::{self as ca, CaKind};
 use super::context::{Ctx, Work};
 use super::reads::{Ahead, Reads};
-use super::{Remediation, Verdict};
+use super::{Landed, Remediation};
 use crate::domain::{Action, Snapshot};
 
 /// The MFA action.
@@ -44,14 +44,14 @@ impl Remediation for EnforceMfa {
         ca::settle_reads(cx, s, ahead).await;
     }
 
-    async fn verdict(
+    async fn landed(
         &self,
         cx: &Ctx<'_>,
         a: &Action,
         s: &Snapshot,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict {
-        ca::verdict(cx, a, s, calls, reads).await
+    ) -> Landed {
+        ca::landed(cx, a, s, calls, reads).await
     }
 }

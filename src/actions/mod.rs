@@ -21,7 +21,7 @@ use context::{Ctx, Work};
 use reads::{Ahead, Reads};
 
 /// What live state says about an interrupted action's write.
-pub(crate) enum Verdict {
+pub(crate) enum Landed {
     /// The change is in place.
     Applied(String),
     /// It is not: the write did not land, so the action can run again.
@@ -58,14 +58,14 @@ pub(crate) trait Remediation: Sync {
     async fn settle_reads(&self, _cx: &Ctx<'_>, _a: &Action, _s: &Snapshot, _ahead: &mut Ahead) {}
 
     /// Whether the write of the interrupted action `a` landed.
-    async fn verdict(
+    async fn landed(
         &self,
         cx: &Ctx<'_>,
         a: &Action,
         snapshot: &Snapshot,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict;
+    ) -> Landed;
 }
 
 /// The module of an action kind.

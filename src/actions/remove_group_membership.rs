@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::context::{Ctx, Work, map_error};
 use super::reads::{Ahead, Reads, member_ids, members_of, read};
-use super::{Remediation, Verdict};
+use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
 use crate::graph::GraphRequest;
 
@@ -151,28 +151,28 @@ impl Remediation for RemoveGroupMembership {
             .extend(a.targets.iter().map(|g| (g.clone(), None)));
     }
 
-    async fn verdict(
+    async fn landed(
         &self,
         cx: &Ctx<'_>,
         a: &Action,
         _s: &Snapshot,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict {
+    ) -> Landed {
         let uid = a.identity_id.to_ascii_lowercase();
         let mut got = Vec::new();
         let mut still = false;
         for g in &a.targets {
             match members_of(cx, &mut got, reads, g).await {
                 Ok(m) => still |= m.contains(&uid),
-                Err(_) => return Verdict::Unknown("a group could not be read".into()),
+                Err(_) => return Landed::Unknown("a group could not be read".into()),
             }
         }
         calls.extend(got);
         if still {
-            Verdict::NotApplied("the user is still a member".into())
+            Landed::NotApplied("the user is still a member".into())
         } else {
-            Verdict::Applied("the user is no longer a member".into())
+            Landed::Applied("the user is no longer a member".into())
         }
     }
 }

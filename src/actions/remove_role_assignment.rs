@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::context::{Ctx, Work, filter_eq, map_error};
 use super::reads::{Ahead, Reads, peek, read};
-use super::{Remediation, Verdict};
+use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, RemovedAssignment, Snapshot};
 use crate::graph::{GraphRequest, GraphResponse};
 use crate::scan::GLOBAL_ADMIN_TEMPLATE;
@@ -311,26 +311,26 @@ impl Remediation for RemoveRoleAssignment {
             .extend(a.targets.iter().map(|t| assignment_path(t)));
     }
 
-    async fn verdict(
+    async fn landed(
         &self,
         cx: &Ctx<'_>,
         a: &Action,
         _s: &Snapshot,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict {
+    ) -> Landed {
         let mut all_gone = true;
         for t in &a.targets {
             match peek(cx, calls, reads, assignment_path(t)).await {
                 Some(r) if r.status == 404 => {}
                 Some(r) if r.ok() => all_gone = false,
-                _ => return Verdict::Unknown("a role assignment could not be read".into()),
+                _ => return Landed::Unknown("a role assignment could not be read".into()),
             }
         }
         if all_gone {
-            Verdict::Applied("the role assignments are gone".into())
+            Landed::Applied("the role assignments are gone".into())
         } else {
-            Verdict::NotApplied("a role assignment is still there".into())
+            Landed::NotApplied("a role assignment is still there".into())
         }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::context::{Ctx, Work};
 use super::reads::{Ahead, Reads, peek};
-use super::{Remediation, Verdict};
+use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
 use crate::graph::GraphRequest;
 
@@ -116,28 +116,28 @@ impl Remediation for RevokeSessions {
         ahead.paths.push(sessions_path(&a.identity_id));
     }
 
-    async fn verdict(
+    async fn landed(
         &self,
         cx: &Ctx<'_>,
         a: &Action,
         _s: &Snapshot,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict {
+    ) -> Landed {
         // A revoke resets signInSessionsValidFromDateTime to its time: at or
         // after the scan means it landed (or someone revoked since).
         let since = match revoke_reference(cx, a).await {
             Ok(since) => since,
-            Err(e) => return Verdict::Unknown(format!("the scan time is unknown: {e}")),
+            Err(e) => return Landed::Unknown(format!("the scan time is unknown: {e}")),
         };
         match peek(cx, calls, reads, sessions_path(&a.identity_id)).await {
             Some(r) if r.ok() => match revoked_since(&r.body, since) {
-                Some(at) => Verdict::Applied(format!(
+                Some(at) => Landed::Applied(format!(
                     "sessions were revoked at {} (signInSessionsValidFromDateTime), not before the scan of {}",
                     crate::store::ts(at),
                     crate::store::ts(since)
                 )),
-                None => Verdict::NotApplied(format!(
+                None => Landed::NotApplied(format!(
                     "signInSessionsValidFromDateTime is {}, before the scan of {}: the revoke did not land",
                     r.body["signInSessionsValidFromDateTime"]
                         .as_str()
@@ -145,7 +145,7 @@ impl Remediation for RevokeSessions {
                     crate::store::ts(since)
                 )),
             },
-            _ => Verdict::Unknown("the user could not be read".into()),
+            _ => Landed::Unknown("the user could not be read".into()),
         }
     }
 }

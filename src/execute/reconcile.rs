@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{ExecError, Executor, undo::intent_snapshot};
 use crate::actions::reads::{Ahead, Reads};
-use crate::actions::{Verdict, handler};
+use crate::actions::{Landed, handler};
 use crate::domain::{Action, ActionState, ExecReport, ExecResult, Snapshot, WorkKind};
 use crate::store::{Filter, StateChange};
 
@@ -15,17 +15,17 @@ use crate::store::{Filter, StateChange};
 pub const SETTLE_CHUNK: usize = 100;
 
 /// The state and reason a verdict settles an action in.
-fn settled(a: &Action, verdict: Verdict) -> (ActionState, String) {
-    match verdict {
-        Verdict::Applied(s) => (
+fn settled(a: &Action, landed: Landed) -> (ActionState, String) {
+    match landed {
+        Landed::Applied(s) => (
             ActionState::Done,
             format!("reconciled after a restart: {s}"),
         ),
-        Verdict::NotApplied(s) => (
+        Landed::NotApplied(s) => (
             a.retry_state(),
             format!("reconciled after a restart: {s}; it will be executed again"),
         ),
-        Verdict::Unknown(s) => (
+        Landed::Unknown(s) => (
             ActionState::Failed,
             // The intents of a pass are committed before any of its
             // writes is sent, so this one may or may not have been.
@@ -75,11 +75,11 @@ impl Executor<'_> {
         let mut changes = Vec::new();
         for (a, snapshot) in items {
             let mut calls = Vec::new();
-            let verdict = match snapshot {
-                None => Verdict::NotApplied("stopped before any write was sent".into()),
-                Some(s) => self.verdict(a, s, &mut calls, &reads).await,
+            let landed = match snapshot {
+                None => Landed::NotApplied("stopped before any write was sent".into()),
+                Some(s) => self.landed(a, s, &mut calls, &reads).await,
             };
-            let (state, reason) = settled(a, verdict);
+            let (state, reason) = settled(a, landed);
             report.results.push(ExecResult {
                 id: a.id,
                 state,
@@ -114,19 +114,19 @@ impl Executor<'_> {
     }
 
     /// Whether the write of the interrupted action `a` landed.
-    async fn verdict(
+    async fn landed(
         &self,
         a: &Action,
         snapshot: Result<Snapshot, String>,
         calls: &mut Vec<Value>,
         reads: &Reads,
-    ) -> Verdict {
+    ) -> Landed {
         match (a.kind, snapshot) {
-            (WorkKind::Undo, _) => Verdict::Unknown(
+            (WorkKind::Undo, _) => Landed::Unknown(
                 "an interrupted undo is not repeated automatically; check and undo again".into(),
             ),
-            (WorkKind::Remedy(_), Err(why)) => Verdict::Unknown(why),
-            (WorkKind::Remedy(k), Ok(s)) => handler(k).verdict(&self.cx, a, &s, calls, reads).await,
+            (WorkKind::Remedy(_), Err(why)) => Landed::Unknown(why),
+            (WorkKind::Remedy(k), Ok(s)) => handler(k).landed(&self.cx, a, &s, calls, reads).await,
         }
     }
 }

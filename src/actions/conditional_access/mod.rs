@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::Verdict;
+use super::Landed;
 use super::context::{Ctx, Work, call_record, map_error};
 use super::reads::{Ahead, Reads, members_of, peek};
 use crate::config::{GraphConfig, MfaMode, MfaPolicyConfig, PolicyState};
@@ -246,36 +246,36 @@ pub(crate) async fn settle_reads(cx: &Ctx<'_>, s: &Snapshot, ahead: &mut Ahead) 
 }
 
 /// Whether the user of an interrupted MFA action is under the policy.
-pub(crate) async fn verdict(
+pub(crate) async fn landed(
     cx: &Ctx<'_>,
     a: &Action,
     s: &Snapshot,
     calls: &mut Vec<Value>,
     reads: &Reads,
-) -> Verdict {
+) -> Landed {
     let uid = &a.identity_id;
     if s.mode == Some(CaMode::Group) {
         let gid = s.group_id.clone().unwrap_or_default();
         return match members_of(cx, calls, reads, &gid).await {
             Ok(m) if m.contains(&uid.to_ascii_lowercase()) => {
-                Verdict::Applied("the user is in the policy's group".into())
+                Landed::Applied("the user is in the policy's group".into())
             }
-            Ok(_) => Verdict::NotApplied("the user is not in the policy's group".into()),
-            Err(_) => Verdict::Unknown("the group could not be read".into()),
+            Ok(_) => Landed::NotApplied("the user is not in the policy's group".into()),
+            Err(_) => Landed::Unknown("the group could not be read".into()),
         };
     }
     let Some(id) = policy_id(cx, s).await else {
-        return Verdict::NotApplied("the policy was never created".into());
+        return Landed::NotApplied("the policy was never created".into());
     };
     match peek(cx, calls, reads, policy_path(&id)).await {
         Some(r) if r.ok() => {
             if array_of(&r.body["conditions"]["users"]["includeUsers"]).contains(uid) {
-                Verdict::Applied("the user is in the policy".into())
+                Landed::Applied("the user is in the policy".into())
             } else {
-                Verdict::NotApplied("the user is not in the policy".into())
+                Landed::NotApplied("the user is not in the policy".into())
             }
         }
-        Some(r) if r.status == 404 => Verdict::NotApplied("the policy is gone".into()),
-        _ => Verdict::Unknown("the policy could not be read".into()),
+        Some(r) if r.status == 404 => Landed::NotApplied("the policy is gone".into()),
+        _ => Landed::Unknown("the policy could not be read".into()),
     }
 }
