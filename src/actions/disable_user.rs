@@ -9,6 +9,8 @@ use super::reads::{Ahead, Reads, peek};
 use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
 use crate::graph::GraphRequest;
+use crate::guard::{Refusal, refuse};
+use crate::scan::Identity;
 
 /// The disable action.
 pub(crate) struct DisableUser;
@@ -27,6 +29,20 @@ fn set_enabled(uid: &str, enabled: bool) -> GraphRequest {
 
 #[async_trait]
 impl Remediation for DisableUser {
+    fn check_scan(&self, _targets: &[String], id: &Identity) -> Result<(), Refusal> {
+        if !id.account_enabled {
+            return refuse(
+                "already-disabled",
+                format!("{} is already disabled in the scan", id.user_principal_name),
+            );
+        }
+        Ok(())
+    }
+
+    fn removes_global_admin(&self, _targets: &[String], _id: &Identity) -> bool {
+        true
+    }
+
     async fn decide(&self, _cx: &Ctx<'_>, work: &mut [Work], idx: &[usize], _reads: &mut Reads) {
         for &i in idx {
             let w = &mut work[i];
@@ -95,5 +111,26 @@ impl Remediation for DisableUser {
             Some(r) if r.ok() => Landed::NotApplied("the account is still enabled".into()),
             _ => Landed::Unknown("the account could not be read".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::actions::handler;
+    use crate::domain::ActionKind;
+    use crate::guard::test_identities::{identity, refusal};
+
+    #[test]
+    fn a_disabled_account_is_not_disabled_again() {
+        let id = identity(1, "off@t.com", json!({ "account_enabled": false }));
+        assert_eq!(
+            refusal(handler(ActionKind::DisableUser).check_scan(&[], &id)),
+            (
+                "already-disabled",
+                "off@t.com is already disabled in the scan".into()
+            )
+        );
     }
 }

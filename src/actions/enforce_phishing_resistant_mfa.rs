@@ -9,7 +9,8 @@ use super::context::{Ctx, Work, filter_eq, map_error};
 use super::reads::{Ahead, Reads};
 use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
-use crate::scan::GLOBAL_ADMIN_TEMPLATE;
+use crate::guard::{Refusal, refuse};
+use crate::scan::{GLOBAL_ADMIN_TEMPLATE, Identity};
 
 /// The phishing-resistant MFA action.
 pub(crate) struct EnforcePhishingResistantMfa;
@@ -58,6 +59,19 @@ fn check_global_admin(w: &mut Work, reads: &Reads) {
 
 #[async_trait]
 impl Remediation for EnforcePhishingResistantMfa {
+    fn check_scan(&self, _targets: &[String], id: &Identity) -> Result<(), Refusal> {
+        if !id.is_global_admin() {
+            return refuse(
+                "phishing-resistant-mfa-scope",
+                format!(
+                    "{} holds no active Global Administrator role ({GLOBAL_ADMIN_TEMPLATE}); phishing-resistant MFA is enforced for Global Administrators only",
+                    id.user_principal_name
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn user_reads(&self, uid: &str) -> Vec<String> {
         vec![roles_path(uid)]
     }
@@ -99,5 +113,35 @@ impl Remediation for EnforcePhishingResistantMfa {
         reads: &Reads,
     ) -> Landed {
         ca::landed(cx, a, s, calls, reads).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::actions::handler;
+    use crate::domain::ActionKind;
+    use crate::guard::test_identities::{ga, identity, refusal, role};
+
+    #[test]
+    fn phishing_resistant_mfa_is_for_active_global_administrators_only() {
+        let kind = ActionKind::EnforcePhishingResistantMfa;
+        let eligible = identity(
+            1,
+            "e@t.com",
+            json!({ "roles": [role("a1", GLOBAL_ADMIN_TEMPLATE, "eligible")] }),
+        );
+        assert_eq!(
+            refusal(handler(kind).check_scan(&[], &eligible)),
+            (
+                "phishing-resistant-mfa-scope",
+                format!(
+                    "e@t.com holds no active Global Administrator role ({GLOBAL_ADMIN_TEMPLATE}); phishing-resistant MFA is enforced for Global Administrators only"
+                )
+            )
+        );
+        assert_eq!(handler(kind).check_scan(&[], &ga(2, "ga@t.com")), Ok(()));
     }
 }

@@ -1,5 +1,5 @@
-//! One home per remediation action: each action's module knows how to check it
-//! against the live tenant and write it, how to tell after a crash whether the
+//! One home per remediation action: each action's module knows its scan-side
+//! guardrails, how to check it against the live tenant and write it, how to tell after a crash whether the
 //! write landed, how to undo it and what it writes in history. [`handler`] is
 //! the one place that maps an [`ActionKind`] to its module.
 
@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::domain::{Action, ActionKind, Snapshot};
+use crate::guard::Refusal;
+use crate::scan::Identity;
 use context::{Ctx, Work};
 use reads::{Ahead, Reads};
 
@@ -33,6 +35,18 @@ pub(crate) enum Landed {
 /// Everything one remediation action knows.
 #[async_trait]
 pub(crate) trait Remediation: Sync {
+    /// This action's own guardrails on the scan's view of `id` (protection and
+    /// the last Global Administrator are checked by the plan for every action).
+    fn check_scan(&self, _targets: &[String], _id: &Identity) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// Whether doing it takes away `id`'s Global Administrator role, so the
+    /// plan can keep the last enabled one.
+    fn removes_global_admin(&self, _targets: &[String], _id: &Identity) -> bool {
+        false
+    }
+
     /// GETs this action needs beside its user's, sent in the same `$batch`.
     fn user_reads(&self, _uid: &str) -> Vec<String> {
         Vec::new()
@@ -79,5 +93,57 @@ pub(crate) fn handler(kind: ActionKind) -> &'static dyn Remediation {
         }
         ActionKind::RemoveRoleAssignment => &remove_role_assignment::RemoveRoleAssignment,
         ActionKind::RemoveGroupMembership => &remove_group_membership::RemoveGroupMembership,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::guard::LastAdmin;
+    use crate::guard::test_identities::{ga_json, refusal, scan_of};
+
+    /// The last-Global-Administrator check of an action, as the plan makes it.
+    pub(crate) fn check_last_admin(
+        last: &mut LastAdmin,
+        idx: usize,
+        id: &Identity,
+        kind: ActionKind,
+        targets: &[String],
+    ) -> Result<(), Refusal> {
+        last.check(idx, id, handler(kind).removes_global_admin(targets, id))
+    }
+
+    #[test]
+    fn the_last_enabled_global_administrator_is_kept() {
+        let scan = scan_of(vec![ga_json(1, "a@t.com"), ga_json(2, "b@t.com")]);
+        let mut last = LastAdmin::new(&scan);
+        let (a, b) = (&scan.identities[0], &scan.identities[1]);
+        assert_eq!(
+            check_last_admin(&mut last, 0, a, ActionKind::DisableUser, &[]),
+            Ok(())
+        );
+        // Counted once: acting on the same identity again is still allowed.
+        assert_eq!(
+            check_last_admin(&mut last, 0, a, ActionKind::EnforceMfa, &[]),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(check_last_admin(&mut last, 1, b, ActionKind::RemoveRoleAssignment, &["ga-2".into()])),
+            (
+                "last-global-admin",
+                "b@t.com is the last enabled Global Administrator in the scan; the tenant would be left without one".into()
+            )
+        );
+        assert_eq!(
+            refusal(check_last_admin(
+                &mut last,
+                1,
+                b,
+                ActionKind::DisableUser,
+                &[]
+            ))
+            .0,
+            "last-global-admin"
+        );
     }
 }

@@ -10,6 +10,8 @@ use super::reads::{Ahead, Reads, member_ids, members_of, read};
 use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
 use crate::graph::GraphRequest;
+use crate::guard::{Refusal, refuse};
+use crate::scan::Identity;
 
 /// The group removal action.
 pub(crate) struct RemoveGroupMembership;
@@ -75,8 +77,47 @@ async fn plan_one(cx: &Ctx<'_>, w: &mut Work, reads: &Reads, gid: &str) -> Optio
     Some(true)
 }
 
+/// Groups to leave must be groups the identity is in, neither dynamic nor synced
+/// from on-premises (their membership is decided elsewhere).
+fn check_group_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> {
+    for t in targets {
+        match id.groups.iter().find(|g| g.id.0.eq_ignore_ascii_case(t)) {
+            None => {
+                return refuse(
+                    "unknown-target",
+                    format!("{} is not a member of group {t:?}", id.user_principal_name),
+                );
+            }
+            Some(g) if g.dynamic => {
+                return refuse(
+                    "dynamic-group",
+                    format!(
+                        "group {:?} has dynamic membership: its rule would add {} back; change the rule instead",
+                        g.display_name, id.user_principal_name
+                    ),
+                );
+            }
+            Some(g) if g.on_premises_synced == Some(true) => {
+                return refuse(
+                    "synced-group",
+                    format!(
+                        "group {:?} is synced from on-premises AD: change its membership there",
+                        g.display_name
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Remediation for RemoveGroupMembership {
+    fn check_scan(&self, targets: &[String], id: &Identity) -> Result<(), Refusal> {
+        check_group_targets(targets, id)
+    }
+
     fn plan_reads(&self, w: &Work, ahead: &mut Ahead) {
         for g in &w.action.targets {
             ahead.paths.push(group_path(g));
@@ -174,5 +215,58 @@ impl Remediation for RemoveGroupMembership {
         } else {
             Landed::Applied("the user is no longer a member".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::actions::handler;
+    use crate::domain::ActionKind;
+    use crate::guard::test_identities::{group, guid, identity, refusal};
+
+    #[test]
+    fn removal_from_a_dynamic_group_is_refused() {
+        let id = identity(
+            1,
+            "u@t.com",
+            json!({ "groups": [group(50, "All Staff", true, false)] }),
+        );
+        assert_eq!(
+            refusal(handler(ActionKind::RemoveGroupMembership).check_scan(&[guid(50).to_uppercase()],
+                &id
+            )),
+            (
+                "dynamic-group",
+                "group \"All Staff\" has dynamic membership: its rule would add u@t.com back; change the rule instead".into()
+            )
+        );
+    }
+
+    #[test]
+    fn removal_from_a_synced_or_unknown_group_is_refused() {
+        let id = identity(
+            1,
+            "u@t.com",
+            json!({ "groups": [group(50, "AD Admins", false, true), group(51, "Cloud", false, false)] }),
+        );
+        let remove = |t: String| handler(ActionKind::RemoveGroupMembership).check_scan(&[t], &id);
+        assert_eq!(
+            refusal(remove(guid(50))),
+            (
+                "synced-group",
+                "group \"AD Admins\" is synced from on-premises AD: change its membership there"
+                    .into()
+            )
+        );
+        assert_eq!(
+            refusal(remove(guid(52))),
+            (
+                "unknown-target",
+                format!("u@t.com is not a member of group {:?}", guid(52))
+            )
+        );
+        assert_eq!(remove(guid(51)), Ok(()));
     }
 }

@@ -13,7 +13,8 @@ use super::reads::{Ahead, Reads, peek, read};
 use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, RemovedAssignment, Snapshot};
 use crate::graph::{GraphRequest, GraphResponse};
-use crate::scan::GLOBAL_ADMIN_TEMPLATE;
+use crate::guard::{Refusal, refuse};
+use crate::scan::{AssignmentType, GLOBAL_ADMIN_TEMPLATE, Identity};
 
 /// The role removal action.
 pub(crate) struct RemoveRoleAssignment;
@@ -255,8 +256,48 @@ fn restore_assignment(
     ))
 }
 
+/// Role assignments to remove must be active assignments the identity holds.
+fn check_role_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> {
+    for t in targets {
+        match id.roles.iter().find(|r| &r.assignment_id == t) {
+            None => {
+                return refuse(
+                    "unknown-target",
+                    format!("{} has no role assignment {t:?}", id.user_principal_name),
+                );
+            }
+            Some(r) if r.assignment_type != AssignmentType::Active => {
+                return refuse(
+                    "unknown-target",
+                    format!(
+                        "role assignment {t:?} ({}) of {} is eligible, not active",
+                        r.role_name, id.user_principal_name
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Remediation for RemoveRoleAssignment {
+    fn check_scan(&self, targets: &[String], id: &Identity) -> Result<(), Refusal> {
+        check_role_targets(targets, id)
+    }
+
+    fn removes_global_admin(&self, targets: &[String], id: &Identity) -> bool {
+        // Removing these assignments leaves no other active GA assignment.
+        !id.roles.iter().any(|r| {
+            r.assignment_type == AssignmentType::Active
+                && r.role_definition_id
+                    .0
+                    .eq_ignore_ascii_case(GLOBAL_ADMIN_TEMPLATE)
+                && !targets.contains(&r.assignment_id)
+        })
+    }
+
     fn plan_reads(&self, w: &Work, ahead: &mut Ahead) {
         ahead
             .paths
@@ -332,5 +373,77 @@ impl Remediation for RemoveRoleAssignment {
         } else {
             Landed::NotApplied("a role assignment is still there".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::actions::handler;
+    use crate::actions::tests::check_last_admin;
+    use crate::domain::ActionKind;
+    use crate::guard::LastAdmin;
+    use crate::guard::test_identities::{identity, identity_json, refusal, role, scan_of};
+
+    #[test]
+    fn only_active_role_assignments_the_identity_holds_are_removed() {
+        let id = identity(
+            1,
+            "u@t.com",
+            json!({ "roles": [role("act", GLOBAL_ADMIN_TEMPLATE, "active"), role("elig", GLOBAL_ADMIN_TEMPLATE, "eligible")] }),
+        );
+        let remove =
+            |t: &str| handler(ActionKind::RemoveRoleAssignment).check_scan(&[t.into()], &id);
+        assert_eq!(
+            refusal(remove("elig")),
+            (
+                "unknown-target",
+                "role assignment \"elig\" (Global Administrator) of u@t.com is eligible, not active"
+                    .into()
+            )
+        );
+        assert_eq!(
+            refusal(remove("nope")),
+            (
+                "unknown-target",
+                "u@t.com has no role assignment \"nope\"".into()
+            )
+        );
+        assert_eq!(remove("act"), Ok(()));
+    }
+
+    #[test]
+    fn removing_one_of_two_global_administrator_assignments_keeps_the_admin() {
+        let both = identity_json(
+            1,
+            "a@t.com",
+            json!({ "roles": [role("x", GLOBAL_ADMIN_TEMPLATE, "active"), role("y", GLOBAL_ADMIN_TEMPLATE, "active")] }),
+        );
+        let scan = scan_of(vec![both]);
+        let mut last = LastAdmin::new(&scan);
+        let id = &scan.identities[0];
+        assert_eq!(
+            check_last_admin(
+                &mut last,
+                0,
+                id,
+                ActionKind::RemoveRoleAssignment,
+                &["x".into()]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            refusal(check_last_admin(
+                &mut last,
+                0,
+                id,
+                ActionKind::RemoveRoleAssignment,
+                &["x".into(), "y".into()]
+            ))
+            .0,
+            "last-global-admin"
+        );
     }
 }

@@ -14,6 +14,8 @@ use super::reads::{Ahead, Reads, peek};
 use super::{Landed, Remediation};
 use crate::domain::{Action, Outcome, Snapshot};
 use crate::graph::GraphRequest;
+use crate::guard::{Refusal, refuse};
+use crate::scan::Identity;
 
 /// The revoke action.
 pub(crate) struct RevokeSessions;
@@ -78,6 +80,19 @@ fn decide_one(w: &mut Work, since: Result<DateTime<Utc>, String>) {
 
 #[async_trait]
 impl Remediation for RevokeSessions {
+    fn check_scan(&self, _targets: &[String], id: &Identity) -> Result<(), Refusal> {
+        if id.is_guest() {
+            return refuse(
+                "guest-revoke",
+                format!(
+                    "{} is a guest: sessions are never revoked for guest users (their home tenant owns them)",
+                    id.user_principal_name
+                ),
+            );
+        }
+        Ok(())
+    }
+
     async fn decide(&self, cx: &Ctx<'_>, work: &mut [Work], idx: &[usize], _reads: &mut Reads) {
         // Revokes are measured from the scan that asked for them, read once per run.
         let mut references: BTreeMap<String, Result<DateTime<Utc>, String>> = BTreeMap::new();
@@ -147,5 +162,36 @@ impl Remediation for RevokeSessions {
             },
             _ => Landed::Unknown("the user could not be read".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::actions::handler;
+    use crate::domain::ActionKind;
+    use crate::guard::test_identities::{identity, refusal};
+
+    #[test]
+    fn sessions_of_a_guest_are_never_revoked() {
+        let guest = identity(1, "ext@x.com", json!({ "user_type": "Guest" }));
+        assert_eq!(
+            refusal(handler(ActionKind::RevokeSessions).check_scan(&[], &guest)),
+            (
+                "guest-revoke",
+                "ext@x.com is a guest: sessions are never revoked for guest users (their home tenant owns them)".into()
+            )
+        );
+        let ext = identity(2, "b_x.com#EXT#@t.com", json!({}));
+        assert_eq!(
+            refusal(handler(ActionKind::RevokeSessions).check_scan(&[], &ext)).0,
+            "guest-revoke"
+        );
+        let member = identity(3, "m@t.com", json!({}));
+        assert_eq!(
+            handler(ActionKind::RevokeSessions).check_scan(&[], &member),
+            Ok(())
+        );
     }
 }

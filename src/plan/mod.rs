@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::actions;
 use crate::config::{Config, Guardrails, Protected, TenantConfig};
 use crate::domain::{ActionKind, ActionState, Mode, Reason};
 use crate::exceptions::Exceptions;
@@ -233,9 +234,11 @@ impl Planner<'_> {
         if let Some(why) = self.exception(m) {
             return Verdict::Excepted(why);
         }
-        match guard::check_action(m.kind, &m.targets, id)
-            .and_then(|()| self.last_admin.check(m.identity, id, m.kind, &m.targets))
-        {
+        let action = actions::handler(m.kind);
+        match action.check_scan(&m.targets, id).and_then(|()| {
+            let removes_ga = action.removes_global_admin(&m.targets, id);
+            self.last_admin.check(m.identity, id, removes_ga)
+        }) {
             Ok(()) => Verdict::Proceed,
             Err(refusal) => Verdict::Refused(refusal.to_string()),
         }
