@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Architecture limits of src/ (docs/architecture.md): no file over 600 lines,
 no function over 100 lines, no import cycle between modules, action-state
-literals only in the state enum and the store's mapping.
+literals only in the state enum and the store's mapping (a line that uses the
+same word for something else says so in a comment: "not an action state").
 
 Import edges: every `crate::a::b` and `super::` path in a file. Cycles are looked
 for between top-level modules (a file counts for its top-level module) and
@@ -167,9 +168,12 @@ def main():
                 print(f"note: src/{rel}:{line}: fn {name} is {length} lines")
         if not rel.startswith(STATE_HOMES) and not rel.startswith("bin"):
             code = text.split("#[cfg(test)]")[0]
+            lines = code.split("\n")
             for s in STATES:
                 for m in re.finditer('"' + s + '"', code):
                     ln = code[:m.start()].count("\n") + 1
+                    if "not an action state" in lines[ln - 1]:
+                        continue  # a run outcome or a counter that shares the word
                     problems.append(f"src/{rel}:{ln}: state literal \"{s}\" outside the state enum and the store")
         mods[tuple(module_of(rel))] = clean
     known = set(mods)

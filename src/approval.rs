@@ -260,3 +260,195 @@ pub fn transition(
         new_state: (approvers.len() + 1 >= needed).then_some(ActionState::Approved),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::domain::{Mode, WorkKind};
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap()
+    }
+
+    fn action(kind: ActionKind, state: ActionState) -> Action {
+        Action {
+            id: 7,
+            run_id: "run".into(),
+            tenant: "t".into(),
+            identity_id: "id".into(),
+            identity_upn: "u@contoso.com".into(),
+            identity_name: "U".into(),
+            kind: WorkKind::Remedy(kind),
+            targets: vec![],
+            reasons: vec![],
+            rules: vec![],
+            mode: Mode::Approval,
+            state,
+            state_reason: None,
+            created_at: now(),
+            expires_at: Some(now() + chrono::Duration::hours(1)),
+        }
+    }
+
+    fn approved_by(who: &str, os_user: Option<&str>) -> ApprovalRow {
+        ApprovalRow {
+            action_id: 7,
+            approver: who.into(),
+            decision: "approve".into(),
+            comment: None,
+            at: String::new(),
+            event_seq: Some(1),
+            interface: Some("cli".into()),
+            os_user: os_user.map(str::to_string),
+        }
+    }
+
+    fn cli_as(user: &str) -> Origin {
+        Origin {
+            interface: "cli",
+            os_user: Some(user.into()),
+        }
+    }
+
+    fn decide(
+        a: &Action,
+        prior: &[ApprovalRow],
+        d: Decision,
+        by: &str,
+        policy: &ApprovalPolicy,
+    ) -> Result<Option<ActionState>, ApprovalError> {
+        transition(a, prior, d, by, &cli_as(by), false, policy, now()).map(|t| t.new_state)
+    }
+
+    #[test]
+    fn one_approval_approves_and_a_rejection_rejects() {
+        let a = action(ActionKind::DisableUser, ActionState::Pending);
+        let p = ApprovalPolicy::default();
+        assert_eq!(
+            decide(&a, &[], Decision::Approve, "alice", &p),
+            Ok(Some(ActionState::Approved))
+        );
+        assert_eq!(
+            decide(&a, &[], Decision::Reject, "alice", &p),
+            Ok(Some(ActionState::Rejected))
+        );
+    }
+
+    #[test]
+    fn four_eyes_needs_two_distinct_people() {
+        let a = action(ActionKind::RemoveRoleAssignment, ActionState::Pending);
+        let p = ApprovalPolicy {
+            four_eyes: vec![ActionKind::RemoveRoleAssignment],
+            ..ApprovalPolicy::default()
+        };
+        assert_eq!(decide(&a, &[], Decision::Approve, "alice", &p), Ok(None));
+        let prior = [approved_by("alice", Some("alice"))];
+        assert_eq!(
+            decide(&a, &prior, Decision::Approve, "alice", &p),
+            Err(ApprovalError::SameApprover {
+                id: 7,
+                by: "alice".into()
+            })
+        );
+        assert_eq!(
+            decide(&a, &prior, Decision::Approve, "bob", &p),
+            Ok(Some(ActionState::Approved))
+        );
+    }
+
+    #[test]
+    fn distinct_os_users_refuses_a_second_name_from_the_same_login() {
+        let a = action(ActionKind::DisableUser, ActionState::Pending);
+        let p = ApprovalPolicy {
+            four_eyes: vec![ActionKind::DisableUser],
+            distinct_os_users: true,
+            ..ApprovalPolicy::default()
+        };
+        let prior = [approved_by("alice", Some("ops"))];
+        let same_login = transition(
+            &a,
+            &prior,
+            Decision::Approve,
+            "bob",
+            &cli_as("ops"),
+            false,
+            &p,
+            now(),
+        );
+        assert_eq!(
+            same_login,
+            Err(ApprovalError::SameOsUser {
+                id: 7,
+                first: "alice".into(),
+                os_user: "ops".into()
+            })
+        );
+        let api = transition(
+            &a,
+            &prior,
+            Decision::Approve,
+            "bob",
+            &Origin::api(),
+            false,
+            &p,
+            now(),
+        );
+        assert_eq!(api.map(|t| t.new_state), Ok(Some(ActionState::Approved)));
+    }
+
+    #[test]
+    fn only_pending_unexpired_actions_are_decided() {
+        let p = ApprovalPolicy::default();
+        let done = action(ActionKind::DisableUser, ActionState::Done);
+        assert_eq!(
+            decide(&done, &[], Decision::Approve, "alice", &p),
+            Err(ApprovalError::NotPending {
+                id: 7,
+                state: ActionState::Done
+            })
+        );
+        let mut late = action(ActionKind::DisableUser, ActionState::Pending);
+        late.expires_at = Some(now());
+        assert_eq!(
+            decide(&late, &[], Decision::Reject, "alice", &p),
+            Err(ApprovalError::NotPending {
+                id: 7,
+                state: ActionState::Expired
+            })
+        );
+    }
+
+    #[test]
+    fn single_identity_actions_are_not_approved_in_bulk_but_may_be_rejected() {
+        let p = ApprovalPolicy::default();
+        let a = action(ActionKind::RemoveGroupMembership, ActionState::Pending);
+        let bulk = |d| transition(&a, &[], d, "alice", &Origin::api(), true, &p, now());
+        assert_eq!(
+            bulk(Decision::Approve),
+            Err(ApprovalError::NotBulk {
+                id: 7,
+                kind: "remove_group_membership".into()
+            })
+        );
+        assert_eq!(
+            bulk(Decision::Reject).map(|t| t.new_state),
+            Ok(Some(ActionState::Rejected))
+        );
+    }
+
+    #[test]
+    fn approvers_list_is_enforced_and_a_name_is_required() {
+        let p = ApprovalPolicy {
+            approvers: vec!["alice".into()],
+            ..ApprovalPolicy::default()
+        };
+        assert_eq!(check_approver(&p, "alice"), Ok(()));
+        assert_eq!(
+            check_approver(&p, "mallory"),
+            Err(ApprovalError::NotAllowed("mallory".into()))
+        );
+        assert_eq!(check_approver(&p, "  "), Err(ApprovalError::NoName));
+    }
+}

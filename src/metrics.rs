@@ -82,9 +82,9 @@ impl RunOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Ok => "ok",
-            RunOutcome::Rejected => "rejected",
-            RunOutcome::Failed => "failed",
-            RunOutcome::Skipped => "skipped",
+            RunOutcome::Rejected => "rejected", // a run outcome, not an action state
+            RunOutcome::Failed => "failed",     // a run outcome, not an action state
+            RunOutcome::Skipped => "skipped",   // a run outcome, not an action state
         }
     }
 }

@@ -18,9 +18,9 @@ use super::{ApiState, DaemonRequest, Shared};
 use crate::approval::{ApprovalError, ApprovalPolicy, Decision, Origin, check_approver};
 use crate::domain::{Action, ActionState};
 use crate::output::{action_json, detail_json};
+use crate::service::approvals::{self, DecisionRequest};
 use crate::service::run_decision::{self, RunDecisionError};
 use crate::service::{actions, show};
-use crate::service::approvals::{self, DecisionRequest};
 
 /// The action id of a route, or a 400 naming what is wrong with it.
 fn path_id(p: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {

@@ -13,10 +13,10 @@ use crate::approval::{ApprovalPolicy, Decision, Origin};
 use crate::config::Config;
 use crate::domain::ActionState;
 use crate::output::{Format, action_json, detail_json, render};
+use crate::service::approvals::{self, DecisionRequest};
 use crate::service::run_decision::{self, RunDecisionError};
 use crate::service::show::ActionDetail;
 use crate::service::{actions, show};
-use crate::service::approvals::{self, DecisionRequest};
 use crate::store::{Filter, Store};
 use crate::text::printable;
 

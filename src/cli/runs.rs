@@ -14,9 +14,10 @@ use crate::config::Config;
 use crate::domain::{ActionState, ExecReport};
 use crate::output::{Format, write_records};
 use crate::plan::{Plan, PlannedAction, Verdict};
-use crate::service::cycle::{RunOptions, TenantOutcome};
 use crate::scan::ScanRequest;
-use crate::store::{self, Filter, Store};
+use crate::service::cycle::{RunOptions, TenantOutcome};
+use crate::service::execution::{OnSettleError, Pass, settle_and_execute};
+use crate::store::{self, Store};
 use crate::text::printable;
 
 /// `plan`: previews the plan of the newest scan; records nothing.
@@ -84,48 +85,33 @@ async fn execute(cfg: &Config, store: &dyn Store, only: Option<&str>, actor: &st
         .iter()
         .filter(|t| only.is_none_or(|o| o == t.name))
     {
-        let mut waiting = 0;
-        for state in [
-            ActionState::Ready,
-            ActionState::Approved,
-            ActionState::Executing,
-        ] {
-            waiting += store
-                .actions(&Filter {
-                    tenant: Some(t.name.clone()),
-                    state: Some(state.to_string()),
-                    ..Filter::default()
-                })
-                .await?
-                .len();
-        }
-        if waiting == 0 {
-            continue;
-        }
-        let ex = match crate::execute::Executor::new(cfg, t, store, actor) {
-            Ok(ex) => ex,
-            Err(e) => {
+        match settle_and_execute(cfg, t, store, actor, None, OnSettleError::Stop).await? {
+            Pass::Idle => {}
+            Pass::Unavailable { waiting, error } => {
                 eprintln!(
-                    "tenant {}: {waiting} action(s) cannot be executed: {e}",
+                    "tenant {}: {waiting} action(s) cannot be executed: {error}",
                     t.name
                 );
                 code = 1;
-                continue;
             }
-        };
-        let settled = ex.reconcile().await?;
-        if !settled.results.is_empty() {
-            eprintln!(
-                "tenant {}: settled {} action(s) left in flight:",
-                t.name,
-                settled.results.len()
-            );
-            print_exec(&t.name, &settled);
-        }
-        let report = ex.run_pending().await?;
-        print_exec(&t.name, &report);
-        if report.count(ActionState::Failed) > 0 || report.to_retry() > 0 {
-            code = 1;
+            Pass::Ran { settled, executed } => {
+                let settled = settled?;
+                if !settled.results.is_empty() {
+                    eprintln!(
+                        "tenant {}: settled {} action(s) left in flight:",
+                        t.name,
+                        settled.results.len()
+                    );
+                    print_exec(&t.name, &settled);
+                }
+                if let Some(report) = executed {
+                    let report = report?;
+                    print_exec(&t.name, &report);
+                    if report.count(ActionState::Failed) > 0 || report.to_retry() > 0 {
+                        code = 1;
+                    }
+                }
+            }
         }
     }
     Ok(code)

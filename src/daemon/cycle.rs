@@ -192,7 +192,7 @@ impl Shared {
     /// or the CLI, need no write transaction to see them), then every tenant
     /// gets an execution pass.
     pub(super) async fn on_execution_timer(self: &Arc<Self>) {
-        match self.store.expire_due(Utc::now()).await {
+        match crate::service::actions::expire_overdue(self.store.as_ref(), Utc::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "pending approvals expired"),
             Err(e) => tracing::warn!(error = %e, "expiring overdue approvals failed"),

@@ -21,7 +21,8 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    /// Every action, in a stable order.
+    /// Every action, in a stable order (a new kind is added here too: the
+    /// round-trip test below and `parse` go through this list).
     pub const ALL: [ActionKind; 6] = [
         ActionKind::DisableUser,
         ActionKind::RevokeSessions,
@@ -56,15 +57,37 @@ impl ActionKind {
 
     /// Whether the action names the role assignments or groups it removes.
     pub fn needs_targets(self) -> bool {
-        matches!(
-            self,
-            ActionKind::RemoveRoleAssignment | ActionKind::RemoveGroupMembership
-        )
+        match self {
+            ActionKind::RemoveRoleAssignment | ActionKind::RemoveGroupMembership => true,
+            ActionKind::DisableUser
+            | ActionKind::RevokeSessions
+            | ActionKind::EnforceMfa
+            | ActionKind::EnforcePhishingResistantMfa => false,
+        }
     }
 }
 
 impl std::fmt::Display for ActionKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActionKind;
+
+    #[test]
+    fn every_kind_is_listed_once_and_its_name_parses_back() {
+        let mut names: Vec<&str> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+        for k in ActionKind::ALL {
+            assert_eq!(ActionKind::parse(k.as_str()), Some(k));
+            assert_eq!(k.is_bulk(), !k.needs_targets());
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ActionKind::ALL.len());
+        assert_eq!(ActionKind::parse("undo"), None);
+        assert_eq!(ActionKind::parse("Disable_User"), None);
     }
 }

@@ -62,7 +62,7 @@ impl std::fmt::Debug for Notifier {
                 &self.hooks.iter().map(|h| &h.name).collect::<Vec<_>>(),
             )
             .field("delivered", &self.delivered())
-            .field("failed", &self.failed())
+            .field("failed", &self.failed()) // deliveries, not an action state
             .finish()
     }
 }

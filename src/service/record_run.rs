@@ -22,9 +22,7 @@ pub(super) async fn record(
         cfg, tenant, opts, ..
     } = *cycle;
     carry_over(store, &tenant.name, &mut planned.plan).await?;
-    let expires = opts.now
-        + chrono::Duration::from_std(cfg.approval_ttl.0)
-            .unwrap_or_else(|_| chrono::Duration::hours(24));
+    let expires = cfg.approval_expiry(opts.now);
     let new_run = NewRun {
         id: run_id.to_string(),
         tenant: tenant.name.clone(),

@@ -65,7 +65,7 @@ pub async fn run_loaded(
     exceptions: &Exceptions,
 ) -> Result<Vec<TenantOutcome>, RunError> {
     if let Some(store) = store {
-        store.expire_due(opts.now).await?;
+        super::actions::expire_overdue(store, opts.now).await?;
     }
     let mut out = Vec::with_capacity(tenants.len());
     for tenant in tenants {
