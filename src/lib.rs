@@ -11,23 +11,23 @@
 )]
 #![deny(missing_docs)]
 
-pub mod actions; // one module per remediation action, behind one trait
-pub mod api; // the HTTP API
-pub mod approval; // who may decide, four eyes, expiry (pure)
-pub mod cli;
+pub mod domain; // actions, kinds, states, outcomes, modes, reasons, clock: no I/O
+pub mod text; // leaf text helpers (clipping, printable, places, GUIDs)
 pub mod config; // the TOML config and its validation
-pub mod daemon; // the service: schedules, reloads, signals
-pub mod domain; // actions, kinds, states, outcomes, modes, reasons: no I/O
-pub mod exceptions; // exceptions file: who is exempt from what, until when
-pub mod execute; // claim, decide live, commit intents, write, record; settling
-pub mod graph; // the one Microsoft Graph client: tokens, retries, $batch, paging
-pub mod guard; // scan-side guardrails (pure)
-pub mod metrics; // Prometheus metrics
-pub mod notify; // webhooks
-pub mod output; // table, JSON and CSV output
-pub mod plan; // proposals -> a plan: merge, modes, guardrails, limits
-pub mod policy; // Rhai rules: loading, sandbox, what rules may call
 pub mod scan; // the scan v1 contract and where scans come from
-pub mod service; // the use cases every edge calls
+pub mod policy; // Rhai rules: loading, sandbox, what rules may call
+pub mod plan; // proposals -> a plan: merge, exceptions, guardrails, modes, limits
+pub mod guard; // guardrails for every action: protected identities, last admin
+pub mod exceptions; // exceptions file: who is exempt from what, until when
+pub mod approval; // who may decide, four eyes, expiry (pure)
+pub mod execute; // claim, decide live, commit intents, write, record; settling
+pub mod actions; // one module per remediation action, behind one trait
+pub mod graph; // the one Microsoft Graph client: tokens, retries, $batch, paging
 pub mod store; // the history store: one script layer, SQLite and PostgreSQL SQL
-pub mod text; // leaf text helpers (clipping, printable, places, GUIDs) // the command line
+pub mod service; // the use cases every edge calls
+pub mod notify; // webhooks
+pub mod metrics; // Prometheus metrics
+pub mod output; // table, JSON and CSV output
+pub mod daemon; // the service: schedules, reloads, signals
+pub mod api; // the HTTP API
+pub mod cli; // the command line
