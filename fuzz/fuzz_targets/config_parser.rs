@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             let mut schedules = vec![cfg.daemon.schedule.clone()];
             for t in &cfg.tenants {
                 assert!(cfg.tenant(&t.name).is_some());
-                assert!(entra_remediator::scan::is_guid(&t.tenant_id));
+                assert!(entra_remediator::text::is_guid(&t.tenant_id));
                 schedules.extend(t.schedule.clone());
                 if let Some(g) = &t.graph {
                     let _ = (g.authority(), g.graph_url());

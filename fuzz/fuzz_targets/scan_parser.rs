@@ -25,11 +25,11 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(s: &Scan) {
     assert_eq!(s.schema_version, 1);
-    assert!(scan::is_guid(&s.tenant_id.0));
+    assert!(entra_remediator::text::is_guid(&s.tenant_id.0));
     assert!(!s.tenant_name.is_empty());
     let mut ids = HashSet::new();
     for ident in &s.identities {
-        assert!(scan::is_guid(&ident.id.0));
+        assert!(entra_remediator::text::is_guid(&ident.id.0));
         assert!(
             ids.insert(ident.id.0.to_ascii_lowercase()),
             "duplicate identity {} accepted",
@@ -41,11 +41,11 @@ fn check(s: &Scan) {
             assert!(raw.get().trim_start().starts_with('{'));
         }
         for r in &ident.roles {
-            assert!(scan::is_guid(&r.role_definition_id.0));
+            assert!(entra_remediator::text::is_guid(&r.role_definition_id.0));
             assert!(!r.assignment_id.is_empty());
         }
         for g in &ident.groups {
-            assert!(scan::is_guid(&g.id.0));
+            assert!(entra_remediator::text::is_guid(&g.id.0));
         }
         let _ = (ident.is_guest(), ident.is_global_admin());
     }
