@@ -243,7 +243,10 @@ impl Exceptions {
         self.items.iter().find(|e| {
             e.expires >= today
                 && (e.identity.eq_ignore_ascii_case(&id.id.0)
-                    || e.identity.eq_ignore_ascii_case(&id.user_principal_name))
+                    || id
+                        .user_principal_name
+                        .as_deref()
+                        .is_some_and(|u| e.identity.eq_ignore_ascii_case(u)))
                 && e.rule.as_deref().is_none_or(|r| r == rule)
                 && e.action.is_none_or(|a| a == kind)
         })

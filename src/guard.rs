@@ -35,7 +35,23 @@ pub fn check_protected(p: &Protected, id: &Identity) -> Result<(), Refusal> {
         .iter()
         .map(|g| (g.id.0.as_str(), g.display_name.as_str()))
         .collect();
-    check_protected_account(p, &id.id.0, &id.user_principal_name, &groups)
+    match &id.user_principal_name {
+        Some(upn) => check_protected_account(p, &id.id.0, upn, &groups),
+        None => {
+            check_protected_account(p, &id.id.0, &id.id.0, &groups)?;
+            if p.upns.is_empty() {
+                Ok(())
+            } else {
+                refuse(
+                    "protected",
+                    format!(
+                        "{} has no UPN in the scan, so protected.upns cannot be ruled out (enrich the scan from Graph)",
+                        id.id
+                    ),
+                )
+            }
+        }
+    }
 }
 
 /// Protection of one account given its object id, UPN and groups (id, display
@@ -85,7 +101,7 @@ impl LastAdmin {
                 .identities
                 .iter()
                 .enumerate()
-                .filter(|(_, i)| i.account_enabled && i.is_global_admin())
+                .filter(|(_, i)| i.is_enabled() && i.is_global_admin())
                 .map(|(n, _)| n)
                 .collect(),
         }
@@ -103,7 +119,7 @@ impl LastAdmin {
                 "last-global-admin",
                 format!(
                     "{} is the last enabled Global Administrator in the scan; the tenant would be left without one",
-                    id.user_principal_name
+                    id.label()
                 ),
             );
         }

@@ -24,6 +24,7 @@ fn all_affected(scan: &Scan, finding_id: &str) -> Arc<Scan> {
         category: "bench".into(),
         recommendation: "bench".into(),
         affected_identities: scan.identities.iter().map(|i| i.id.clone()).collect(),
+        documentation: None,
     }];
     Arc::new(s)
 }

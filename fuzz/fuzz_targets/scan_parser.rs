@@ -35,7 +35,7 @@ fn check(s: &Scan) {
             "duplicate identity {} accepted",
             ident.id
         );
-        assert!(!ident.user_principal_name.is_empty());
+        assert!(ident.user_principal_name.as_ref().is_none_or(|u| !u.is_empty()));
         assert!(ident.risk_score.is_none_or(|r| r <= 100));
         if let Some(raw) = &ident.attributes {
             assert!(raw.get().trim_start().starts_with('{'));

@@ -30,10 +30,10 @@ fn set_enabled(uid: &str, enabled: bool) -> GraphRequest {
 #[async_trait]
 impl Remediation for DisableUser {
     fn check_scan(&self, _targets: &[String], id: &Identity) -> Result<(), Refusal> {
-        if !id.account_enabled {
+        if id.account_enabled == Some(false) {
             return refuse(
                 "already-disabled",
-                format!("{} is already disabled in the scan", id.user_principal_name),
+                format!("{} is already disabled in the scan", id.label()),
             );
         }
         Ok(())

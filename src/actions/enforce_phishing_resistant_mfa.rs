@@ -65,7 +65,7 @@ impl Remediation for EnforcePhishingResistantMfa {
                 "phishing-resistant-mfa-scope",
                 format!(
                     "{} holds no active Global Administrator role ({GLOBAL_ADMIN_TEMPLATE}); phishing-resistant MFA is enforced for Global Administrators only",
-                    id.user_principal_name
+                    id.label()
                 ),
             );
         }

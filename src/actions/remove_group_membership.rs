@@ -85,7 +85,7 @@ fn check_group_targets(targets: &[String], id: &Identity) -> Result<(), Refusal>
             None => {
                 return refuse(
                     "unknown-target",
-                    format!("{} is not a member of group {t:?}", id.user_principal_name),
+                    format!("{} is not a member of group {t:?}", id.label()),
                 );
             }
             Some(g) if g.dynamic => {
@@ -93,7 +93,8 @@ fn check_group_targets(targets: &[String], id: &Identity) -> Result<(), Refusal>
                     "dynamic-group",
                     format!(
                         "group {:?} has dynamic membership: its rule would add {} back; change the rule instead",
-                        g.display_name, id.user_principal_name
+                        g.display_name,
+                        id.label()
                     ),
                 );
             }

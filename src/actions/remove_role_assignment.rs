@@ -263,7 +263,7 @@ fn check_role_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> 
             None => {
                 return refuse(
                     "unknown-target",
-                    format!("{} has no role assignment {t:?}", id.user_principal_name),
+                    format!("{} has no role assignment {t:?}", id.label()),
                 );
             }
             Some(r) if r.assignment_type != AssignmentType::Active => {
@@ -271,7 +271,8 @@ fn check_role_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> 
                     "unknown-target",
                     format!(
                         "role assignment {t:?} ({}) of {} is eligible, not active",
-                        r.role_name, id.user_principal_name
+                        r.role_name,
+                        id.label()
                     ),
                 );
             }

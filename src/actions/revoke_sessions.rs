@@ -86,7 +86,16 @@ impl Remediation for RevokeSessions {
                 "guest-revoke",
                 format!(
                     "{} is a guest: sessions are never revoked for guest users (their home tenant owns them)",
-                    id.user_principal_name
+                    id.label()
+                ),
+            );
+        }
+        if id.maybe_guest() {
+            return refuse(
+                "guest-revoke",
+                format!(
+                    "the scan does not say whether {} is a guest: sessions are never revoked for guest users",
+                    id.label()
                 ),
             );
         }

@@ -213,7 +213,7 @@ impl Planner<'_> {
         PlannedAction {
             identity: m.identity,
             identity_id: id.id.0.clone(),
-            identity_upn: id.user_principal_name.clone(),
+            identity_upn: id.label().to_string(),
             identity_name: id.display_name.clone(),
             kind: m.kind,
             targets: m.targets,

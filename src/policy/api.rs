@@ -176,6 +176,12 @@ fn register_finding(engine: &mut Engine) {
         .register_get("recommendation", |f: &mut FindingRef| {
             f.get().recommendation.clone()
         })
+        .register_get("documentation", |f: &mut FindingRef| {
+            f.get()
+                .documentation
+                .clone()
+                .map_or(Dynamic::UNIT, Dynamic::from)
+        })
         .register_fn(
             "severity_at_least",
             |f: &mut FindingRef, s: ImmutableString| -> RhaiResult<bool> {
@@ -193,17 +199,21 @@ fn register_identity_properties(engine: &mut Engine) {
         .register_type_with_name::<IdentityRef>("Identity")
         .register_get("id", |i: &mut IdentityRef| i.get().id.0.clone())
         .register_get("upn", |i: &mut IdentityRef| {
-            i.get().user_principal_name.clone()
+            i.get()
+                .user_principal_name
+                .clone()
+                .map_or(Dynamic::UNIT, Dynamic::from)
         })
         .register_get("display_name", |i: &mut IdentityRef| {
             i.get().display_name.clone()
         })
         .register_get("user_type", |i: &mut IdentityRef| match i.get().user_type {
-            crate::scan::UserType::Member => "Member".to_string(),
-            crate::scan::UserType::Guest => "Guest".to_string(),
+            Some(crate::scan::UserType::Member) => Dynamic::from("Member".to_string()),
+            Some(crate::scan::UserType::Guest) => Dynamic::from("Guest".to_string()),
+            None => Dynamic::UNIT,
         })
         .register_get("account_enabled", |i: &mut IdentityRef| {
-            i.get().account_enabled
+            i.get().account_enabled.map_or(Dynamic::UNIT, Dynamic::from)
         })
         .register_get("risk_score", |i: &mut IdentityRef| {
             i.get()
@@ -216,6 +226,7 @@ fn register_identity_properties(engine: &mut Engine) {
         .register_get("last_sign_in", |i: &mut IdentityRef| {
             i.get()
                 .last_sign_in
+                .time()
                 .map_or(Dynamic::UNIT, |t| Dynamic::from(t.to_rfc3339()))
         })
         .register_get("attributes", |i: &mut IdentityRef| -> RhaiResult<Dynamic> {
@@ -272,12 +283,12 @@ fn register_identity_helpers(engine: &mut Engine) {
         )
         .register_fn("days_since_sign_in", |i: &mut IdentityRef| {
             let id = i.get();
-            id.last_sign_in.map_or(Dynamic::UNIT, |t| {
+            id.last_sign_in.time().map_or(Dynamic::UNIT, |t| {
                 Dynamic::from(i.scan.scanned_at.signed_duration_since(t).num_days())
             })
         })
         .register_fn("never_signed_in", |i: &mut IdentityRef| {
-            i.get().last_sign_in.is_none()
+            i.get().last_sign_in == crate::scan::LastSignIn::Never
         })
         .register_fn("member_of", |i: &mut IdentityRef, g: ImmutableString| {
             i.get()

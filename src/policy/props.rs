@@ -40,7 +40,14 @@ impl Kind {
     /// The property names of the object (documented in `docs/rules.md`).
     fn properties(self) -> &'static [&'static str] {
         match self {
-            Kind::Finding => &["id", "title", "severity", "category", "recommendation"],
+            Kind::Finding => &[
+                "id",
+                "title",
+                "severity",
+                "category",
+                "recommendation",
+                "documentation",
+            ],
             Kind::Identity => &[
                 "id",
                 "upn",
@@ -61,8 +68,16 @@ impl Kind {
                 "role_name",
                 "directory_scope_id",
                 "assignment_type",
+                "via_group",
+                "permanent",
             ],
-            Kind::Group => &["id", "display_name", "dynamic", "on_premises_synced"],
+            Kind::Group => &[
+                "id",
+                "display_name",
+                "dynamic",
+                "on_premises_synced",
+                "role_assignable",
+            ],
             // Arrays have no properties worth checking here (`len` is a method).
             Kind::Roles | Kind::Groups => &[],
         }

@@ -5,6 +5,7 @@
 //! duplicate ids and findings naming identities that are not in the file. Errors
 //! name the file and the line/column or JSON path at fault.
 
+pub mod posture;
 mod source;
 
 use crate::text::is_guid;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use source::{LoadedScan, ScanRequest, load_for_tenant};
+
+pub use posture::build_scan;
 
 /// The template id of the Global Administrator role.
 pub const GLOBAL_ADMIN_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
@@ -187,6 +190,10 @@ fn json_object<'de, D: Deserializer<'de>>(
     }
 }
 
+fn non_empty_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty(d).map(Some)
+}
+
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if s.is_empty() {
@@ -215,6 +222,76 @@ pub struct Scan {
     pub identities: Vec<Identity>,
     /// The posture findings.
     pub findings: Vec<Finding>,
+    /// What wrote the scan (`entra-remediator 0.1.0`, `maester`, ...), if said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<String>,
+    /// Checks the scanner could not evaluate (licence, permission), with why:
+    /// such a check is neither clean nor failed, and must never read as clean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_evaluated: Vec<NotEvaluated>,
+}
+
+/// A check the scanner could not evaluate, and why (a missing licence or permission).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotEvaluated {
+    /// The finding id the check would have reported under.
+    #[serde(deserialize_with = "non_empty")]
+    pub check: String,
+    /// The check's title.
+    pub title: String,
+    /// Why it was not evaluated, for people.
+    #[serde(deserialize_with = "non_empty")]
+    pub reason: String,
+}
+
+/// When an identity last signed in: a time, never, or not known to the scanner
+/// (the key left out), which must never read as "never".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastSignIn {
+    /// The scanner could not know (no licence, no permission, an import without it).
+    #[default]
+    Unknown,
+    /// The account has never signed in (`null`).
+    Never,
+    /// The last sign-in.
+    At(DateTime<Utc>),
+}
+
+impl LastSignIn {
+    /// The time, when there is one.
+    pub fn time(self) -> Option<DateTime<Utc>> {
+        match self {
+            LastSignIn::At(t) => Some(t),
+            LastSignIn::Unknown | LastSignIn::Never => None,
+        }
+    }
+
+    /// True when the key was left out.
+    pub fn is_unknown(&self) -> bool {
+        *self == LastSignIn::Unknown
+    }
+}
+
+impl Serialize for LastSignIn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // Skipped by `skip_serializing_if`; null would say "never".
+            LastSignIn::Unknown | LastSignIn::Never => s.serialize_none(),
+            LastSignIn::At(t) => {
+                s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LastSignIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match rfc3339_or_null(d)? {
+            None => LastSignIn::Never,
+            Some(t) => LastSignIn::At(t),
+        })
+    }
 }
 
 /// Member or guest, as Entra's `userType`.
@@ -232,23 +309,33 @@ pub enum UserType {
 pub struct Identity {
     /// Entra object id.
     pub id: Guid,
-    /// UPN.
-    #[serde(deserialize_with = "non_empty")]
-    pub user_principal_name: String,
+    /// UPN; absent when the scanner does not know it.
+    #[serde(
+        default,
+        deserialize_with = "non_empty_some",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub user_principal_name: Option<String>,
     /// Display name.
     pub display_name: String,
-    /// Member or Guest.
-    pub user_type: UserType,
-    /// Whether sign-in is allowed.
-    pub account_enabled: bool,
+    /// Member or Guest; absent when the scanner does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<UserType>,
+    /// Whether sign-in is allowed; absent when the scanner does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_enabled: Option<bool>,
     /// 0-100 risk score, if the scanner has one.
-    #[serde(default, deserialize_with = "risk")]
+    #[serde(
+        default,
+        deserialize_with = "risk",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub risk_score: Option<u8>,
-    /// Last interactive sign-in, or null if never.
-    #[serde(deserialize_with = "rfc3339_or_null")]
-    pub last_sign_in: Option<DateTime<Utc>>,
+    /// Last sign-in: a time, null for never, the key left out when unknown.
+    #[serde(default, skip_serializing_if = "LastSignIn::is_unknown")]
+    pub last_sign_in: LastSignIn,
     /// Whether MFA methods are registered, if known.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_registered: Option<bool>,
     /// Directory role assignments.
     pub roles: Vec<RoleAssignment>,
@@ -256,7 +343,11 @@ pub struct Identity {
     pub groups: Vec<GroupMembership>,
     /// Scanner-specific values, a JSON object kept as text until a rule reads it
     /// (most rules never do, and 100,000 parsed maps are costly).
-    #[serde(default, deserialize_with = "json_object")]
+    #[serde(
+        default,
+        deserialize_with = "json_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Box<serde_json::value::RawValue>>,
 }
 
@@ -286,6 +377,13 @@ pub struct RoleAssignment {
     pub directory_scope_id: String,
     /// Active or eligible.
     pub assignment_type: AssignmentType,
+    /// The role-assignable group the identity holds this role through; the
+    /// assignment belongs to the group, so removing it would strip every member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_group: Option<Guid>,
+    /// True when the assignment never expires (PIM `noExpiration`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permanent: Option<bool>,
 }
 
 /// A group an identity is a member of.
@@ -299,8 +397,11 @@ pub struct GroupMembership {
     /// Dynamic-membership group (membership is computed by a rule).
     pub dynamic: bool,
     /// Synced from on-premises AD (membership is mastered there).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_premises_synced: Option<bool>,
+    /// A role-assignable group (`isAssignableToRole`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_assignable: Option<bool>,
 }
 
 /// How bad a finding is.
@@ -362,12 +463,36 @@ pub struct Finding {
     pub recommendation: String,
     /// Ids of affected identities (all present in `identities`).
     pub affected_identities: Vec<Guid>,
+    /// Where the check is documented (a URL or a line), if the scanner says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documentation: Option<String>,
 }
 
 impl Identity {
     /// True for guests (`userType` Guest or an `#EXT#` UPN).
     pub fn is_guest(&self) -> bool {
-        self.user_type == UserType::Guest || self.user_principal_name.contains("#EXT#")
+        self.user_type == Some(UserType::Guest)
+            || self
+                .user_principal_name
+                .as_deref()
+                .is_some_and(|u| u.contains("#EXT#"))
+    }
+
+    /// True when the scan cannot rule out a guest: a guardrail that exists
+    /// for guests must refuse on it.
+    pub fn maybe_guest(&self) -> bool {
+        self.is_guest() || self.user_type.is_none()
+    }
+
+    /// True only when the scan says the account is enabled.
+    pub fn is_enabled(&self) -> bool {
+        self.account_enabled == Some(true)
+    }
+
+    /// The UPN, or the object id when the scan does not know the UPN: how
+    /// messages name the identity.
+    pub fn label(&self) -> &str {
+        self.user_principal_name.as_deref().unwrap_or(&self.id.0)
     }
 
     /// True when the identity holds an active Global Administrator assignment.
