@@ -23,6 +23,7 @@ pub mod approval; // who may decide, four eyes, expiry (pure)
 pub mod execute; // claim, decide live, commit intents, write, record; settling
 pub mod actions; // one module per remediation action, behind one trait
 pub mod graph; // the one Microsoft Graph client: tokens, retries, $batch, paging
+pub mod collect; // the built-in posture scan's read-only Graph reading
 pub mod store; // the history store: one script layer, SQLite and PostgreSQL SQL
 pub mod service; // the use cases every edge calls
 pub mod notify; // webhooks

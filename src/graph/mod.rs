@@ -67,10 +67,11 @@ impl GraphRequest {
         }
     }
 
-    /// Conditional Access requests (reads too) share Graph's pace of one per
-    /// second per tenant, whose 429s carry no Retry-After.
+    /// Conditional Access and Identity Protection requests (reads too) share
+    /// Graph's pace of one per second per tenant, whose 429s carry no Retry-After.
     fn is_ca(&self) -> bool {
         self.path.starts_with("/identity/conditionalAccess")
+            || self.path.starts_with("/identityProtection")
     }
 
     /// `METHOD path`, for history.

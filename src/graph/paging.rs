@@ -38,7 +38,51 @@ fn take_page(page: &GraphResponse, items: &mut Vec<Value>) -> Result<Option<Stri
     Ok(next_path(&page.body))
 }
 
+/// Takes a page's items out of its body; the path of the next page, if any.
+fn drain_page(mut page: GraphResponse) -> Result<(Vec<Value>, Option<String>), ListingError> {
+    if !page.ok() {
+        return Err(ListingError::Refused(page));
+    }
+    let next = next_path(&page.body);
+    let items = match page.body.get_mut("value").map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    Ok((items, next))
+}
+
 impl GraphClient {
+    /// Reads a listing page by page (at most `max_pages`), handing each page's
+    /// items to `each` as it arrives, so that a caller keeping only what it needs
+    /// never holds more than one page of Graph's JSON.
+    pub async fn for_each_page(
+        &self,
+        path: impl Into<String>,
+        max_pages: usize,
+        mut record: impl FnMut(&GraphRequest, &Answer),
+        mut each: impl FnMut(Vec<Value>),
+    ) -> Result<(), ListingError> {
+        let mut next = Some(path.into());
+        let mut pages = 0;
+        while let Some(path) = next {
+            if pages >= max_pages {
+                return Err(ListingError::TooManyPages);
+            }
+            let req = GraphRequest::get(path);
+            let ans = self.call(&req).await;
+            record(&req, &ans);
+            let page = ans.map_err(|error| ListingError::Unanswered {
+                request: req.describe(),
+                error,
+            })?;
+            let (items, link) = drain_page(page)?;
+            each(items);
+            next = link;
+            pages += 1;
+        }
+        Ok(())
+    }
+
     /// Reads every item of the listing at `path` (at most `max_pages` pages);
     /// `record` is told of each request and its answer, in order.
     pub async fn get_all(
