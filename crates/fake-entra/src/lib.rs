@@ -20,10 +20,11 @@
 //!   and nothing changes: Microsoft documents a 10 KB limit for the whole
 //!   policy object. `POST /groups` creates security groups; `GET /groups`
 //!   takes `$filter` on string properties.
-//! - Conditional Access (`/identity/conditionalAccess/...`): more than one
+//! - Conditional Access (`/identity/conditionalAccess/...`) and Identity
+//!   Protection (`/identityProtection/...`) share one budget: more than one
 //!   request per rolling second per tenant gets 429 `TooManyRequests` without
 //!   `Retry-After`. Graph documents this limit for *any* request, so GETs count
-//!   too; [`FakeTenant::set_ca_read_throttling`] turns that off.
+//!   too; [`FakeTenant::set_ca_read_throttling`] turns that off for GETs.
 //! - `GET /users/{id}` without `$select` returns Graph's default property set,
 //!   which has neither `accountEnabled` nor `userType`: select them.
 //! - `signInSessionsValidFromDateTime` (select it) is reset to the current time,
@@ -37,6 +38,50 @@
 //!   `/$ref` is recorded and answered 403 `Authorization_RequestDenied` (in Graph
 //!   it deletes the member object itself when the app may, else 403); the member
 //!   stays.
+//! - The reads of the posture scan: `GET /organization` (id = tenant id,
+//!   displayName from [`FakeTenant::set_tenant_name`]); `GET /users` with
+//!   `$select` (incl. `createdDateTime`, `onPremisesSyncEnabled`,
+//!   `signInActivity`), `$filter` (eq) and key paging (`@odata.nextLink` with a
+//!   `$skiptoken`; 100 by default, `$top` up to 999, at most 500 a page when
+//!   `signInActivity` is selected: Graph documents that a larger `$top` is
+//!   served in pages of 500, not refused); `GET
+//!   /reports/authenticationMethods/userRegistrationDetails` (every user, pages
+//!   of 1,000, `$select` refused with 400); `GET /identityProtection/riskyUsers`
+//!   (users with a risk record, 100 a page, `$top` up to 500, `$select`);
+//!   `GET /roleManagement/directory/roleDefinitions` (built-in roles, `id` =
+//!   `templateId`); `roleAssignments` with `$expand=principal` (user, group or
+//!   service principal; null when the principal is gone), paged (100, `$top` up
+//!   to 999); `roleEligibilitySchedules` and `roleAssignmentSchedules` (one per
+//!   active assignment: its PIM schedule, else `Assigned` with `noExpiration`);
+//!   `GET /groups` (`membershipRule` of dynamic groups, paged like members).
+//!   Per-user data comes from [`FakeTenant::set_user_details`] ([`UserDetails`]:
+//!   without it a user was created when the fake started, never signed in, is
+//!   registered for nothing and has no risk record); eligibilities from
+//!   [`FakeTenant::add_eligibility`].
+//! - Licences ([`FakeTenant::set_licences`], both by default): without P1,
+//!   selecting `signInActivity` and reading registration details get 403
+//!   `Authentication_RequestFromNonPremiumTenantOrB2CTenant` (users without
+//!   `signInActivity` still read); without P2, riskyUsers gets the same 403 and
+//!   the PIM schedules (and `roleAssignmentScheduleInstances`) get 400
+//!   `AadPremiumLicenseRequired`, as Graph answers them.
+//! - Permissions ([`FakeTenant::set_permissions`]; `None`, the default, grants
+//!   everything): each read needs one of the application permissions Graph
+//!   documents for it (users: `User.Read.All` or higher, plus
+//!   `AuditLog.Read.All` for `signInActivity`; registration details:
+//!   `AuditLog.Read.All`; riskyUsers: `IdentityRiskyUser.Read.All`; roles:
+//!   `RoleManagement.Read.Directory` or `Directory.Read.All`; PIM schedules:
+//!   `RoleEligibilitySchedule.Read.Directory` / `RoleAssignmentSchedule.Read.Directory`
+//!   or a `RoleManagement` permission; groups and members: `GroupMember.Read.All`
+//!   or higher; organization: `Organization.Read.All` or `Directory.Read.All`;
+//!   Conditional Access: `Policy.Read.All`), else 403
+//!   `Authorization_RequestDenied`. Writes are not checked.
+//! - Identity resources (users, groups, organization, ...) cost Graph's
+//!   documented resource units (GET users 2, group members 3, others 1;
+//!   `$select` -1, `$expand` +1, `$top` below 20 -1; at least 1), reported in
+//!   `x-ms-resource-unit`; [`Fault::ResourceUnits`] enforces a budget per 10
+//!   seconds (429 with `Retry-After`).
+//! - [`FakeTenant::generate`] fills a big, realistic tenant deterministically
+//!   from a seed and reports what it made ([`Generated`]).
 //! - `$batch` answers come back shuffled (never in request order when there are
 //!   two or more), each item goes through the same faults and handlers as a
 //!   direct call and is recorded with `in_batch = true` (after the envelope).
