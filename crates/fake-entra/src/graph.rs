@@ -2,6 +2,7 @@
 //! never awaits.
 
 use crate::RoleAssignment;
+use crate::reads;
 use crate::state::{State, UserEntry};
 use crate::util::{
     Body, Req, Resp, bad_request, decode_segment, graph_error, merge_patch, method_not_allowed,
@@ -10,10 +11,10 @@ use crate::util::{
 use crate::{Group, User};
 use serde_json::{Map, Value, json};
 
-const META: &str = "https://graph.microsoft.com/v1.0/$metadata";
+pub(crate) const META: &str = "https://graph.microsoft.com/v1.0/$metadata";
 
 /// Real user properties (besides the modelled ones, returned as null / empty).
-const USER_PROPS: &[&str] = &[
+pub(crate) const USER_PROPS: &[&str] = &[
     "id",
     "userPrincipalName",
     "displayName",
@@ -67,7 +68,7 @@ const USER_PROPS: &[&str] = &[
 ];
 
 /// What GET /users/{id} returns without $select (Graph's documented default set).
-const USER_DEFAULT: &[&str] = &[
+pub(crate) const USER_DEFAULT: &[&str] = &[
     "businessPhones",
     "displayName",
     "givenName",
@@ -82,7 +83,7 @@ const USER_DEFAULT: &[&str] = &[
 ];
 
 /// Real group properties (besides the modelled ones, returned as null / empty).
-const GROUP_PROPS: &[&str] = &[
+pub(crate) const GROUP_PROPS: &[&str] = &[
     "id",
     "displayName",
     "groupTypes",
@@ -116,7 +117,7 @@ const GROUP_PROPS: &[&str] = &[
     "uniqueName",
 ];
 
-const ASSIGNMENT_PROPS: &[&str] = &[
+pub(crate) const ASSIGNMENT_PROPS: &[&str] = &[
     "id",
     "principalId",
     "roleDefinitionId",
@@ -125,7 +126,7 @@ const ASSIGNMENT_PROPS: &[&str] = &[
     "condition",
 ];
 
-const INSTANCE_PROPS: &[&str] = &[
+pub(crate) const INSTANCE_PROPS: &[&str] = &[
     "id",
     "principalId",
     "roleDefinitionId",
@@ -143,6 +144,8 @@ const INSTANCE_PROPS: &[&str] = &[
 pub(crate) struct Ctx<'a> {
     /// The fake's base URL (for @odata.nextLink).
     pub base_url: &'a str,
+    /// The tenant id (the organization's id).
+    pub tenant: &'a str,
 }
 
 /// Routes one Graph request.
@@ -183,8 +186,48 @@ pub(crate) fn dispatch(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
                 _ => method_not_allowed(),
             }
         }
+        [o] if is(o, "organization") => match m {
+            "GET" => reads::list_organization(st, req, ctx),
+            _ => method_not_allowed(),
+        },
+        [u] if is(u, "users") => match m {
+            "GET" => reads::list_users(st, req, ctx),
+            _ => method_not_allowed(),
+        },
+        [r, am, urd]
+            if is(r, "reports")
+                && is(am, "authenticationMethods")
+                && is(urd, "userRegistrationDetails") =>
+        {
+            match m {
+                "GET" => reads::list_registration_details(st, req, ctx),
+                _ => method_not_allowed(),
+            }
+        }
+        [ip, ru] if is(ip, "identityProtection") && is(ru, "riskyUsers") => match m {
+            "GET" => reads::list_risky_users(st, req, ctx),
+            _ => method_not_allowed(),
+        },
+        [rm, d, rd]
+            if is(rm, "roleManagement") && is(d, "directory") && is(rd, "roleDefinitions") =>
+        {
+            match m {
+                "GET" => reads::list_role_definitions(st, req, ctx),
+                _ => method_not_allowed(),
+            }
+        }
+        [rm, d, sch]
+            if is(rm, "roleManagement")
+                && is(d, "directory")
+                && (is(sch, "roleEligibilitySchedules") || is(sch, "roleAssignmentSchedules")) =>
+        {
+            match m {
+                "GET" => reads::list_schedules(st, req, ctx, is(sch, "roleEligibilitySchedules")),
+                _ => method_not_allowed(),
+            }
+        }
         [g] if is(g, "groups") => match m {
-            "GET" => list_groups(st, req),
+            "GET" => reads::list_groups(st, req, ctx),
             "POST" => create_group(st, req),
             _ => method_not_allowed(),
         },
@@ -215,7 +258,7 @@ pub(crate) fn dispatch(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
             if is(rm, "roleManagement") && is(d, "directory") && is(ra, "roleAssignments") =>
         {
             match m {
-                "GET" => list_assignments(st, req),
+                "GET" => reads::list_assignments(st, req, ctx),
                 "POST" => create_assignment(st, req),
                 _ => method_not_allowed(),
             }
@@ -281,7 +324,7 @@ pub(crate) fn route_not_found(segs: &[&str]) -> Resp {
 // ---------------------------------------------------------------- bodies
 
 /// The JSON object body of a POST/PATCH, or Graph's 400.
-fn object_body(req: &Req) -> Result<&Map<String, Value>, Resp> {
+pub(crate) fn object_body(req: &Req) -> Result<&Map<String, Value>, Resp> {
     match &req.body {
         Body::None => Err(graph_error(
             400,
@@ -300,7 +343,7 @@ fn object_body(req: &Req) -> Result<&Map<String, Value>, Resp> {
 // ---------------------------------------------------------------- $select / $filter
 
 /// Canonical property names from `$select`, validated against `known`.
-fn parse_select(
+pub(crate) fn parse_select(
     req: &Req,
     known: &[&'static str],
     type_name: &str,
@@ -329,7 +372,7 @@ fn parse_select(
 }
 
 /// Keeps only `props` of `full` (in that order); `@odata.*` annotations stay.
-fn project(full: &Map<String, Value>, props: &[&str]) -> Map<String, Value> {
+pub(crate) fn project(full: &Map<String, Value>, props: &[&str]) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in full {
         if k.starts_with("@odata.") {
@@ -346,7 +389,10 @@ fn project(full: &Map<String, Value>, props: &[&str]) -> Map<String, Value> {
 }
 
 /// `principalId eq 'x' and roleDefinitionId eq 'y'` into (property, value) pairs.
-fn parse_filter(filter: &str, known: &[&'static str]) -> Result<Vec<(&'static str, String)>, Resp> {
+pub(crate) fn parse_filter(
+    filter: &str,
+    known: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, Resp> {
     let unsupported = || {
         graph_error(
             400,
@@ -412,13 +458,13 @@ fn parse_filter(filter: &str, known: &[&'static str]) -> Result<Vec<(&'static st
     }
 }
 
-fn filter_matches(obj: &Map<String, Value>, clauses: &[(&str, String)]) -> bool {
+pub(crate) fn filter_matches(obj: &Map<String, Value>, clauses: &[(&str, String)]) -> bool {
     clauses
         .iter()
         .all(|(p, v)| obj.get(*p).and_then(Value::as_str) == Some(v.as_str()))
 }
 
-fn context_for(base: &str, select: &Option<Vec<&str>>, suffix: &str) -> String {
+pub(crate) fn context_for(base: &str, select: &Option<Vec<&str>>, suffix: &str) -> String {
     match select {
         Some(s) if !s.is_empty() => format!("{META}#{base}({}){suffix}", s.join(",")),
         _ => format!("{META}#{base}{suffix}"),
@@ -427,33 +473,9 @@ fn context_for(base: &str, select: &Option<Vec<&str>>, suffix: &str) -> String {
 
 // ---------------------------------------------------------------- users
 
-fn user_json(e: &UserEntry) -> Map<String, Value> {
-    let u = &e.user;
-    let mut m = Map::new();
-    for p in USER_PROPS {
-        m.insert((*p).to_string(), Value::Null);
-    }
-    for p in [
-        "businessPhones",
-        "assignedLicenses",
-        "assignedPlans",
-        "identities",
-        "imAddresses",
-        "otherMails",
-        "proxyAddresses",
-    ] {
-        m.insert(p.to_string(), json!([]));
-    }
-    m.insert("id".into(), json!(u.id));
-    m.insert("userPrincipalName".into(), json!(u.user_principal_name));
-    m.insert("displayName".into(), json!(u.display_name));
-    m.insert("userType".into(), json!(u.user_type));
-    m.insert("accountEnabled".into(), json!(u.account_enabled));
-    m.insert(
-        "signInSessionsValidFromDateTime".into(),
-        json!(e.sessions_valid_from),
-    );
-    m
+/// Every property of a user (unmodelled ones null or empty).
+fn user_json(e: &UserEntry, started: i64) -> Map<String, Value> {
+    reads::user_object(e, USER_PROPS, started)
 }
 
 fn get_user(st: &mut State, req: &Req, id: &str) -> Resp {
@@ -464,7 +486,7 @@ fn get_user(st: &mut State, req: &Req, id: &str) -> Resp {
     let Some(e) = st.find_user(id) else {
         return not_found(id);
     };
-    let mut obj = project(&user_json(e), select.as_deref().unwrap_or(USER_DEFAULT));
+    let mut obj = reads::user_object(e, select.as_deref().unwrap_or(USER_DEFAULT), st.started);
     obj.insert(
         "@odata.context".into(),
         json!(context_for("users", &select, "/$entity")),
@@ -541,7 +563,11 @@ fn revoke_sessions(st: &mut State, id: &str) -> Resp {
 
 // ---------------------------------------------------------------- groups
 
-fn group_json(g: &Group) -> Map<String, Value> {
+/// The default membershipRule of a dynamic group without one of its own.
+pub(crate) const DEFAULT_RULE: &str = "(user.department -eq \"Sales\")";
+
+/// A group's properties (`rule`: its membershipRule, when dynamic).
+pub(crate) fn group_json(g: &Group, rule: Option<&str>) -> Map<String, Value> {
     let mut m = Map::new();
     for p in GROUP_PROPS {
         m.insert((*p).to_string(), Value::Null);
@@ -559,10 +585,7 @@ fn group_json(g: &Group) -> Map<String, Value> {
     }
     if g.dynamic {
         types.push("DynamicMembership");
-        m.insert(
-            "membershipRule".into(),
-            json!("(user.accountEnabled -eq true)"),
-        );
+        m.insert("membershipRule".into(), json!(rule.unwrap_or(DEFAULT_RULE)));
         m.insert("membershipRuleProcessingState".into(), json!("On"));
     }
     m.insert("id".into(), json!(g.id));
@@ -592,7 +615,7 @@ fn group_json(g: &Group) -> Map<String, Value> {
 }
 
 /// What GET /groups/{id} returns without $select.
-fn group_default() -> Vec<&'static str> {
+pub(crate) fn group_default() -> Vec<&'static str> {
     GROUP_PROPS.to_vec()
 }
 
@@ -605,41 +628,13 @@ fn get_group(st: &mut State, req: &Req, id: &str) -> Resp {
         return not_found(id);
     };
     let default = group_default();
-    let mut obj = project(&group_json(g), select.as_deref().unwrap_or(&default));
+    let rule = st.group_rules.get(id).map(String::as_str);
+    let mut obj = project(&group_json(g, rule), select.as_deref().unwrap_or(&default));
     obj.insert(
         "@odata.context".into(),
         json!(context_for("groups", &select, "/$entity")),
     );
     Resp::json(200, Value::Object(obj))
-}
-
-/// `GET /groups`, with an optional `$filter=displayName eq '...'` (or another
-/// string property) and `$select`.
-fn list_groups(st: &mut State, req: &Req) -> Resp {
-    let select = match parse_select(req, GROUP_PROPS, "microsoft.graph.group") {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let clauses = match req.param("$filter") {
-        None => Vec::new(),
-        Some(f) => match parse_filter(&f, GROUP_PROPS) {
-            Ok(c) => c,
-            Err(e) => return e,
-        },
-    };
-    let default = group_default();
-    let mut groups: Vec<&Group> = st.groups.values().collect();
-    groups.sort_by(|a, b| a.id.cmp(&b.id));
-    let value: Vec<Value> = groups
-        .into_iter()
-        .map(group_json)
-        .filter(|o| filter_matches(o, &clauses))
-        .map(|o| Value::Object(project(&o, select.as_deref().unwrap_or(&default))))
-        .collect();
-    Resp::json(
-        200,
-        json!({"@odata.context": context_for("groups", &select, ""), "value": value}),
-    )
 }
 
 /// `POST /groups`: Graph requires displayName, mailEnabled, mailNickname and
@@ -686,7 +681,7 @@ fn create_group(st: &mut State, req: &Req) -> Resp {
         on_premises_sync_enabled: false,
         is_assignable_to_role: body.get("isAssignableToRole") == Some(&json!(true)),
     };
-    let mut obj = group_json(&g);
+    let mut obj = group_json(&g, None);
     obj.insert(
         "@odata.context".into(),
         json!(format!("{META}#groups/$entity")),
@@ -712,7 +707,7 @@ fn directory_object(
                 .collect(),
             None => USER_DEFAULT.to_vec(),
         };
-        let mut o = project(&user_json(e), &props);
+        let mut o = project(&user_json(e, st.started), &props);
         o.insert("@odata.type".into(), json!("#microsoft.graph.user"));
         o
     } else if let Some(g) = st.groups.get(id) {
@@ -724,7 +719,8 @@ fn directory_object(
                 .collect(),
             None => group_default(),
         };
-        let mut o = project(&group_json(g), &props);
+        let rule = st.group_rules.get(id).map(String::as_str);
+        let mut o = project(&group_json(g, rule), &props);
         o.insert("@odata.type".into(), json!("#microsoft.graph.group"));
         o
     } else {
@@ -749,6 +745,9 @@ fn list_members(st: &mut State, req: &Req, ctx: &Ctx, gid: &str) -> Resp {
         Ok(s) => s,
         Err(e) => return e,
     };
+    if let Some(r) = reads::require(st, reads::GROUP_MEMBER_READ) {
+        return r;
+    }
     if !st.groups.contains_key(gid) {
         return not_found(gid);
     }
@@ -756,39 +755,15 @@ fn list_members(st: &mut State, req: &Req, ctx: &Ctx, gid: &str) -> Resp {
         Ok(p) => p,
         Err(e) => return e,
     };
-    let ids = st.members.get(gid).cloned().unwrap_or_default();
-    directory_page(st, req, ctx, &ids, &select, skip, top)
+    let st: &State = st;
+    let ids = st.members.get(gid).map(Vec::as_slice).unwrap_or(&[]);
+    directory_page(st, req, ctx, ids, &select, skip, top)
 }
 
 /// `$skiptoken` and `$top` of a directory listing, as Graph checks them:
 /// (skip, top), or the 400 Graph answers.
 fn page_params(req: &Req) -> Result<(usize, usize), Resp> {
-    let top = match req.param("$top") {
-        None => 100,
-        Some(t) => match t.parse::<usize>() {
-            Ok(n) if (1..=999).contains(&n) => n,
-            _ => {
-                return Err(graph_error(
-                    400,
-                    "Request_BadRequest",
-                    &format!(
-                        "Invalid page size specified: '{t}'. Must be between 1 and 999 inclusive."
-                    ),
-                ));
-            }
-        },
-    };
-    let skip = match req.param("$skiptoken") {
-        None => 0,
-        Some(t) => match t
-            .strip_prefix("fake-")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => return Err(bad_request("Invalid skip token.")),
-        },
-    };
-    Ok((skip, top))
+    reads::paging(req, 100, 999)
 }
 
 /// One page of directory objects with Graph's `@odata.nextLink` (a
@@ -814,16 +789,9 @@ fn directory_page(
         json!(context_for("directoryObjects", select, "")),
     );
     if skip + top < ids.len() {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in req.params() {
-            if !k.eq_ignore_ascii_case("$skiptoken") {
-                q.append_pair(&k, &v);
-            }
-        }
-        q.append_pair("$skiptoken", &format!("fake-{}", skip + top));
         body.insert(
             "@odata.nextLink".into(),
-            json!(format!("{}/v1.0{}?{}", ctx.base_url, req.path, q.finish())),
+            json!(reads::next_link(req, ctx, &format!("fake-{}", skip + top))),
         );
     }
     body.insert("value".into(), Value::Array(page));
@@ -992,7 +960,7 @@ fn delete_member_object(st: &mut State, gid: &str) -> Resp {
 
 // ---------------------------------------------------------------- role assignments
 
-fn assignment_json(a: &RoleAssignment) -> Map<String, Value> {
+pub(crate) fn assignment_json(a: &RoleAssignment) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(a.id));
     m.insert("principalId".into(), json!(a.principal_id));
@@ -1001,41 +969,6 @@ fn assignment_json(a: &RoleAssignment) -> Map<String, Value> {
     m.insert("appScopeId".into(), Value::Null);
     m.insert("condition".into(), Value::Null);
     m
-}
-
-fn list_assignments(st: &mut State, req: &Req) -> Resp {
-    let select = match parse_select(
-        req,
-        ASSIGNMENT_PROPS,
-        "microsoft.graph.unifiedRoleAssignment",
-    ) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let clauses = match req.param("$filter") {
-        None => Vec::new(),
-        Some(f) => match parse_filter(&f, ASSIGNMENT_PROPS) {
-            Ok(c) => c,
-            Err(e) => return e,
-        },
-    };
-    let value: Vec<Value> = st
-        .role_assignments
-        .iter()
-        .map(assignment_json)
-        .filter(|o| filter_matches(o, &clauses))
-        .map(|o| match &select {
-            Some(s) => Value::Object(project(&o, s)),
-            None => Value::Object(o),
-        })
-        .collect();
-    Resp::json(
-        200,
-        json!({
-            "@odata.context": context_for("roleManagement/directory/roleAssignments", &select, ""),
-            "value": value,
-        }),
-    )
 }
 
 fn get_assignment(st: &mut State, req: &Req, id: &str) -> Resp {
@@ -1175,6 +1108,9 @@ fn instance_json(
 }
 
 fn list_instances(st: &mut State, req: &Req) -> Resp {
+    if let Some(r) = reads::pim_gate(st, reads::ASSIGNMENT_SCHEDULE_READ) {
+        return r;
+    }
     let select = match parse_select(
         req,
         INSTANCE_PROPS,
@@ -1430,6 +1366,9 @@ fn ca_not_found(id: &str) -> Resp {
 }
 
 fn list_policies(st: &mut State) -> Resp {
+    if let Some(r) = reads::require(st, reads::POLICY_READ) {
+        return r;
+    }
     Resp::json(
         200,
         json!({

@@ -20,10 +20,11 @@
 //!   and nothing changes: Microsoft documents a 10 KB limit for the whole
 //!   policy object. `POST /groups` creates security groups; `GET /groups`
 //!   takes `$filter` on string properties.
-//! - Conditional Access (`/identity/conditionalAccess/...`): more than one
+//! - Conditional Access (`/identity/conditionalAccess/...`) and Identity
+//!   Protection (`/identityProtection/...`) share one budget: more than one
 //!   request per rolling second per tenant gets 429 `TooManyRequests` without
 //!   `Retry-After`. Graph documents this limit for *any* request, so GETs count
-//!   too; [`FakeTenant::set_ca_read_throttling`] turns that off.
+//!   too; [`FakeTenant::set_ca_read_throttling`] turns that off for GETs.
 //! - `GET /users/{id}` without `$select` returns Graph's default property set,
 //!   which has neither `accountEnabled` nor `userType`: select them.
 //! - `signInSessionsValidFromDateTime` (select it) is reset to the current time,
@@ -37,17 +38,66 @@
 //!   `/$ref` is recorded and answered 403 `Authorization_RequestDenied` (in Graph
 //!   it deletes the member object itself when the app may, else 403); the member
 //!   stays.
+//! - The reads of the posture scan: `GET /organization` (id = tenant id,
+//!   displayName from [`FakeTenant::set_tenant_name`]); `GET /users` with
+//!   `$select` (incl. `createdDateTime`, `onPremisesSyncEnabled`,
+//!   `signInActivity`), `$filter` (eq) and key paging (`@odata.nextLink` with a
+//!   `$skiptoken`; 100 by default, `$top` up to 999, at most 500 a page when
+//!   `signInActivity` is selected: Graph documents that a larger `$top` is
+//!   served in pages of 500, not refused); `GET
+//!   /reports/authenticationMethods/userRegistrationDetails` (every user, pages
+//!   of 1,000, `$select` refused with 400); `GET /identityProtection/riskyUsers`
+//!   (users with a risk record, 100 a page, `$top` up to 500, `$select`);
+//!   `GET /roleManagement/directory/roleDefinitions` (built-in roles, `id` =
+//!   `templateId`); `roleAssignments` with `$expand=principal` (user, group or
+//!   service principal; null when the principal is gone), paged (100, `$top` up
+//!   to 999); `roleEligibilitySchedules` and `roleAssignmentSchedules` (one per
+//!   active assignment: its PIM schedule, else `Assigned` with `noExpiration`);
+//!   `GET /groups` (`membershipRule` of dynamic groups, paged like members).
+//!   Per-user data comes from [`FakeTenant::set_user_details`] ([`UserDetails`]:
+//!   without it a user was created when the fake started, never signed in, is
+//!   registered for nothing and has no risk record); eligibilities from
+//!   [`FakeTenant::add_eligibility`].
+//! - Licences ([`FakeTenant::set_licences`], both by default): without P1,
+//!   selecting `signInActivity` and reading registration details get 403
+//!   `Authentication_RequestFromNonPremiumTenantOrB2CTenant` (users without
+//!   `signInActivity` still read); without P2, riskyUsers gets the same 403 and
+//!   the PIM schedules (and `roleAssignmentScheduleInstances`) get 400
+//!   `AadPremiumLicenseRequired`, as Graph answers them.
+//! - Permissions ([`FakeTenant::set_permissions`]; `None`, the default, grants
+//!   everything): each read needs one of the application permissions Graph
+//!   documents for it (users: `User.Read.All` or higher, plus
+//!   `AuditLog.Read.All` for `signInActivity`; registration details:
+//!   `AuditLog.Read.All`; riskyUsers: `IdentityRiskyUser.Read.All`; roles:
+//!   `RoleManagement.Read.Directory` or `Directory.Read.All`; PIM schedules:
+//!   `RoleEligibilitySchedule.Read.Directory` / `RoleAssignmentSchedule.Read.Directory`
+//!   or a `RoleManagement` permission; groups and members: `GroupMember.Read.All`
+//!   or higher; organization: `Organization.Read.All` or `Directory.Read.All`;
+//!   Conditional Access: `Policy.Read.All`), else 403
+//!   `Authorization_RequestDenied`. Writes are not checked.
+//! - Identity resources (users, groups, organization, ...) cost Graph's
+//!   documented resource units (GET users 2, group members 3, others 1;
+//!   `$select` -1, `$expand` +1, `$top` below 20 -1; at least 1), reported in
+//!   `x-ms-resource-unit`; [`Fault::ResourceUnits`] enforces a budget per 10
+//!   seconds (429 with `Retry-After`).
+//! - [`FakeTenant::generate`] fills a big, realistic tenant deterministically
+//!   from a seed and reports what it made ([`Generated`]).
 //! - `$batch` answers come back shuffled (never in request order when there are
 //!   two or more), each item goes through the same faults and handlers as a
 //!   direct call and is recorded with `in_batch = true` (after the envelope).
 #![warn(missing_docs)]
 
+mod details;
+mod generate;
 mod graph;
+mod limits;
+mod reads;
 mod server;
 mod state;
 mod token;
 mod util;
 
+pub use details::{Generated, Registration, Risk, RoleEligibility, SignIn, UserDetails};
 use serde_json::Value;
 use state::{State, UserEntry, lock};
 use std::sync::{Arc, Mutex};
@@ -167,6 +217,15 @@ pub enum Fault {
         /// Requests allowed per rolling second.
         per_second: u32,
     },
+    /// Graph's identity and access limit: requests on identity resources
+    /// (users, groups, organization, ...) cost their documented resource units
+    /// (batch items counted individually); once `per_10s` units are spent in a
+    /// rolling 10 seconds, the excess gets 429 with `Retry-After` (see
+    /// [`FakeTenant::documented_resource_unit_budget`]).
+    ResourceUnits {
+        /// Resource units allowed per rolling 10 seconds.
+        per_10s: u32,
+    },
 }
 
 /// Shared between the handle and the server task.
@@ -267,8 +326,87 @@ impl FakeTenant {
             UserEntry {
                 user: u,
                 sessions_valid_from: None,
+                details: UserDetails::default(),
             },
         );
+    }
+
+    /// Sets what the posture reads say about a user (created, sync, sign-in
+    /// activity, registration, risk); ignored for an unknown user.
+    pub fn set_user_details(&self, user_id: &str, d: UserDetails) {
+        if let Some(e) = self.st().users.get_mut(user_id) {
+            e.details = d;
+        }
+    }
+
+    /// The user's details as the posture reads see them.
+    pub fn user_details(&self, user_id: &str) -> Option<UserDetails> {
+        self.st().users.get(user_id).map(|e| e.details.clone())
+    }
+
+    /// The organization's displayName (default "Contoso").
+    pub fn set_tenant_name(&self, name: &str) {
+        self.st().tenant_name = name.to_string();
+    }
+
+    /// Which Microsoft Entra ID licences the tenant has (default both): without
+    /// P1, `signInActivity` and registration details are refused; without P2,
+    /// riskyUsers and the PIM schedules are.
+    pub fn set_licences(&self, p1: bool, p2: bool) {
+        let mut st = self.st();
+        st.p1 = p1;
+        st.p2 = p2;
+    }
+
+    /// The application permissions granted (`None`, the default: all). With a
+    /// list, each read needs one of the permissions Graph documents for it and
+    /// is answered 403 `Authorization_RequestDenied` otherwise.
+    pub fn set_permissions(&self, granted: Option<Vec<String>>) {
+        self.st().permissions = granted;
+    }
+
+    /// Sets the membershipRule of a dynamic group (default
+    /// `(user.department -eq "Sales")`).
+    pub fn set_group_membership_rule(&self, group_id: &str, rule: &str) {
+        self.st()
+            .group_rules
+            .insert(group_id.to_string(), rule.to_string());
+    }
+
+    /// Adds a service principal, so role assignments to it expand to a
+    /// `#microsoft.graph.servicePrincipal`.
+    pub fn add_service_principal(&self, id: &str, display_name: &str) {
+        self.st()
+            .service_principals
+            .insert(id.to_string(), display_name.to_string());
+    }
+
+    /// Adds (or replaces) a PIM eligible role assignment.
+    pub fn add_eligibility(&self, e: RoleEligibility) {
+        let mut st = self.st();
+        st.eligibilities.retain(|x| x.id != e.id);
+        st.eligibilities.push(e);
+    }
+
+    /// PIM eligible role assignments.
+    pub fn eligibilities(&self) -> Vec<RoleEligibility> {
+        self.st().eligibilities.clone()
+    }
+
+    /// The resource-unit budget Graph documents for an application in a tenant
+    /// of this many users, per 10 seconds (for `Fault::ResourceUnits`).
+    pub fn documented_resource_unit_budget(users: usize) -> u32 {
+        limits::budget_for(users)
+    }
+
+    /// Fills the tenant with a realistic directory of `n_users` users (plus two
+    /// break-glass Global Administrators), deterministic from `seed`: guests,
+    /// disabled, stale and never-used accounts, missing MFA, a few risky users,
+    /// about 50 groups (dynamic, synced, role-assignable) with members, about
+    /// 30 role assignments (permanent, PIM, to groups) and eligibilities.
+    pub fn generate(&self, n_users: usize, seed: u64) -> Generated {
+        let mut st = self.st();
+        generate::generate(&mut st, n_users, seed)
     }
 
     /// The user with this id, as it is now.
@@ -400,6 +538,7 @@ impl FakeTenant {
         let mut st = self.st();
         st.faults.clear();
         st.rate_window.clear();
+        st.ru_window.clear();
     }
 
     /// Every request received so far, in order.

@@ -258,13 +258,23 @@ async fn run(shared: &Shared, req: &Req, in_batch: bool) -> Resp {
     } else if let Some(r) = st.ca_limit(req, now) {
         r
     } else {
-        graph::dispatch(
-            &mut st,
-            req,
-            &Ctx {
-                base_url: &shared.base_url,
-            },
-        )
+        match st.charge_resource_units(req, &shared.tenant, now) {
+            Err(r) => r,
+            Ok(units) => {
+                let r = graph::dispatch(
+                    &mut st,
+                    req,
+                    &Ctx {
+                        base_url: &shared.base_url,
+                        tenant: &shared.tenant,
+                    },
+                );
+                match units {
+                    Some(u) => r.with_header("x-ms-resource-unit", &u.to_string()),
+                    None => r,
+                }
+            }
+        }
     };
     st.record(RecordedRequest {
         method: req.method.clone(),

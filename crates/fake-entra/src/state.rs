@@ -1,9 +1,11 @@
 //! The tenant's state behind one `std::sync::Mutex` (never held across an await).
 
 use crate::util::{Req, Resp, graph_error, too_many_requests};
-use crate::{Fault, Group, PimSchedule, RecordedRequest, RoleAssignment, User};
+use crate::{
+    Fault, Group, PimSchedule, RecordedRequest, RoleAssignment, RoleEligibility, User, UserDetails,
+};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ pub(crate) struct UserEntry {
     pub user: User,
     /// Set by revokeSignInSessions.
     pub sessions_valid_from: Option<String>,
+    /// Creation time, sync, sign-in activity, MFA registration and risk.
+    pub details: UserDetails,
 }
 
 /// Where a fault pattern is evaluated: an empty pattern matches only Graph
@@ -71,10 +75,27 @@ pub(crate) struct State {
     pub apps: HashMap<String, App>,
     pub tokens: HashMap<String, TokenInfo>,
     pub token_lifetime: u64,
-    pub users: HashMap<String, UserEntry>,
+    /// Users by id; ordered, so listings page by key without sorting.
+    pub users: BTreeMap<String, UserEntry>,
     pub groups: HashMap<String, Group>,
     pub members: HashMap<String, Vec<String>>,
+    /// membershipRule of dynamic groups, by group id (a default rule otherwise).
+    pub group_rules: HashMap<String, String>,
+    /// Service principals (id -> displayName), for `$expand=principal`.
+    pub service_principals: HashMap<String, String>,
     pub role_assignments: Vec<RoleAssignment>,
+    /// PIM eligible assignments.
+    pub eligibilities: Vec<RoleEligibility>,
+    /// organization displayName.
+    pub tenant_name: String,
+    /// Microsoft Entra ID P1 (sign-in activity, registration details).
+    pub p1: bool,
+    /// Microsoft Entra ID P2 (risky users, PIM).
+    pub p2: bool,
+    /// Granted application permissions; `None` grants everything.
+    pub permissions: Option<Vec<String>>,
+    /// Resource units charged in the last 10 seconds (`Fault::ResourceUnits`).
+    pub ru_window: VecDeque<(Instant, u32)>,
     /// PIM schedules of active assignments, by assignment id.
     pub pim_schedules: HashMap<String, PimSchedule>,
     pub ca_policies: Vec<Value>,
@@ -102,10 +123,18 @@ impl State {
             apps: HashMap::new(),
             tokens: HashMap::new(),
             token_lifetime: 3600,
-            users: HashMap::new(),
+            users: BTreeMap::new(),
             groups: HashMap::new(),
             members: HashMap::new(),
+            group_rules: HashMap::new(),
+            service_principals: HashMap::new(),
             role_assignments: Vec::new(),
+            eligibilities: Vec::new(),
+            tenant_name: "Contoso".to_string(),
+            p1: true,
+            p2: true,
+            permissions: None,
+            ru_window: VecDeque::new(),
             pim_schedules: HashMap::new(),
             ca_policies: Vec::new(),
             ca_oversized: 0,
@@ -196,11 +225,14 @@ impl State {
         None
     }
 
-    /// The documented Conditional Access limit: one request per second per tenant,
-    /// answered 429 without `Retry-After`.
+    /// The documented limit of Identity Protection and Conditional Access: one
+    /// request per second per tenant for all apps, shared by both, answered 429
+    /// without `Retry-After`.
     pub(crate) fn ca_limit(&mut self, req: &Req, now: Instant) -> Option<Resp> {
         let lower = req.path.to_ascii_lowercase();
-        if !lower.starts_with("/identity/conditionalaccess") {
+        if !lower.starts_with("/identity/conditionalaccess")
+            && !lower.starts_with("/identityprotection")
+        {
             return None;
         }
         if req.method == "GET" && !self.ca_throttle_reads {

@@ -1096,3 +1096,701 @@ async fn pim_schedules_keep_their_expiry_and_refuse_one_in_the_past() {
     assert_eq!(s, 201);
     assert_eq!(t.pim_schedule(&a.id), None);
 }
+
+// ---------------------------------------------------------------- posture-scan reads
+
+/// GET on an absolute URL (a nextLink): status, headers, body.
+async fn get_url(tok: &str, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = http().get(url).bearer_auth(tok).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (status, headers, v)
+}
+
+/// Follows nextLink from `path`; returns the size of each page and every item.
+async fn all_pages(t: &FakeTenant, tok: &str, path: &str) -> (Vec<usize>, Vec<Value>) {
+    let mut url = format!("{}/v1.0{path}", t.base_url());
+    let mut sizes = Vec::new();
+    let mut items = Vec::new();
+    loop {
+        let (status, _, v) = get_url(tok, &url).await;
+        assert_eq!(status, 200, "{url}: {v}");
+        let page = v["value"].as_array().unwrap();
+        sizes.push(page.len());
+        items.extend(page.iter().cloned());
+        match v["@odata.nextLink"].as_str() {
+            Some(next) => {
+                assert!(next.starts_with(&t.base_url()), "absolute nextLink: {next}");
+                url = next.to_string();
+            }
+            None => return (sizes, items),
+        }
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+const USERS_SCAN: &str = "/users?$select=id,userPrincipalName,displayName,userType,accountEnabled,onPremisesSyncEnabled,createdDateTime,signInActivity&$top=500";
+
+#[tokio::test]
+async fn users_page_with_sign_in_activity_and_p1_gap() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let g = t.generate(1_200, 7);
+    assert_eq!(g.users, 1_202);
+
+    let (sizes, users) = all_pages(&t, &tok, USERS_SCAN).await;
+    assert_eq!(sizes, vec![500, 500, 202]);
+    let ids: std::collections::HashSet<&str> =
+        users.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1_202);
+    let never = users
+        .iter()
+        .filter(|u| u["signInActivity"].is_null())
+        .count();
+    assert_eq!(never, g.never_signed_in);
+    let disabled = users
+        .iter()
+        .filter(|u| u["accountEnabled"] == json!(false))
+        .count();
+    assert_eq!(disabled, g.disabled);
+    let guests = users.iter().filter(|u| u["userType"] == "Guest").count();
+    assert_eq!(guests, g.guests);
+    assert!(
+        users[0].get("mail").is_none(),
+        "projection keeps only $select"
+    );
+
+    // Graph documents pages of at most 500 with signInActivity, even for a larger $top.
+    let (sizes, _) = all_pages(&t, &tok, "/users?$select=id,signInActivity&$top=999").await;
+    assert_eq!(sizes, vec![500, 500, 202]);
+    // Without it, up to 999; 100 by default.
+    let (sizes, _) = all_pages(&t, &tok, "/users?$select=id&$top=999").await;
+    assert_eq!(sizes, vec![999, 203]);
+    let (sizes, _) = all_pages(&t, &tok, "/users").await;
+    assert_eq!(sizes.len(), 13);
+    assert_eq!(sizes[0], 100);
+    let (s, _, v) = graph(&t, &tok, "GET", "/users?$top=1000", None).await;
+    assert_eq!((s, error_code(&v)), (400, "Request_BadRequest"));
+    let (s, _, v) = graph(&t, &tok, "GET", "/users?$select=id,nope", None).await;
+    assert_eq!((s, error_code(&v)), (400, "BadRequest"));
+
+    // The shape of one user's sign-in activity.
+    t.add_user(user("u-1"));
+    t.set_user_details(
+        "u-1",
+        fake_entra::UserDetails {
+            created: Some("2023-01-02T03:04:05Z".into()),
+            on_premises_sync_enabled: Some(true),
+            sign_in: Some(fake_entra::SignIn {
+                last: Some("2024-05-01T10:00:00Z".into()),
+                last_non_interactive: None,
+                last_successful: Some("2024-04-30T09:00:00Z".into()),
+            }),
+            ..Default::default()
+        },
+    );
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/users?$select=id,createdDateTime,onPremisesSyncEnabled,signInActivity&$filter=id eq 'u-1'",
+        None,
+    )
+    .await;
+    let u = &v["value"][0];
+    assert_eq!(u["createdDateTime"], "2023-01-02T03:04:05Z");
+    assert_eq!(u["onPremisesSyncEnabled"], true);
+    assert_eq!(
+        u["signInActivity"]["lastSignInDateTime"],
+        "2024-05-01T10:00:00Z"
+    );
+    assert!(u["signInActivity"]["lastNonInteractiveSignInDateTime"].is_null());
+    assert_eq!(
+        u["signInActivity"]["lastSuccessfulSignInDateTime"],
+        "2024-04-30T09:00:00Z"
+    );
+
+    // Without P1: signInActivity is refused, the rest still reads.
+    t.set_licences(false, true);
+    let (s, _, v) = graph(&t, &tok, "GET", USERS_SCAN, None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant")
+    );
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/users?$select=id,accountEnabled&$top=500",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"].as_array().unwrap().len(), 500);
+}
+
+#[tokio::test]
+async fn registration_details_page_refuse_select_and_need_p1() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let g = t.generate(2_500, 3);
+    let path = "/reports/authenticationMethods/userRegistrationDetails";
+    let (sizes, rows) = all_pages(&t, &tok, path).await;
+    assert_eq!(sizes, vec![1000, 1000, 502]);
+    let without = rows
+        .iter()
+        .filter(|r| r["isMfaRegistered"] == false)
+        .count();
+    assert_eq!(without, g.without_mfa);
+    let bg = rows
+        .iter()
+        .find(|r| r["id"] == json!(g.break_glass[0]))
+        .unwrap();
+    assert_eq!(bg["isAdmin"], true);
+    assert_eq!(bg["methodsRegistered"], json!(["fido2SecurityKey"]));
+    assert_eq!(bg["isPasswordlessCapable"], true);
+    assert_eq!(bg["userType"], "member");
+    assert!(rows.iter().any(|r| r["userType"] == "guest"));
+
+    let (s, _, v) = graph(&t, &tok, "GET", &format!("{path}?$select=id"), None).await;
+    assert_eq!((s, error_code(&v)), (400, "BadRequest"));
+    let (sizes, _) = all_pages(&t, &tok, &format!("{path}?$top=600")).await;
+    assert_eq!(sizes, vec![600, 600, 600, 600, 102]);
+
+    t.set_licences(false, false);
+    let (s, _, v) = graph(&t, &tok, "GET", path, None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant")
+    );
+}
+
+#[tokio::test]
+async fn risky_users_need_p2_and_share_the_one_per_second_limit() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    for (id, level, state) in [
+        ("r1", "high", "atRisk"),
+        ("r2", "low", "remediated"),
+        ("r3", "medium", "atRisk"),
+    ] {
+        t.add_user(user(id));
+        t.set_user_details(
+            id,
+            fake_entra::UserDetails {
+                risk: Some(fake_entra::Risk {
+                    level: level.into(),
+                    state: state.into(),
+                    detail: "none".into(),
+                    last_updated: None,
+                }),
+                ..Default::default()
+            },
+        );
+    }
+    t.add_user(user("calm"));
+    let path = "/identityProtection/riskyUsers?$top=500";
+    let (s, h, v) = graph(&t, &tok, "GET", path, None).await;
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["r1", "r2", "r3"]);
+    assert_eq!(v["value"][0]["riskLevel"], "high");
+    assert_eq!(v["value"][0]["riskState"], "atRisk");
+    assert_eq!(v["value"][0]["userPrincipalName"], "r1@contoso.test");
+    assert!(h.get("x-ms-resource-unit").is_none());
+    // Within the same second: 429 without Retry-After, and Conditional Access shares the limit.
+    let (s, h, _) = graph(&t, &tok, "GET", path, None).await;
+    assert_eq!(s, 429);
+    assert!(h.get("retry-after").is_none());
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/identity/conditionalAccess/policies",
+        None,
+    )
+    .await;
+    assert_eq!(s, 429);
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/identityProtection/riskyUsers?$select=id,riskLevel&$top=2",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"][0], json!({"id": "r1", "riskLevel": "high"}));
+    let next = v["@odata.nextLink"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    let (s, _, v) = get_url(&tok, &next).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"], json!([{"id": "r3", "riskLevel": "medium"}]));
+
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    t.set_licences(true, false);
+    let (s, _, v) = graph(&t, &tok, "GET", path, None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant")
+    );
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    t.set_licences(true, true);
+    t.set_permissions(Some(vec!["User.Read.All".into()]));
+    let (s, _, v) = graph(&t, &tok, "GET", path, None).await;
+    assert_eq!((s, error_code(&v)), (403, "Authorization_RequestDenied"));
+}
+
+#[tokio::test]
+async fn permissions_are_enforced_per_read() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    t.add_group(group("g1"));
+    t.set_permissions(Some(vec!["User.Read.All".into()]));
+    let (s, _, _) = graph(&t, &tok, "GET", "/users?$select=id", None).await;
+    assert_eq!(s, 200);
+    for path in [
+        "/users?$select=id,signInActivity",
+        "/groups",
+        "/groups/g1/members?$select=id",
+        "/organization?$select=id,displayName",
+        "/roleManagement/directory/roleDefinitions",
+        "/roleManagement/directory/roleAssignments",
+        "/roleManagement/directory/roleEligibilitySchedules",
+        "/reports/authenticationMethods/userRegistrationDetails",
+    ] {
+        let (s, _, v) = graph(&t, &tok, "GET", path, None).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (403, "Authorization_RequestDenied"),
+            "{path}"
+        );
+        assert_eq!(
+            v["error"]["message"],
+            "Insufficient privileges to complete the operation."
+        );
+    }
+    t.set_permissions(Some(vec![
+        "User.Read.All".into(),
+        "AuditLog.Read.All".into(),
+        "Directory.Read.All".into(),
+    ]));
+    for path in [
+        "/users?$select=id,signInActivity",
+        "/groups",
+        "/groups/g1/members?$select=id",
+        "/organization?$select=id,displayName",
+        "/roleManagement/directory/roleDefinitions",
+        "/roleManagement/directory/roleAssignments",
+        "/reports/authenticationMethods/userRegistrationDetails",
+    ] {
+        let (s, _, v) = graph(&t, &tok, "GET", path, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+    }
+    // PIM schedules need a role-management or schedule permission, not Directory.Read.All.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleEligibilitySchedules",
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn organization_roles_expand_and_pim_schedules() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.set_tenant_name("Fabrikam Ltd");
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/organization?$select=id,displayName",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["value"],
+        json!([{"id": TENANT, "displayName": "Fabrikam Ltd"}])
+    );
+
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleDefinitions?$select=id,displayName,templateId,isBuiltIn",
+        None,
+    )
+    .await;
+    let defs = v["value"].as_array().unwrap();
+    for (id, name) in [
+        (
+            "62e90394-69f5-4237-9190-012177145e10",
+            "Global Administrator",
+        ),
+        (
+            "e8611ab8-c189-46e8-94e1-60213ab1f814",
+            "Privileged Role Administrator",
+        ),
+        ("fe930be7-5e62-47db-91af-98c3a49a38b1", "User Administrator"),
+        (
+            "194ae4cb-b126-40b2-bd5b-6091b380977d",
+            "Security Administrator",
+        ),
+        (
+            "29232cdf-9323-42fd-ade2-1d097af3e4de",
+            "Exchange Administrator",
+        ),
+        (
+            "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+            "Helpdesk Administrator",
+        ),
+        (
+            "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+            "Privileged Authentication Administrator",
+        ),
+        (
+            "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9",
+            "Conditional Access Administrator",
+        ),
+        (
+            "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+            "Application Administrator",
+        ),
+        ("f2ef992c-3afb-46b9-b7cf-a126ee74c451", "Global Reader"),
+    ] {
+        assert!(
+            defs.contains(
+                &json!({"id": id, "displayName": name, "templateId": id, "isBuiltIn": true})
+            ),
+            "{name}"
+        );
+    }
+
+    let ga = "62e90394-69f5-4237-9190-012177145e10";
+    t.add_user(user("admin"));
+    let mut rg = group("rg");
+    rg.is_assignable_to_role = true;
+    t.add_group(rg);
+    t.add_service_principal("sp1", "Automation");
+    for (id, principal) in [("a1", "admin"), ("a2", "rg"), ("a3", "sp1"), ("a4", "gone")] {
+        t.add_role_assignment(RoleAssignment {
+            id: id.into(),
+            principal_id: principal.into(),
+            role_definition_id: ga.into(),
+            directory_scope_id: "/".into(),
+            pim_managed: false,
+        });
+    }
+    t.set_pim_schedule(
+        "a1",
+        fake_entra::PimSchedule {
+            start: "2024-01-01T00:00:00Z".into(),
+            end: Some("2030-01-01T00:00:00Z".into()),
+            assignment_type: "Activated".into(),
+        },
+    );
+    let (sizes, items) = all_pages(
+        &t,
+        &tok,
+        "/roleManagement/directory/roleAssignments?$expand=principal&$top=3",
+    )
+    .await;
+    assert_eq!(sizes, vec![3, 1]);
+    assert_eq!(
+        items[0]["principal"]["@odata.type"],
+        "#microsoft.graph.user"
+    );
+    assert_eq!(
+        items[0]["principal"]["userPrincipalName"],
+        "admin@contoso.test"
+    );
+    assert_eq!(
+        items[1]["principal"]["@odata.type"],
+        "#microsoft.graph.group"
+    );
+    assert_eq!(items[1]["principal"]["displayName"], "Group rg");
+    assert_eq!(
+        items[2]["principal"]["@odata.type"],
+        "#microsoft.graph.servicePrincipal"
+    );
+    assert_eq!(items[2]["principal"]["displayName"], "Automation");
+    assert!(items[3]["principal"].is_null());
+
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleAssignmentSchedules",
+        None,
+    )
+    .await;
+    let sch = v["value"].as_array().unwrap();
+    assert_eq!(sch.len(), 4);
+    assert_eq!(sch[0]["assignmentType"], "Activated");
+    assert_eq!(
+        sch[0]["scheduleInfo"]["expiration"]["type"],
+        "afterDateTime"
+    );
+    assert_eq!(
+        sch[0]["scheduleInfo"]["expiration"]["endDateTime"],
+        "2030-01-01T00:00:00Z"
+    );
+    assert_eq!(sch[1]["assignmentType"], "Assigned");
+    assert_eq!(sch[1]["memberType"], "Direct");
+    assert_eq!(sch[1]["scheduleInfo"]["expiration"]["type"], "noExpiration");
+
+    t.add_eligibility(fake_entra::RoleEligibility {
+        id: "e1".into(),
+        principal_id: "admin".into(),
+        role_definition_id: ga.into(),
+        directory_scope_id: "/".into(),
+        start: "2024-02-01T00:00:00Z".into(),
+        end: None,
+        member_type: "Direct".into(),
+    });
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleEligibilitySchedules",
+        None,
+    )
+    .await;
+    assert_eq!(v["value"].as_array().unwrap().len(), 1);
+    assert_eq!(v["value"][0]["principalId"], "admin");
+    assert_eq!(
+        v["value"][0]["scheduleInfo"]["startDateTime"],
+        "2024-02-01T00:00:00Z"
+    );
+    assert_eq!(
+        v["value"][0]["scheduleInfo"]["expiration"]["type"],
+        "noExpiration"
+    );
+
+    t.set_licences(true, false);
+    for path in [
+        "/roleManagement/directory/roleEligibilitySchedules",
+        "/roleManagement/directory/roleAssignmentSchedules",
+    ] {
+        let (s, _, v) = graph(&t, &tok, "GET", path, None).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (400, "AadPremiumLicenseRequired"),
+            "{path}"
+        );
+    }
+    // Role assignments themselves need no P2.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleAssignments",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn groups_page_with_rules_and_big_memberships_page_at_999() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let g = t.generate(100_000, 11);
+    let (sizes, groups) = all_pages(
+        &t,
+        &tok,
+        "/groups?$select=id,displayName,groupTypes,membershipRule,onPremisesSyncEnabled,isAssignableToRole,mailEnabled,securityEnabled&$top=20",
+    )
+    .await;
+    assert_eq!(sizes, vec![20, 20, 10]);
+    assert_eq!(groups.len(), g.groups);
+    let dynamic: Vec<&Value> = groups
+        .iter()
+        .filter(|x| {
+            x["groupTypes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("DynamicMembership"))
+        })
+        .collect();
+    assert_eq!(dynamic.len(), g.dynamic_groups);
+    assert!(dynamic.iter().all(|x| x["membershipRule"].is_string()));
+    assert_eq!(
+        groups
+            .iter()
+            .filter(|x| x["onPremisesSyncEnabled"] == true)
+            .count(),
+        g.synced_groups
+    );
+    assert_eq!(
+        groups
+            .iter()
+            .filter(|x| x["isAssignableToRole"] == true)
+            .count(),
+        g.role_assignable_groups
+    );
+
+    let all = groups
+        .iter()
+        .find(|x| x["displayName"] == "All Employees")
+        .unwrap();
+    let gid = all["id"].as_str().unwrap();
+    let expected = t.members(gid).len();
+    assert!(expected > 90_000, "{expected}");
+    let (sizes, members) = all_pages(
+        &t,
+        &tok,
+        &format!("/groups/{gid}/members?$select=id&$top=999"),
+    )
+    .await;
+    assert_eq!(members.len(), expected);
+    assert!(sizes[..sizes.len() - 1].iter().all(|s| *s == 999));
+
+    // The same listing inside $batch pages the same way.
+    let body = json!({"requests": [{"id": "1", "method": "GET", "url": format!("/groups/{gid}/members?$select=id&$top=999")}]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(body)).await;
+    assert_eq!(s, 200);
+    let item = &v["responses"][0];
+    assert_eq!(item["status"], 200);
+    assert_eq!(item["body"]["value"].as_array().unwrap().len(), 999);
+    assert!(
+        item["body"]["@odata.nextLink"]
+            .as_str()
+            .unwrap()
+            .contains("skiptoken")
+    );
+
+    let dept = groups
+        .iter()
+        .find(|x| x["displayName"] == "Department 1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.set_group_membership_rule(&dept, "(user.city -eq \"Oslo\")");
+    let (_, _, v) = graph(
+        &t,
+        &tok,
+        "GET",
+        &format!("/groups/{dept}?$select=membershipRule"),
+        None,
+    )
+    .await;
+    assert_eq!(v["membershipRule"], "(user.city -eq \"Oslo\")");
+}
+
+#[tokio::test]
+async fn generator_is_realistic_and_deterministic() {
+    let a = FakeTenant::start(TENANT).await;
+    let b = FakeTenant::start(TENANT).await;
+    let started = Instant::now();
+    let ga = a.generate(20_000, 42);
+    let gb = b.generate(20_000, 42);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(ga, gb);
+    let pct = |n: usize| n as f64 * 100.0 / 20_000.0;
+    assert!((4.0..6.0).contains(&pct(ga.guests)), "{ga:?}");
+    assert!((9.0..11.0).contains(&pct(ga.disabled)), "{ga:?}");
+    assert!((13.0..17.0).contains(&pct(ga.stale)), "{ga:?}");
+    assert!((2.0..4.0).contains(&pct(ga.never_signed_in)), "{ga:?}");
+    assert!((18.0..22.0).contains(&pct(ga.without_mfa)), "{ga:?}");
+    assert!((0.3..0.7).contains(&pct(ga.risky)), "{ga:?}");
+    assert!(ga.high_risk_at_risk > 0);
+    assert_eq!(ga.groups, 50);
+    assert!(ga.dynamic_groups > 0 && ga.synced_groups > 0 && ga.role_assignable_groups > 0);
+    assert_eq!(ga.role_assignments, 30);
+    assert_eq!(ga.role_assignments, a.role_assignments().len());
+    assert!(ga.pim_assignments > 0 && ga.permanent_assignments > 0 && ga.group_assignments > 0);
+    assert_eq!(ga.eligibilities, a.eligibilities().len());
+    assert_eq!(ga.break_glass.len(), 2);
+    for bg in &ga.break_glass {
+        assert!(a.role_assignments().iter().any(|r| &r.principal_id == bg
+            && r.role_definition_id == "62e90394-69f5-4237-9190-012177145e10"
+            && !r.pim_managed));
+    }
+    let c = FakeTenant::start(TENANT).await;
+    assert_ne!(c.generate(20_000, 43), ga);
+}
+
+#[tokio::test]
+async fn resource_units_are_charged_and_throttled() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    assert_eq!(FakeTenant::documented_resource_unit_budget(10), 3_500);
+    assert_eq!(FakeTenant::documented_resource_unit_budget(100_000), 8_000);
+    t.inject(Fault::ResourceUnits { per_10s: 5 });
+    // GET /users costs 2 (1 with $select).
+    let (s, h, _) = graph(&t, &tok, "GET", "/users", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-ms-resource-unit"], "2");
+    let (s, h, _) = graph(&t, &tok, "GET", "/users?$select=id", None).await;
+    assert_eq!((s, &h["x-ms-resource-unit"]), (200, &"1".parse().unwrap()));
+    let (s, _, _) = graph(&t, &tok, "GET", "/users", None).await;
+    assert_eq!(s, 200);
+    let (s, h, v) = graph(&t, &tok, "GET", "/users", None).await;
+    assert_eq!((s, error_code(&v)), (429, "TooManyRequests"));
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry));
+    // Not an identity resource: not charged.
+    let (s, _, _) = graph(
+        &t,
+        &tok,
+        "GET",
+        "/roleManagement/directory/roleDefinitions",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Batch items are charged one by one.
+    t.clear_faults();
+    t.inject(Fault::ResourceUnits { per_10s: 3 });
+    let requests: Vec<Value> = (1..=4)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/users/u1?$select=id"}))
+        .collect();
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/$batch",
+        Some(json!({"requests": requests})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let statuses: Vec<u64> = v["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3);
+    let throttled = v["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == 429)
+        .unwrap();
+    assert!(throttled["headers"]["Retry-After"].is_string());
+}
