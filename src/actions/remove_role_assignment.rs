@@ -276,6 +276,17 @@ fn check_role_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> 
                     ),
                 );
             }
+            Some(r) if r.via_group.is_some() => {
+                return refuse(
+                    "role-via-group",
+                    format!(
+                        "role assignment {t:?} ({}) of {} is held through group {}: removing it would strip every member of the group; remove the membership instead",
+                        r.role_name,
+                        id.label(),
+                        r.via_group.as_ref().map_or("", |g| g.0.as_str())
+                    ),
+                );
+            }
             Some(_) => {}
         }
     }
@@ -413,6 +424,21 @@ mod tests {
             )
         );
         assert_eq!(remove("act"), Ok(()));
+    }
+
+    #[test]
+    fn a_role_held_through_a_group_is_never_removed_from_the_group() {
+        let mut through = role("grp-asg", GLOBAL_ADMIN_TEMPLATE, "active");
+        through["via_group"] = json!("00000000-0000-0000-0000-00000000a001");
+        let id = identity(1, "u@t.com", json!({ "roles": [through] }));
+        let (guard, why) =
+            refusal(handler(ActionKind::RemoveRoleAssignment).check_scan(&["grp-asg".into()], &id));
+        assert_eq!(guard, "role-via-group");
+        assert!(
+            why.contains("held through group 00000000-0000-0000-0000-00000000a001")
+                && why.contains("remove the membership instead"),
+            "{why}"
+        );
     }
 
     #[test]

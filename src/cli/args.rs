@@ -201,3 +201,28 @@ pub(super) fn date_or_time_arg(name: &str, s: &Option<String>) -> Result<Option<
         })
         .transpose()
 }
+
+/// `scan`: read a tenant through Graph into a scan file.
+#[derive(Debug, Args)]
+pub struct ScanCmd {
+    /// The tenant to scan (its configured name).
+    #[arg(long)]
+    pub tenant: String,
+    /// Output format of the summary (`json` prints the report).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `scans` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScansCmd {
+    /// List a tenant's scans, newest first: the times `--scanned-at` accepts.
+    List {
+        /// The tenant (its configured name).
+        #[arg(long)]
+        tenant: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}

@@ -6,6 +6,7 @@ pub mod args;
 mod history;
 mod policy;
 mod runs;
+mod scan;
 mod undo;
 
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::store::{self, Store};
-use args::{ApprovalsCmd, AuditCmd, ConfigCmd, HistoryArgs, PlanArgs, PolicyCmd, RunArgs};
+use args::{
+    ApprovalsCmd, AuditCmd, ConfigCmd, HistoryArgs, PlanArgs, PolicyCmd, RunArgs, ScanCmd, ScansCmd,
+};
 
 /// Policy-driven remediation for Microsoft Entra ID.
 ///
@@ -55,6 +58,12 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run one full cycle (scan, rules, plan, record) under the configured modes.
     Run(RunArgs),
+    /// Scan a tenant through Microsoft Graph (read-only) into a scan file in
+    /// its scan directory, recorded in history.
+    Scan(ScanCmd),
+    /// List a tenant's scans by time.
+    #[command(subcommand)]
+    Scans(ScansCmd),
     /// Run as a service: scheduled runs per tenant, prompt execution of approved
     /// actions, rule hot-reload, SIGHUP reload, the local HTTP API.
     Daemon,
@@ -166,6 +175,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Config(ConfigCmd::Check) => policy::config_check(&cli.config),
         Command::Plan(args) => runs::plan(&cli.config, args).await,
         Command::Run(args) => runs::run_once(&cli.config, args).await,
+        Command::Scan(cmd) => scan::scan(&cli.config, cmd).await,
+        Command::Scans(cmd) => scan::scans(&cli.config, cmd),
         Command::Daemon => {
             crate::daemon::run(&cli.config).await?;
             Ok(0)

@@ -31,7 +31,7 @@ pub use graph::{AssertionAlgorithm, Cloud, GraphConfig, MfaMode, MfaPolicyConfig
 pub use notify::{NoticeKind, NotifyConfig, WebhookConfig, WebhookFormat};
 pub use safety::{ApprovalConfig, Guardrails, MAX_CALL_DEPTH, Protected, RuleLimits};
 pub use store::StoreConfig;
-pub use tenant::{SourceConfig, TenantConfig};
+pub use tenant::{DEFAULT_KEEP_SCANS, GraphScanConfig, SourceConfig, TenantConfig};
 
 use crate::domain::Mode;
 

@@ -39,7 +39,8 @@ impl TenantConfig {
     }
 }
 
-/// Where a tenant's scan results are found: exactly one of `dir` or `url`.
+/// Where a tenant's scan results are found: exactly one of `dir` or `url`;
+/// with `graph`, the daemon writes them into `dir` itself by scanning.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -52,4 +53,42 @@ pub struct SourceConfig {
     /// A file holding a bearer token for `url`, optional.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// How many scan files written by entra-remediator (`scan`, `scan import`)
+    /// to keep in `dir`, newest first; older ones are deleted. Default 30.
+    #[serde(default)]
+    pub keep_scans: Option<u32>,
+    /// Scan the tenant through Graph at the start of each scheduled run, and
+    /// plan from that scan.
+    #[serde(default)]
+    pub graph: Option<GraphScanConfig>,
+}
+
+/// Scan files kept in a tenant's scan directory when `keep_scans` is not set.
+pub const DEFAULT_KEEP_SCANS: u32 = 30;
+
+impl SourceConfig {
+    /// How many written scans to keep.
+    pub fn keep_scans(&self) -> u32 {
+        self.keep_scans.unwrap_or(DEFAULT_KEEP_SCANS)
+    }
+}
+
+/// Settings of the built-in posture scan (`source.graph`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphScanConfig {
+    /// Accounts without a successful sign-in for this many days are stale. Default 90.
+    pub stale_days: u32,
+    /// Groups (object id or display name) counted as privileged besides
+    /// role-assignable groups and groups holding a directory role.
+    pub privileged_groups: Vec<String>,
+}
+
+impl Default for GraphScanConfig {
+    fn default() -> Self {
+        GraphScanConfig {
+            stale_days: 90,
+            privileged_groups: Vec::new(),
+        }
+    }
 }

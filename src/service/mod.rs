@@ -11,5 +11,6 @@ mod plan_run;
 mod record_run;
 pub mod run;
 pub mod run_decision;
+pub mod scan;
 pub mod show;
 pub mod undo;

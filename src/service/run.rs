@@ -8,11 +8,13 @@ use std::sync::Arc;
 use crate::config::{Config, TenantConfig};
 use crate::exceptions::{Exceptions, ExceptionsSource};
 use crate::policy::RuleSet;
+use crate::scan::ScanError;
 use crate::store::{NewEvent, Store};
 
 use super::cycle::{RunError, RunOptions, TenantCycle, TenantOutcome};
 use super::plan_run::{self, ScanLoad};
 use super::record_run;
+use super::scan::ScanRunError;
 
 /// Loads rules and exceptions as configured; an exception that cannot apply
 /// (its file missing, its rule unknown) refuses the set.
@@ -80,12 +82,42 @@ pub async fn run_loaded(
     Ok(out)
 }
 
+/// A recorded run of a tenant whose source has `graph` scans the tenant first
+/// and plans from that scan (unless the command chose a scan); a scan that
+/// failed (recorded as `scan_failed`) is the run's rejected scan.
+async fn scan_first(cycle: &TenantCycle<'_>) -> Result<Option<ScanError>, RunError> {
+    let (Some(store), Some(_)) = (cycle.store, &cycle.tenant.source.graph) else {
+        return Ok(None);
+    };
+    if cycle.opts.scan.file.is_some() || cycle.opts.scan.scanned_at.is_some() {
+        return Ok(None);
+    }
+    match super::scan::scan_tenant(
+        cycle.cfg,
+        Some(store),
+        &cycle.tenant.name,
+        &cycle.opts.actor,
+    )
+    .await
+    {
+        Ok(_) => Ok(None),
+        Err(ScanRunError::Store(e)) => Err(RunError::Store(e)),
+        Err(e) => Ok(Some(ScanError::Read {
+            source_name: format!("the Graph scan of tenant {:?}", cycle.tenant.name),
+            message: e.to_string(),
+        })),
+    }
+}
+
 async fn run_tenant(
     cycle: &TenantCycle<'_>,
     rules: &Arc<RuleSet>,
     exceptions: &Exceptions,
 ) -> Result<TenantOutcome, RunError> {
     let tenant = cycle.tenant.name.clone();
+    if let Some(error) = scan_first(cycle).await? {
+        return Ok(TenantOutcome::Rejected { tenant, error });
+    }
     let loaded = match plan_run::load_scan(cycle).await? {
         ScanLoad::Loaded(l) => l,
         ScanLoad::Rejected(error) => return Ok(TenantOutcome::Rejected { tenant, error }),

@@ -33,6 +33,7 @@ pub(super) fn check_tenant<'a>(
             "only applies to a url source",
         );
     }
+    check_scan_settings(key, t)?;
     if let Some(sch) = &t.schedule {
         check_schedule(&format!("{key}.schedule"), sch)?;
     }
@@ -53,6 +54,48 @@ pub(super) fn check_tenant<'a>(
         return fault(
             format!("{key}.source.url"),
             format!("{url:?} must be an http:// or https:// URL"),
+        );
+    }
+    Ok(())
+}
+
+/// `source.keep_scans` and `source.graph`: the built-in scan writes into the
+/// scan directory and reads through the tenant's `[tenant.graph]`.
+fn check_scan_settings(key: &str, t: &TenantConfig) -> Checked {
+    if t.source.keep_scans == Some(0) {
+        return fault(
+            format!("{key}.source.keep_scans"),
+            "must be at least 1 (the newest scan is the one planned from)",
+        );
+    }
+    if t.source.keep_scans.is_some() && t.source.dir.is_none() {
+        return fault(
+            format!("{key}.source.keep_scans"),
+            "only applies to a dir source",
+        );
+    }
+    let Some(g) = &t.source.graph else {
+        return Ok(());
+    };
+    if t.source.dir.is_none() {
+        return fault(
+            format!("{key}.source.graph"),
+            "needs source.dir: the scan is written there, and planned from there",
+        );
+    }
+    if t.graph.is_none() {
+        return fault(
+            format!("{key}.source.graph"),
+            format!(
+                "tenant {:?} has no [tenant.graph] section to read the tenant through",
+                t.name
+            ),
+        );
+    }
+    if g.stale_days == 0 || g.stale_days > 3650 {
+        return fault(
+            format!("{key}.source.graph.stale_days"),
+            format!("{} must be between 1 and 3650 days", g.stale_days),
         );
     }
     Ok(())
@@ -273,6 +316,57 @@ mod tests {
             "[tenant.graph]\ncertificate_file = \"app.pem\"\nprivate_key_credential = \"key\"\n",
         );
         assert!(parse(&cert).is_ok(), "{:?}", parse(&cert).err());
+    }
+
+    /// A tenant whose source is `source` (inline table), with `extra` lines.
+    fn sourced(source: &str, extra: &str) -> String {
+        format!("[[tenant]]\nname = \"x\"\ntenant_id = \"{ID}\"\nsource = {source}\n{extra}")
+    }
+
+    #[test]
+    fn the_built_in_scan_needs_a_directory_and_graph_access() {
+        let creds = format!("[tenant.graph]\nclient_id = \"{ID}\"\nclient_secret_env = \"S\"\n");
+        let ok = sourced(
+            "{ dir = \"scans\", keep_scans = 5, graph = { stale_days = 60, privileged_groups = [\"Tier 0\"] } }",
+            &creds,
+        );
+        let cfg = parse(&ok).expect("valid");
+        let src = &cfg.tenants[0].source;
+        assert_eq!(src.keep_scans(), 5);
+        assert_eq!(src.graph.as_ref().map(|g| g.stale_days), Some(60));
+        refused(
+            &sourced("{ url = \"https://x\", graph = {} }", &creds),
+            "tenant[0].source.graph",
+            "needs source.dir",
+        );
+        refused(
+            &sourced("{ dir = \"scans\", graph = {} }", ""),
+            "tenant[0].source.graph",
+            "no [tenant.graph] section",
+        );
+        refused(
+            &sourced("{ dir = \"scans\", keep_scans = 0 }", ""),
+            "tenant[0].source.keep_scans",
+            "at least 1",
+        );
+        refused(
+            &sourced("{ dir = \"scans\", graph = { stale_days = 0 } }", &creds),
+            "tenant[0].source.graph.stale_days",
+            "between 1 and 3650",
+        );
+        let typo = parse(&sourced(
+            "{ dir = \"scans\", graph = { stale = 3 } }",
+            &creds,
+        ));
+        let typo = typo.expect_err("unknown key");
+        assert!(
+            typo.contains("line 4") && typo.contains("unknown field `stale`"),
+            "{typo}"
+        );
+        assert_eq!(
+            parse(&sourced("{ dir = \"s\" }", "")).map(|c| c.tenants[0].source.keep_scans()),
+            Ok(30)
+        );
     }
 
     #[test]

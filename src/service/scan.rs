@@ -1,0 +1,265 @@
+//! The scan use cases: scan a tenant through Graph (the built-in posture
+//! scan), import another scanner's results, and list a tenant's scans. Each
+//! writes a scan v1 file into the tenant's scan directory, prunes it to
+//! `keep_scans`, and records the scan in history.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::collect::{self, CollectError, Reading};
+use crate::config::{Config, TenantConfig};
+use crate::graph::{GraphClient, GraphError};
+use crate::scan::archive::{self, ScanEntry};
+use crate::scan::posture::{self, CHECKS, PostureSettings};
+use crate::scan::{Scan, ScanError};
+use crate::store::{NewEvent, Store, StoreError};
+
+/// Why a scan could not be taken or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanRunError {
+    /// No such tenant in the config.
+    #[error("no tenant named {0:?} in the config")]
+    UnknownTenant(String),
+    /// The tenant cannot be scanned as configured.
+    #[error("tenant {tenant:?}: {why}")]
+    NotConfigured {
+        /// Tenant name.
+        tenant: String,
+        /// What is missing.
+        why: String,
+    },
+    /// The Graph client could not be built (the credential).
+    #[error("tenant {tenant:?}: {error}")]
+    Graph {
+        /// Tenant name.
+        tenant: String,
+        /// Why.
+        error: GraphError,
+    },
+    /// The tenant could not be read.
+    #[error("tenant {tenant:?}: {error}")]
+    Collect {
+        /// Tenant name.
+        tenant: String,
+        /// Why.
+        error: CollectError,
+    },
+    /// The scan could not be written, or the directory not read.
+    #[error(transparent)]
+    Archive(#[from] ScanError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a scan gave: its file, its content in figures, what it cost.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScanReport {
+    /// Tenant name.
+    pub tenant: String,
+    /// The file written.
+    pub path: PathBuf,
+    /// The scan's time.
+    pub scanned_at: DateTime<Utc>,
+    /// What wrote it.
+    pub scanner: String,
+    /// Identities in the scan.
+    pub identities: usize,
+    /// Each finding's id, title and number of affected identities.
+    pub findings: Vec<(String, String, usize)>,
+    /// Checks evaluated (built-in scan only).
+    pub checks_run: Vec<String>,
+    /// Checks not evaluated, with why.
+    pub not_evaluated: Vec<(String, String)>,
+    /// Graph requests made.
+    pub requests: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Older scans deleted by `keep_scans`.
+    pub pruned: Vec<PathBuf>,
+    /// Items Graph returned that could not be understood.
+    pub skipped: Vec<String>,
+}
+
+/// The tenant, its scan directory and its Graph settings, or why it cannot be scanned.
+fn scannable<'a>(
+    cfg: &'a Config,
+    name: &str,
+) -> Result<(&'a TenantConfig, &'a Path), ScanRunError> {
+    let tenant = cfg
+        .tenant(name)
+        .ok_or_else(|| ScanRunError::UnknownTenant(name.to_string()))?;
+    let not = |why: &str| ScanRunError::NotConfigured {
+        tenant: name.to_string(),
+        why: why.to_string(),
+    };
+    let dir = tenant
+        .source
+        .dir
+        .as_deref()
+        .ok_or_else(|| not("scans are written into source.dir, and this tenant has none"))?;
+    Ok((tenant, dir))
+}
+
+/// Reads the tenant through Graph: `collect` with the tenant's client.
+async fn read(tenant: &TenantConfig) -> Result<Reading, ScanRunError> {
+    let graph = tenant
+        .graph
+        .as_ref()
+        .ok_or_else(|| ScanRunError::NotConfigured {
+            tenant: tenant.name.clone(),
+            why: "scanning reads the tenant through Graph, and this tenant has no [tenant.graph] section".into(),
+        })?;
+    let client =
+        GraphClient::new(&tenant.tenant_id, graph).map_err(|error| ScanRunError::Graph {
+            tenant: tenant.name.clone(),
+            error,
+        })?;
+    collect::read_tenant(&client, &tenant.tenant_id, &tenant.name)
+        .await
+        .map_err(|error| ScanRunError::Collect {
+            tenant: tenant.name.clone(),
+            error,
+        })
+}
+
+/// The checks' settings for a tenant.
+pub(crate) fn posture_settings(cfg: &Config, tenant: &TenantConfig) -> PostureSettings {
+    let g = tenant.source.graph.clone().unwrap_or_default();
+    PostureSettings {
+        stale_days: g.stale_days,
+        privileged_groups: g.privileged_groups,
+        protected: cfg.protected.clone(),
+        scanner: format!("entra-remediator {} (graph)", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// `scan --tenant T`, and the first step of a cycle whose source has `graph`:
+/// reads the tenant, runs the checks, writes the scan, prunes, records it.
+/// A tenant whose users cannot be read gets no scan, and the failure is recorded.
+pub async fn scan_tenant(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    name: &str,
+    actor: &str,
+) -> Result<ScanReport, ScanRunError> {
+    let (tenant, dir) = scannable(cfg, name)?;
+    let reading = match read(tenant).await {
+        Ok(r) => r,
+        Err(e) => {
+            record(
+                store,
+                tenant,
+                actor,
+                "scan_failed",
+                json!({ "error": e.to_string() }).to_string(),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    for s in &reading.skipped {
+        tracing::warn!(tenant = %tenant.name, "scan skipped an item Graph returned: {s}");
+    }
+    let scan = posture::build_scan(reading.data, &posture_settings(cfg, tenant));
+    let checks_run = CHECKS
+        .iter()
+        .filter(|c| !scan.not_evaluated.iter().any(|n| n.check == c.id))
+        .map(|c| c.id.to_string())
+        .collect();
+    let mut report = store_scan(tenant, dir, &scan)?;
+    report.checks_run = checks_run;
+    report.requests = reading.requests;
+    report.duration_ms = reading.duration.as_millis().try_into().unwrap_or(u64::MAX);
+    report.skipped = reading.skipped;
+    record(
+        store,
+        tenant,
+        actor,
+        "scan_written",
+        detail(&report, "graph"),
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Writes a scan into the tenant's directory and prunes it: the report without its costs.
+pub(crate) fn store_scan(
+    tenant: &TenantConfig,
+    dir: &Path,
+    scan: &Scan,
+) -> Result<ScanReport, ScanRunError> {
+    let path = archive::write(dir, &tenant.name, scan)?;
+    let pruned = archive::prune(dir, &tenant.name, tenant.source.keep_scans())?;
+    Ok(ScanReport {
+        tenant: tenant.name.clone(),
+        path,
+        scanned_at: scan.scanned_at,
+        scanner: scan.scanner.clone().unwrap_or_default(),
+        identities: scan.identities.len(),
+        findings: scan
+            .findings
+            .iter()
+            .map(|f| (f.id.clone(), f.title.clone(), f.affected_identities.len()))
+            .collect(),
+        checks_run: Vec::new(),
+        not_evaluated: scan
+            .not_evaluated
+            .iter()
+            .map(|n| (n.check.clone(), n.reason.clone()))
+            .collect(),
+        requests: 0,
+        duration_ms: 0,
+        pruned,
+        skipped: Vec::new(),
+    })
+}
+
+/// The history detail of a written scan: what, how many, what it cost.
+pub(crate) fn detail(r: &ScanReport, how: &str) -> String {
+    json!({
+        "how": how,
+        "file": r.path.display().to_string(),
+        "scanned_at": r.scanned_at.to_rfc3339(),
+        "scanner": r.scanner,
+        "identities": r.identities,
+        "findings": r.findings.iter().map(|(id, _, n)| json!({"id": id, "affected": n})).collect::<Vec<_>>(),
+        "checks_run": r.checks_run,
+        "not_evaluated": r.not_evaluated.iter().map(|(c, why)| json!({"check": c, "reason": why})).collect::<Vec<_>>(),
+        "requests": r.requests,
+        "duration_ms": r.duration_ms,
+        "pruned": r.pruned.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "skipped_items": r.skipped.len(),
+    })
+    .to_string()
+}
+
+/// Records a scan event for the tenant, when there is a store.
+pub(crate) async fn record(
+    store: Option<&dyn Store>,
+    tenant: &TenantConfig,
+    actor: &str,
+    kind: &str,
+    detail: String,
+) -> Result<(), StoreError> {
+    if let Some(store) = store {
+        store
+            .record_event(NewEvent {
+                tenant: Some(tenant.name.clone()),
+                kind: kind.into(),
+                actor: actor.to_string(),
+                detail,
+                ..NewEvent::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// `scans list --tenant T`: every scan in the tenant's directory, newest first.
+pub fn list_scans(cfg: &Config, name: &str) -> Result<Vec<ScanEntry>, ScanRunError> {
+    let (_, dir) = scannable(cfg, name)?;
+    Ok(archive::list(dir)?)
+}
