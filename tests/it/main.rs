@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod daemon;
 mod execute;
+mod graph_scan;
 mod history;
 mod hostile;
 mod input_trust;
