@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::config::Protected;
+use crate::config::{Protected, ProtectedBy};
 use crate::scan::{Identity, Scan};
 
 /// Why a guardrail refused an action.
@@ -30,61 +30,38 @@ pub fn refuse(guard: &'static str, reason: String) -> Result<(), Refusal> {
 
 /// Protected identities: never acted on.
 pub fn check_protected(p: &Protected, id: &Identity) -> Result<(), Refusal> {
-    let groups: Vec<(&str, &str)> = id
-        .groups
-        .iter()
-        .map(|g| (g.id.0.as_str(), g.display_name.as_str()))
-        .collect();
-    match &id.user_principal_name {
-        Some(upn) => check_protected_account(p, &id.id.0, upn, &groups),
-        None => {
-            check_protected_account(p, &id.id.0, &id.id.0, &groups)?;
-            if p.upns.is_empty() {
-                Ok(())
-            } else {
-                refuse(
-                    "protected",
-                    format!(
-                        "{} has no UPN in the scan, so protected.upns cannot be ruled out (enrich the scan from Graph)",
-                        id.id
-                    ),
-                )
-            }
-        }
+    match id.protected_by(p) {
+        None => Ok(()),
+        Some(by) => refuse("protected", protected_reason(id.label(), &by)),
     }
 }
 
 /// Protection of one account given its object id, UPN and groups (id, display
-/// name): the scan's view at planning, the live tenant's just before a write.
+/// name): the live tenant's view just before a write.
 pub fn check_protected_account(
     p: &Protected,
     id: &str,
     upn: &str,
     groups: &[(&str, &str)],
 ) -> Result<(), Refusal> {
-    if p.ids.iter().any(|x| x.eq_ignore_ascii_case(id)) {
-        return refuse(
-            "protected",
-            format!("{upn} is a protected identity (protected.ids)"),
-        );
+    match p.covers(id, Some(upn), groups) {
+        None => Ok(()),
+        Some(by) => refuse("protected", protected_reason(upn, &by)),
     }
-    if p.upns.iter().any(|x| x.eq_ignore_ascii_case(upn)) {
-        return refuse(
-            "protected",
-            format!("{upn} is a protected identity (protected.upns)"),
-        );
+}
+
+/// Why an account named `who` is protected, in words.
+fn protected_reason(who: &str, by: &ProtectedBy) -> String {
+    match by {
+        ProtectedBy::Id => format!("{who} is a protected identity (protected.ids)"),
+        ProtectedBy::Upn => format!("{who} is a protected identity (protected.upns)"),
+        ProtectedBy::Group(name) => {
+            format!("{who} is a member of protected group {name:?} (protected.groups)")
+        }
+        ProtectedBy::UpnUnknown => format!(
+            "{who} has no UPN in the scan, so protected.upns cannot be ruled out (enrich the scan from Graph)"
+        ),
     }
-    if let Some((_, name)) = groups.iter().find(|(gid, name)| {
-        p.groups
-            .iter()
-            .any(|x| x.eq_ignore_ascii_case(gid) || x.eq_ignore_ascii_case(name))
-    }) {
-        return refuse(
-            "protected",
-            format!("{upn} is a member of protected group {name:?} (protected.groups)"),
-        );
-    }
-    Ok(())
 }
 
 /// Tracks the enabled, active Global Administrators left as the plan proceeds,

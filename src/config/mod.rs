@@ -29,7 +29,7 @@ pub use duration::HumanDuration;
 pub use errors::ConfigError;
 pub use graph::{AssertionAlgorithm, Cloud, GraphConfig, MfaMode, MfaPolicyConfig, PolicyState};
 pub use notify::{NoticeKind, NotifyConfig, WebhookConfig, WebhookFormat};
-pub use safety::{ApprovalConfig, Guardrails, MAX_CALL_DEPTH, Protected, RuleLimits};
+pub use safety::{ApprovalConfig, Guardrails, MAX_CALL_DEPTH, Protected, ProtectedBy, RuleLimits};
 pub use store::StoreConfig;
 pub use tenant::{DEFAULT_KEEP_SCANS, GraphScanConfig, SourceConfig, TenantConfig};
 

@@ -91,6 +91,51 @@ pub struct Protected {
     pub groups: Vec<String>,
 }
 
+/// Which `[protected]` list covers an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtectedBy {
+    /// Its object id is in `protected.ids`.
+    Id,
+    /// Its UPN is in `protected.upns`.
+    Upn,
+    /// It is a member of this group (display name) of `protected.groups`.
+    Group(String),
+    /// Its UPN is unknown while `protected.upns` is set: protection cannot be ruled out.
+    UpnUnknown,
+}
+
+impl Protected {
+    /// Which list covers the account with this object id, UPN (when known) and
+    /// groups (id, display name), if any: the one matching of protection, for
+    /// the scan's view and the live tenant's alike.
+    pub fn covers(
+        &self,
+        id: &str,
+        upn: Option<&str>,
+        groups: &[(&str, &str)],
+    ) -> Option<ProtectedBy> {
+        if self.ids.iter().any(|x| x.eq_ignore_ascii_case(id)) {
+            return Some(ProtectedBy::Id);
+        }
+        if let Some(upn) = upn
+            && self.upns.iter().any(|x| x.eq_ignore_ascii_case(upn))
+        {
+            return Some(ProtectedBy::Upn);
+        }
+        if let Some((_, name)) = groups.iter().find(|(gid, name)| {
+            self.groups
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(gid) || x.eq_ignore_ascii_case(name))
+        }) {
+            return Some(ProtectedBy::Group((*name).to_string()));
+        }
+        if upn.is_none() && !self.upns.is_empty() {
+            return Some(ProtectedBy::UpnUnknown);
+        }
+        None
+    }
+}
+
 /// Approval policy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

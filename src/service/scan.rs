@@ -12,7 +12,7 @@ use crate::collect::{self, CollectError, Reading};
 use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::scan::archive::{self, ScanEntry};
-use crate::scan::posture::{self, CHECKS, PostureSettings};
+use crate::scan::posture::{self, PostureSettings};
 use crate::scan::{Scan, ScanError};
 use crate::store::{NewEvent, Store, StoreError};
 
@@ -163,17 +163,16 @@ pub async fn scan_tenant(
     for s in &reading.skipped {
         tracing::warn!(tenant = %tenant.name, "scan skipped an item Graph returned: {s}");
     }
-    let scan = posture::build_scan(reading.data, &posture_settings(cfg, tenant));
-    let checks_run = CHECKS
-        .iter()
-        .filter(|c| !scan.not_evaluated.iter().any(|n| n.check == c.id))
-        .map(|c| c.id.to_string())
-        .collect();
-    let mut report = store_scan(tenant, dir, &scan)?;
-    report.checks_run = checks_run;
+    let built = posture::build_scan(reading.data, &posture_settings(cfg, tenant));
+    for s in &built.skipped {
+        tracing::warn!(tenant = %tenant.name, "scan left out: {s}");
+    }
+    let mut report = store_scan(tenant, dir, &built.scan)?;
+    report.checks_run = built.evaluated.iter().map(|c| c.to_string()).collect();
     report.requests = reading.requests;
     report.duration_ms = reading.duration.as_millis().try_into().unwrap_or(u64::MAX);
     report.skipped = reading.skipped;
+    report.skipped.extend(built.skipped);
     record(
         store,
         tenant,

@@ -77,11 +77,8 @@ fn assign(fake: &FakeTenant, id: &str, principal: String, role: &str) {
 /// 10 stale member of a role-assignable group holding Security Administrator;
 /// 11 high risk at risk; 12 high risk remediated; 13 member of a dynamic group.
 async fn trap_tenant() -> (FakeTenant, Workspace) {
-    let (fake, mut ws) = enforce_setup(
-        &format!("[protected]\nids = [\"{}\"]\n", guid(1)),
-        "",
-    )
-    .await;
+    let (fake, mut ws) =
+        enforce_setup(&format!("[protected]\nids = [\"{}\"]\n", guid(1)), "").await;
     ws.set_top("mode = \"dry-run\"");
     fake.set_tenant_name("Contoso Traps");
     let push = ["microsoftAuthenticatorPush"];
@@ -235,7 +232,7 @@ async fn a_scan_of_the_trap_tenant_finds_exactly_the_affected_identities_and_pla
         ("ER-STALE-003", ids(&[6, 7, 10])),
         ("ER-GUEST-004", ids(&[5])),
         ("ER-RISK-005", ids(&[11])),
-        ("ER-PRIV-006", ids(&[3])),
+        ("ER-PRIV-006", ids(&[3, 5, 10])),
         ("ER-GRP-007", ids(&[10])),
         ("ER-PRIV-008", ids(&[10])),
         ("ER-PRIV-009", ids(&[3])),
@@ -286,7 +283,10 @@ async fn a_scan_of_the_trap_tenant_finds_exactly_the_affected_identities_and_pla
     for n in [6, 7, 10] {
         assert!(plan.contains(&guid(n)), "{plan}");
     }
-    assert!(!plan.contains(&guid(1)), "the break-glass account is never planned: {plan}");
+    assert!(
+        !plan.contains(&guid(1)),
+        "the break-glass account is never planned: {plan}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +315,10 @@ async fn without_p1_and_p2_the_checks_needing_them_are_not_evaluated_never_clean
     assert!(reasons.contains("Microsoft Entra ID P2"), "{reasons}");
     let got = affected(&scan);
     for check in &skipped {
-        assert!(!got.contains_key(check), "{check} reported while not evaluated");
+        assert!(
+            !got.contains_key(check),
+            "{check} reported while not evaluated"
+        );
     }
     // What needs no licence still runs: guests with roles, synced admins.
     assert_eq!(got.get("ER-GUEST-004"), Some(&ids(&[5])));
@@ -365,16 +368,24 @@ async fn a_missing_permission_is_named_and_unreadable_users_write_no_scan() {
     let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
     assert_ne!(out.code, 0);
     let err = out.stderr.clone();
-    assert!(err.contains("cannot read the tenant's users, so no scan was written"), "{err}");
+    assert!(
+        err.contains("cannot read the tenant's users, so no scan was written"),
+        "{err}"
+    );
     assert!(err.contains("User.Read.All"), "{err}");
-    assert_eq!(std::fs::read_dir(ws.path().join("scans")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("scans")).unwrap().count(),
+        0
+    );
     assert!(ws.events().iter().any(|e| e["kind"] == "scan_failed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graph_source_scans_before_each_run_keeps_scans_and_lists_them_by_time() {
     let (fake, mut ws) = trap_tenant().await;
-    ws.set_tenant_extra("source = { dir = \"scans\", keep_scans = 2, graph = { stale_days = 60 } }");
+    ws.set_tenant_extra(
+        "source = { dir = \"scans\", keep_scans = 2, graph = { stale_days = 60 } }",
+    );
     // Replace the default source line written by the workspace.
     let cfg = std::fs::read_to_string(ws.config_path()).unwrap();
     let cfg = cfg.replacen("source = { dir = \"scans\" }\n", "", 1);
@@ -392,9 +403,15 @@ async fn a_graph_source_scans_before_each_run_keeps_scans_and_lists_them_by_time
         let out = ws.cli_async(&["run", "--once"]).await;
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
-    let written = ws.events().iter().filter(|e| e["kind"] == "scan_written").count();
+    let written = ws
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "scan_written")
+        .count();
     assert_eq!(written, 3);
-    let out = ws.cli_async(&["scans", "list", "--tenant", "test", "--format", "json"]).await;
+    let out = ws
+        .cli_async(&["scans", "list", "--tenant", "test", "--format", "json"])
+        .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let listed = ws_json_lines(&out.stdout);
     assert_eq!(listed.len(), 2, "keep_scans = 2: {listed:?}");
@@ -407,7 +424,11 @@ async fn a_graph_source_scans_before_each_run_keeps_scans_and_lists_them_by_time
         .filter(|e| e["kind"] == "scan_written" || e["kind"] == "run_recorded")
         .map(|e| {
             let d: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
-            let file = d["file"].as_str().or(d["scan"].as_str()).unwrap().to_string();
+            let file = d["file"]
+                .as_str()
+                .or(d["scan"].as_str())
+                .unwrap()
+                .to_string();
             (e["kind"].as_str().unwrap().to_string(), file)
         })
         .collect();
@@ -415,7 +436,10 @@ async fn a_graph_source_scans_before_each_run_keeps_scans_and_lists_them_by_time
     for pair in order.chunks(2) {
         assert_eq!(pair[0].0, "scan_written");
         assert_eq!(pair[1].0, "run_recorded");
-        assert_eq!(pair[0].1, pair[1].1, "the run plans from the scan just written");
+        assert_eq!(
+            pair[0].1, pair[1].1,
+            "the run plans from the scan just written"
+        );
     }
 }
 

@@ -9,7 +9,7 @@
 //!   it. A never-used account of unknown age, and any account whose last
 //!   sign-in is unknown, is not stale: the scan never guesses.
 //! - **Protected** identities (`[protected]`, decided by
-//!   `guard::check_protected`) are never affected. When `protected.groups` is
+//!   `Identity::protected_by`) are never affected. When `protected.groups` is
 //!   set and group memberships could not be read, protection cannot be ruled
 //!   out, so no check is evaluated.
 //! - ER-MFA-001: enabled users, members and guests alike (guests who do MFA
@@ -48,7 +48,6 @@ use super::{
     Needs, PERMANENT_PRIVILEGED, PRIV_NO_PHISHING_RESISTANT, PostureSettings, STALE_ACCOUNTS,
     STALE_PRIVILEGED, STALE_PRIVILEGED_GROUP_MEMBERS, SYNCED_PRIVILEGED,
 };
-use crate::guard::{check_protected, check_protected_account};
 use crate::scan::{AssignmentType, Finding, Identity, LastSignIn, NotEvaluated};
 
 /// The checks that count eligible assignments (see the module doc).
@@ -200,12 +199,15 @@ fn gaps(
 
 fn is_protected(people: &People, settings: &PostureSettings, i: usize) -> bool {
     let id = &people.identities[i];
-    if check_protected(&settings.protected, id).is_err() {
+    if id.protected_by(&settings.protected).is_some() {
         return true;
     }
     let unlisted = &people.facts[i].unlisted_groups;
     !unlisted.is_empty()
-        && check_protected_account(&settings.protected, &id.id.0, id.label(), unlisted).is_err()
+        && settings
+            .protected
+            .covers(&id.id.0, id.user_principal_name.as_deref(), unlisted)
+            .is_some()
 }
 
 fn finding(check: &Check, title: String, recommendation: String, ids: &[&Identity]) -> Finding {
