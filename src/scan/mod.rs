@@ -5,6 +5,7 @@
 //! duplicate ids and findings naming identities that are not in the file. Errors
 //! name the file and the line/column or JSON path at fault.
 
+pub mod import;
 pub mod posture;
 mod source;
 

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod execute;
 mod history;
+mod import;
 mod hostile;
 mod input_trust;
 mod live_safety;

@@ -1,0 +1,245 @@
+//! Importers (Maester, ScubaGear, Zero Trust Assessment): real-shaped files in
+//! `tests/fixtures/import/` become scan v1 with the exact findings, affected
+//! identities, severities and not-evaluated checks; foreign tenants and
+//! malformed files are refused with the file and the place named.
+
+use std::path::{Path, PathBuf};
+
+use entra_remediator::scan::import::{Format, ImportError, Imported, import};
+use entra_remediator::scan::{LastSignIn, Scan, Severity};
+
+const TENANT: &str = "7f3c9a52-1d4e-4b8a-9c61-2e5f8d0b3a47";
+const OTHER_TENANT: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+
+const ANN: &str = "3b8e2f10-6c4d-4e7a-9b21-5d0f7a8c9e14";
+const BOB: &str = "a4c71e92-0b3f-4d58-8e6a-1f2b3c4d5e6f";
+const CAT: &str = "c9d0e1f2-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
+const DAN: &str = "e5f6a7b8-9c0d-4e1f-a2b3-c4d5e6f7a8b9";
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/import")
+        .join(rel)
+}
+
+const MAESTER: &str = "TestResults-2026-11-19-082907.json";
+
+/// The scan round-trips through the strict loader (ids unique, references resolve).
+fn reloads(imported: &Imported) -> Scan {
+    let bytes = serde_json::to_vec(&imported.scan).unwrap();
+    Scan::from_slice(&bytes, "imported").unwrap()
+}
+
+fn finding<'a>(scan: &'a Scan, id: &str) -> &'a entra_remediator::scan::Finding {
+    scan.findings
+        .iter()
+        .find(|f| f.id == id)
+        .unwrap_or_else(|| panic!("no finding {id}"))
+}
+
+fn affected(scan: &Scan, id: &str) -> Vec<String> {
+    finding(scan, id)
+        .affected_identities
+        .iter()
+        .map(|g| g.0.clone())
+        .collect()
+}
+
+fn ids(scan: &Scan) -> Vec<&str> {
+    scan.findings.iter().map(|f| f.id.as_str()).collect()
+}
+
+/// Writes `text` as a file named `name` in a fresh directory and imports it.
+fn import_text(format: Format, name: &str, text: &[u8]) -> Result<Imported, ImportError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    import(format, &path, TENANT, "contoso")
+}
+
+fn refused(format: Format, name: &str, text: &[u8]) -> String {
+    match import_text(format, name, text) {
+        Ok(_) => panic!("{name} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn maester_text() -> String {
+    std::fs::read_to_string(fixture(MAESTER)).unwrap()
+}
+
+#[test]
+fn maester_failed_and_investigate_tests_become_findings() {
+    let got = import(Format::Maester, &fixture(MAESTER), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    assert_eq!(scan.tenant_id.0, TENANT);
+    assert_eq!(scan.tenant_name, "Contoso");
+    assert_eq!(
+        scan.scanned_at.to_rfc3339(),
+        "2026-11-18T22:29:07.071475+00:00"
+    );
+    assert_eq!(
+        scan.scanner.as_deref(),
+        Some("maester 1.3.0 import (TestResults-2026-11-19-082907.json)")
+    );
+    // Order of the file; the repeated data-driven MT.1005 gets a suffix.
+    assert_eq!(ids(&scan), ["MT.1005", "MT.1020", "MT.1061", "MT.1005#2"]);
+
+    let f = finding(&scan, "MT.1005");
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.category, "EntraID");
+    assert_eq!(
+        f.documentation.as_deref(),
+        Some("https://maester.dev/docs/tests/MT.1005")
+    );
+    assert_eq!(
+        f.recommendation,
+        "1. Create an emergency access account.\n2. Exclude it from every policy."
+    );
+    // The policy link is not a user link; the two user links are.
+    assert_eq!(affected(&scan, "MT.1005"), [ANN, BOB]);
+    // Investigate: one step below the test's Critical.
+    assert_eq!(finding(&scan, "MT.1020").severity, Severity::High);
+    assert_eq!(affected(&scan, "MT.1020"), [ANN, CAT]);
+    // No Id/Title keys: split from Name; empty Severity reads as medium; no HelpUrl.
+    let f = finding(&scan, "MT.1061");
+    assert_eq!(f.title, "App registration owners have MFA registered");
+    assert_eq!(f.severity, Severity::Medium);
+    assert_eq!(f.category, "Maester/Entra");
+    assert_eq!(f.documentation, None);
+    assert_eq!(affected(&scan, "MT.1061"), [DAN]);
+    assert_eq!(affected(&scan, "MT.1005#2"), [BOB]);
+}
+
+#[test]
+fn maester_skipped_error_and_not_run_are_not_evaluated() {
+    let got = import(Format::Maester, &fixture(MAESTER), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    let ne: Vec<(&str, &str)> = scan
+        .not_evaluated
+        .iter()
+        .map(|n| (n.check.as_str(), n.reason.as_str()))
+        .collect();
+    assert_eq!(ne.len(), 3, "{ne:?}");
+    assert_eq!(ne[0].0, "MT.1033");
+    assert!(
+        ne[0]
+            .1
+            .starts_with("This test is for tenants that are licensed for Entra ID P2.")
+    );
+    assert_eq!(ne[1].0, "EIDSCA.AF01");
+    assert!(ne[1].1.contains("Forbidden"), "{}", ne[1].1);
+    assert_eq!(ne[2].0, "MT.1050");
+    assert!(ne[2].1.contains("not run"), "{}", ne[2].1);
+    assert!(
+        !ids(&scan).contains(&"CIS.M365.1.1.1"),
+        "passed tests are not findings"
+    );
+}
+
+#[test]
+fn maester_identities_say_only_what_the_markdown_says() {
+    let got = import(Format::Maester, &fixture(MAESTER), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    let people: Vec<(&str, &str, Option<&str>)> = scan
+        .identities
+        .iter()
+        .map(|i| {
+            (
+                i.id.0.as_str(),
+                i.display_name.as_str(),
+                i.user_principal_name.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        people,
+        [
+            // The UPN comes from MT.1020's table, where Ann's row has one.
+            (ANN, "Ann Quinn", Some("ann.quinn@contoso.com")),
+            // Bob is only in list items: no UPN.
+            (BOB, "Bob Leaf", None),
+            (CAT, "Cat Ng", Some("cat.ng@contoso.com")),
+            // The link text is the UPN; the name comes from the Owner column.
+            (DAN, "Dan Ortiz", Some("dan.ortiz@contoso.com")),
+        ]
+    );
+    for i in &scan.identities {
+        assert_eq!(i.user_type, None);
+        assert_eq!(i.account_enabled, None);
+        assert_eq!(i.last_sign_in, LastSignIn::Unknown);
+        assert!(i.roles.is_empty());
+    }
+    assert_eq!(got.incomplete, [ANN, BOB, CAT, DAN]);
+    let attrs: serde_json::Value =
+        serde_json::from_str(scan.identities[0].attributes.as_ref().unwrap().get()).unwrap();
+    assert_eq!(attrs["tests"], serde_json::json!(["MT.1005", "MT.1020"]));
+}
+
+#[test]
+fn maester_file_for_another_tenant_is_refused() {
+    let text = maester_text().replace(TENANT, OTHER_TENANT);
+    let err = refused(Format::Maester, "other.json", text.as_bytes());
+    assert!(err.contains("other.json"), "{err}");
+    assert!(
+        err.contains(&format!("is for tenant {OTHER_TENANT}")),
+        "{err}"
+    );
+    assert!(err.contains(TENANT), "{err}");
+    // Maester run without a Graph connection writes a placeholder id.
+    let text = maester_text().replace(TENANT, "TenantId (not connected to Graph)");
+    let err = refused(Format::Maester, "offline.json", text.as_bytes());
+    assert!(err.contains("offline.json: at TenantId"), "{err}");
+    assert!(err.contains("not a GUID"), "{err}");
+}
+
+#[test]
+fn malformed_maester_files_are_refused_with_file_and_place() {
+    let err = refused(Format::Maester, "m.json", b"<html>not json</html>");
+    assert!(err.starts_with("m.json:1:1:"), "{err}");
+
+    let err = refused(Format::Maester, "m.json", br#"{"TenantId": 5}"#);
+    assert!(err.starts_with("m.json:1:"), "{err}");
+    assert!(err.contains("at TenantId"), "{err}");
+
+    let text = maester_text().replace("\"ExecutedAt\"", "\"ExecutedWhen\"");
+    let err = refused(Format::Maester, "m.json", text.as_bytes());
+    assert!(err.contains("missing field `ExecutedAt`"), "{err}");
+
+    let text = maester_text().replace(&format!("userId/{CAT}"), "userId/not-a-guid");
+    let err = refused(Format::Maester, "m.json", text.as_bytes());
+    assert!(
+        err.contains("m.json: at Tests[2].ResultDetail.TestResult (markdown line 7)"),
+        "{err}"
+    );
+    assert!(err.contains("\"not-a-guid\", which is not a GUID"), "{err}");
+
+    let text = maester_text();
+    let err = refused(
+        Format::Maester,
+        "m.json",
+        &text.as_bytes()[..text.len() / 2],
+    );
+    assert!(err.contains("EOF while parsing"), "{err}");
+    assert!(err.starts_with("m.json:"), "{err}");
+
+    let text = maester_text().replace("\"Result\": \"Investigate\"", "\"Result\": \"Maybe\"");
+    let err = refused(Format::Maester, "m.json", text.as_bytes());
+    assert!(
+        err.contains("at Tests[2].Result: unknown result \"Maybe\""),
+        "{err}"
+    );
+
+    let text = maester_text().replace("+10:00\"", "\"");
+    let err = refused(Format::Maester, "m.json", text.as_bytes());
+    assert!(err.contains("at ExecutedAt"), "{err}");
+}
+
+#[test]
+fn format_names_parse() {
+    assert_eq!("maester".parse::<Format>().unwrap(), Format::Maester);
+    assert_eq!("ScubaGear".parse::<Format>().unwrap(), Format::ScubaGear);
+    assert_eq!("zta".parse::<Format>().unwrap(), Format::Zta);
+    let err = "qualys".parse::<Format>().unwrap_err();
+    assert!(err.contains("maester, scubagear or zta"), "{err}");
+}
