@@ -243,3 +243,183 @@ fn format_names_parse() {
     let err = "qualys".parse::<Format>().unwrap_err();
     assert!(err.contains("maester, scubagear or zta"), "{err}");
 }
+
+const SCUBA: &str = "ScubaResults_0c4f3a2e-8d1b.json";
+const GA: &str = "62e90394-69f5-4237-9190-012177145e10";
+
+fn scuba_text() -> String {
+    let bytes = std::fs::read(fixture(SCUBA)).unwrap();
+    assert!(
+        bytes.starts_with(b"\xEF\xBB\xBF"),
+        "the fixture keeps ScubaGear's BOM"
+    );
+    String::from_utf8(bytes[3..].to_vec()).unwrap()
+}
+
+#[test]
+fn scubagear_failing_aad_controls_become_findings() {
+    let got = import(Format::ScubaGear, &fixture(SCUBA), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    assert_eq!(scan.tenant_name, "Contoso");
+    assert_eq!(
+        scan.scanned_at.to_rfc3339(),
+        "2026-11-19T17:15:48.307+00:00"
+    );
+    assert_eq!(
+        scan.scanner.as_deref(),
+        Some("scubagear 1.8.0 import (ScubaResults_0c4f3a2e-8d1b.json)")
+    );
+    // AAD only (the Defender failure is not about identities); Pass is nothing.
+    assert_eq!(
+        ids(&scan),
+        [
+            "MS.AAD.3.1v1",
+            "MS.AAD.7.1v1",
+            "MS.AAD.7.3v1",
+            "MS.AAD.7.4v1",
+            "MS.AAD.7.5v1",
+            "MS.AAD.7.9v1"
+        ]
+    );
+    let f = finding(&scan, "MS.AAD.7.1v1");
+    assert_eq!(f.severity, Severity::High, "Shall");
+    assert_eq!(
+        f.title,
+        "A minimum of two users and a maximum of eight users SHALL be provisioned with the Global Administrator role."
+    );
+    assert_eq!(f.category, "AAD: Highly Privileged User Access");
+    assert!(
+        f.recommendation
+            .ends_with("ScubaGear found: 1 global admin(s) found: Ann Quinn")
+    );
+    assert_eq!(
+        f.documentation.as_deref(),
+        Some(
+            "https://github.com/cisagov/ScubaGear/blob/v1.8.0/PowerShell/ScubaGear/baselines/aad.md#7-highly-privileged-user-access"
+        )
+    );
+    // Warning (a Should not met) is a finding one level lower.
+    assert_eq!(finding(&scan, "MS.AAD.7.9v1").severity, Severity::Medium);
+    // The service principal holding Global Administrator is not a user.
+    assert_eq!(affected(&scan, "MS.AAD.7.1v1"), [ANN]);
+    assert_eq!(
+        affected(&scan, "MS.AAD.7.3v1"),
+        [BOB],
+        "OnPremisesImmutableId set"
+    );
+    // Permanent (EndDateTime null): Ann; the group and the service principal are not users.
+    assert_eq!(affected(&scan, "MS.AAD.7.4v1"), [ANN]);
+    // Outside PIM (StartDateTime null): Ann.
+    assert_eq!(affected(&scan, "MS.AAD.7.5v1"), [ANN]);
+    assert!(affected(&scan, "MS.AAD.3.1v1").is_empty());
+    assert!(affected(&scan, "MS.AAD.7.9v1").is_empty());
+
+    let ne: Vec<&str> = scan
+        .not_evaluated
+        .iter()
+        .map(|n| n.check.as_str())
+        .collect();
+    assert_eq!(ne, ["MS.AAD.3.2v2", "MS.AAD.3.4v1", "MS.AAD.7.10v1"]);
+    assert!(
+        scan.not_evaluated[0]
+            .reason
+            .starts_with("not checked automatically")
+    );
+    assert!(
+        scan.not_evaluated[1]
+            .reason
+            .starts_with("ScubaGear reported an error")
+    );
+    assert!(
+        scan.not_evaluated[2]
+            .reason
+            .contains("Reviewed quarterly by the SOC")
+    );
+}
+
+#[test]
+fn scubagear_identities_are_the_privileged_users_with_their_assignments() {
+    let got = import(Format::ScubaGear, &fixture(SCUBA), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    let people: Vec<(&str, &str)> = scan
+        .identities
+        .iter()
+        .map(|i| (i.id.0.as_str(), i.display_name.as_str()))
+        .collect();
+    assert_eq!(people, [(ANN, "Ann Quinn"), (BOB, "Bob Leaf")]);
+    let ann = &scan.identities[0];
+    assert_eq!(ann.user_principal_name, None);
+    assert_eq!(ann.roles.len(), 1);
+    assert_eq!(ann.roles[0].assignment_id, "lAPpYvVpN0KRkAEhdxReEAnnQ1-1");
+    assert_eq!(ann.roles[0].role_definition_id.0, GA);
+    assert_eq!(ann.roles[0].permanent, Some(true));
+    assert!(ann.is_global_admin());
+    // A single assignment written as an object, not an array (PowerShell's quirk).
+    let bob = &scan.identities[1];
+    assert_eq!(bob.roles[0].role_name, "User Administrator");
+    assert_eq!(bob.roles[0].permanent, Some(false));
+    let attrs: serde_json::Value =
+        serde_json::from_str(bob.attributes.as_ref().unwrap().get()).unwrap();
+    assert_eq!(
+        attrs["on_premises_immutable_id"],
+        "k2VfUJp0WkGmG0Gl2h3rxA=="
+    );
+    assert_eq!(attrs["roles"], serde_json::json!(["User Administrator"]));
+    assert_eq!(got.incomplete, [ANN, BOB]);
+}
+
+#[test]
+fn scubagear_foreign_and_malformed_files_are_refused() {
+    let text = scuba_text().replace(TENANT, OTHER_TENANT);
+    let err = refused(Format::ScubaGear, "s.json", text.as_bytes());
+    assert!(
+        err.contains(&format!("s.json: the file is for tenant {OTHER_TENANT}")),
+        "{err}"
+    );
+
+    // Without the BOM it reads the same.
+    assert!(import_text(Format::ScubaGear, "s.json", scuba_text().as_bytes()).is_ok());
+
+    let err = refused(Format::ScubaGear, "s.json", b"\xEF\xBB\xBFScubaGear failed");
+    assert!(err.starts_with("s.json:1:1:"), "{err}");
+
+    let text = scuba_text().replace("\"TimestampZulu\"", "\"Timestamp\"");
+    let err = refused(Format::ScubaGear, "s.json", text.as_bytes());
+    assert!(
+        err.contains("at MetaData: missing field `TimestampZulu`"),
+        "{err}"
+    );
+
+    let text = scuba_text().replace("\"Controls\": [", "\"Controls\": {");
+    let err = refused(Format::ScubaGear, "s.json", text.as_bytes());
+    assert!(err.contains("at Results.AAD[0].Controls"), "{err}");
+
+    let text = scuba_text().replace("\"AAD\": [", "\"AzureAD\": [");
+    let err = refused(Format::ScubaGear, "s.json", text.as_bytes());
+    assert!(
+        err.contains("at Results.AAD: the file has no AAD results"),
+        "{err}"
+    );
+
+    let text = scuba_text().replace(&format!("\"{BOB}\": {{"), "\"bob\": {");
+    let err = refused(Format::ScubaGear, "s.json", text.as_bytes());
+    assert!(
+        err.contains("at Raw.privileged_users.bob: the key is not an object id"),
+        "{err}"
+    );
+
+    let text = scuba_text().replace("\"Criticality\": \"Should\"", "\"Criticality\": \"Ought\"");
+    let err = refused(Format::ScubaGear, "s.json", text.as_bytes());
+    assert!(
+        err.contains("Results.AAD[2].Controls[5].Criticality: unknown criticality \"Ought\""),
+        "{err}"
+    );
+
+    let text = scuba_text();
+    let err = refused(
+        Format::ScubaGear,
+        "s.json",
+        &text.as_bytes()[..text.len() - 40],
+    );
+    assert!(err.contains("EOF while parsing"), "{err}");
+}
