@@ -423,3 +423,188 @@ fn scubagear_foreign_and_malformed_files_are_refused() {
     );
     assert!(err.contains("EOF while parsing"), "{err}");
 }
+
+const GONE: &str = "d1e2f3a4-b5c6-4d7e-8f9a-0b1c2d3e4f5a";
+
+/// A copy of the ZTA fixture folder, for tests that spoil one file of it.
+fn zta_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = fixture("zta/zt-export");
+    for entry in walk(&from) {
+        let to = dir
+            .path()
+            .join("zt-export")
+            .join(entry.strip_prefix(&from).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    dir
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn zta_ids(scan: &Scan) -> Vec<&str> {
+    ids(scan)
+        .into_iter()
+        .filter(|id| id.starts_with("ZTA-"))
+        .collect()
+}
+
+#[test]
+fn zta_tests_become_prefixed_findings_and_not_evaluated() {
+    let got = import(Format::Zta, &fixture("zta"), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    assert_eq!(scan.tenant_id.0, TENANT);
+    assert_eq!(scan.tenant_name, "Contoso");
+    assert_eq!(
+        scan.scanned_at.to_rfc3339(),
+        "2026-11-18T22:21:38.163451+00:00"
+    );
+    assert_eq!(
+        scan.scanner.as_deref(),
+        Some("zero trust assessment 2.1.8 import (zta)")
+    );
+    // Failed and Investigate, in file order; the numeric TestId 21770 reads as text.
+    assert_eq!(zta_ids(&scan), ["ZTA-22128", "ZTA-21896", "ZTA-21770"]);
+    let f = finding(&scan, "ZTA-22128");
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.category, "Application management");
+    assert_eq!(
+        f.title,
+        "Guests are not assigned high privileged directory roles"
+    );
+    assert!(f.recommendation.contains("Review the assignments."));
+    assert_eq!(f.documentation, None);
+    // Investigate: one step below its Medium risk.
+    assert_eq!(finding(&scan, "ZTA-21896").severity, Severity::Low);
+    assert_eq!(finding(&scan, "ZTA-21770").severity, Severity::High);
+
+    let ne: Vec<(&str, &str)> = scan
+        .not_evaluated
+        .iter()
+        .filter(|n| n.check.starts_with("ZTA-"))
+        .map(|n| (n.check.as_str(), n.reason.as_str()))
+        .collect();
+    assert_eq!(ne.len(), 2, "Planned and Passed are left out: {ne:?}");
+    assert_eq!(ne[0].0, "ZTA-25406");
+    assert!(
+        ne[0].1.contains("Entra_Premium_Internet_Access"),
+        "{}",
+        ne[0].1
+    );
+    assert_eq!(ne[1], ("ZTA-24541", "Error in the Zero Trust Assessment"));
+    // What the export lacks is a gap of the built-in checks, never clean.
+    assert!(scan.not_evaluated.iter().all(|n| !n.reason.is_empty()));
+}
+
+/// Needs the posture builder's body (`posture::build_scan` filling identities
+/// from `TenantData`); today it returns none, so no finding can name a user.
+/// LEAD: remove the `ignore` once the posture builder is merged.
+#[test]
+#[ignore = "needs the posture builder (identities from TenantData); enable after merging it"]
+fn zta_identities_come_from_the_graph_pages() {
+    let got = import(Format::Zta, &fixture("zta"), TENANT, "contoso").unwrap();
+    let scan = reloads(&got);
+    let mut people: Vec<&str> = scan.identities.iter().map(|i| i.id.0.as_str()).collect();
+    people.sort();
+    // Both User pages are read.
+    assert_eq!(people, [ANN, BOB, CAT]);
+    let cat = scan.identities.iter().find(|i| i.id.0 == CAT).unwrap();
+    assert_eq!(
+        cat.user_principal_name.as_deref(),
+        Some("cat_fabrikam.com#EXT#@contoso.onmicrosoft.com")
+    );
+    assert!(cat.is_guest());
+    assert!(cat.is_global_admin());
+    // The linked user missing from the User pages is left out.
+    assert_eq!(affected(&scan, "ZTA-22128"), [CAT]);
+    assert!(!affected(&scan, "ZTA-22128").contains(&GONE.to_string()));
+    assert_eq!(affected(&scan, "ZTA-21770"), [ANN, BOB]);
+    // The export gives UPN, type, enabled and sign-in for everyone.
+    assert!(got.incomplete.is_empty(), "{:?}", got.incomplete);
+}
+
+#[test]
+fn zta_accepts_the_report_folder_the_export_folder_or_the_report_file() {
+    for p in [
+        fixture("zta"),
+        fixture("zta/zt-export"),
+        fixture("zta/zt-export/ZeroTrustAssessmentReport.json"),
+    ] {
+        let got = import(Format::Zta, &p, TENANT, "contoso").unwrap();
+        assert_eq!(zta_ids(&got.scan).len(), 3, "{}", p.display());
+    }
+}
+
+#[test]
+fn zta_foreign_and_malformed_exports_are_refused() {
+    let err = import(Format::Zta, &fixture("zta"), OTHER_TENANT, "fabrikam")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ZeroTrustAssessmentReport.json: the file is for tenant"),
+        "{err}"
+    );
+    assert!(err.contains("\"fabrikam\" is configured as"), "{err}");
+
+    let err = import(Format::Zta, &fixture("."), TENANT, "contoso")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no ZeroTrustAssessmentReport.json here"),
+        "{err}"
+    );
+
+    let spoil = |rel: &str, f: &dyn Fn(String) -> String| -> String {
+        let dir = zta_copy();
+        let path = dir.path().join("zt-export").join(rel);
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        std::fs::write(&path, f(text)).unwrap();
+        import(Format::Zta, dir.path(), TENANT, "contoso")
+            .unwrap_err()
+            .to_string()
+    };
+    let err = spoil("User/User-1.json", &|t| t.replace("\"id\"", "\"objectId\""));
+    assert!(err.contains("User-1.json:"), "{err}");
+    assert!(err.contains("at value[0]: missing field `id`"), "{err}");
+
+    let err = spoil("User/User-0.json", &|t| t[..t.len() / 2].to_string());
+    assert!(err.contains("User-0.json:"), "{err}");
+    assert!(err.contains("EOF while parsing"), "{err}");
+
+    let err = spoil("RoleDefinition/RoleDefinition-0.json", &|_| "[]".into());
+    assert!(err.contains("RoleDefinition-0.json:1:"), "{err}");
+
+    let err = spoil("ZeroTrustAssessmentReport.json", &|t| {
+        t.replace(&format!("userId/{CAT}"), "userId/{CAT}")
+    });
+    assert!(
+        err.contains("at Tests[0].TestResult (markdown line 10)"),
+        "{err}"
+    );
+    assert!(err.contains("\"{CAT}\", which is not a GUID"), "{err}");
+
+    let err = spoil("ZeroTrustAssessmentReport.json", &|t| {
+        t.replace("\"TestStatus\": \"Planned\"", "\"TestStatus\": \"Later\"")
+    });
+    assert!(
+        err.contains("at Tests[5].TestStatus: unknown status \"Later\""),
+        "{err}"
+    );
+
+    let err = spoil("ZeroTrustAssessmentReport.json", &|t| {
+        t.replace("\"Tests\"", "\"Checks\"")
+    });
+    assert!(err.contains("missing field `Tests`"), "{err}");
+}
