@@ -7,6 +7,7 @@
 
 pub mod archive;
 mod error;
+pub mod import;
 pub mod posture;
 mod source;
 

@@ -11,6 +11,7 @@ mod daemon;
 mod execute;
 mod graph_scan;
 mod history;
+mod import;
 mod hostile;
 mod input_trust;
 mod live_safety;
