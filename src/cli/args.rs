@@ -202,15 +202,45 @@ pub(super) fn date_or_time_arg(name: &str, s: &Option<String>) -> Result<Option<
         .transpose()
 }
 
-/// `scan`: read a tenant through Graph into a scan file.
+/// `scan`: read a tenant through Graph into a scan file, or import one.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ScanCmd {
+    /// Import another scanner's results instead of scanning.
+    #[command(subcommand)]
+    pub import: Option<ScanSub>,
     /// The tenant to scan (its configured name).
-    #[arg(long)]
-    pub tenant: String,
+    #[arg(long, required = true)]
+    pub tenant: Option<String>,
     /// Output format of the summary (`json` prints the report).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `scan` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScanSub {
+    /// Convert a Maester, ScubaGear or Zero Trust Assessment result into a scan
+    /// file in the tenant's scan directory.
+    Import {
+        /// The scanner that wrote PATH: maester, scubagear or zta.
+        #[arg(long = "from", value_name = "SCANNER", value_parser = parse_scanner)]
+        from: crate::scan::import::Format,
+        /// The results file (for zta: the report folder, its zt-export folder, or the report file).
+        path: PathBuf,
+        /// The tenant the results are for (its configured name).
+        #[arg(long)]
+        tenant: String,
+        /// Output format of the summary.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+fn parse_scanner(s: &str) -> std::result::Result<crate::scan::import::Format, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not a scanner this build imports: maester, scubagear or zta")
+    })
 }
 
 /// `scans` subcommands.

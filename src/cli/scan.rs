@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::{ScanCmd, ScansCmd};
+use super::args::{ScanCmd, ScanSub, ScansCmd};
 use super::{actor, open_store};
 use crate::config::Config;
 use crate::output::{Format, render};
@@ -17,8 +17,26 @@ use crate::text::printable;
 pub(super) async fn scan(config: &Path, cmd: ScanCmd) -> Result<i32> {
     let cfg = Config::load(config)?;
     let store = open_store(&cfg, true, false).await?;
-    let report = scan::scan_tenant(&cfg, Some(store.as_ref()), &cmd.tenant, &actor()).await?;
-    print_report(&report, cmd.format);
+    let store = Some(store.as_ref());
+    let (report, format) = match cmd.import {
+        Some(ScanSub::Import {
+            from,
+            path,
+            tenant,
+            format,
+        }) => (
+            scan::import_scan(&cfg, store, &tenant, from, &path, &actor()).await?,
+            format,
+        ),
+        None => {
+            let tenant = cmd.tenant.unwrap_or_default();
+            (
+                scan::scan_tenant(&cfg, store, &tenant, &actor()).await?,
+                cmd.format,
+            )
+        }
+    };
+    print_report(&report, format);
     Ok(0)
 }
 
@@ -46,6 +64,15 @@ fn print_report(r: &ScanReport, format: Format) {
     }
     for (id, why) in &r.not_evaluated {
         println!("  {id:<14} NOT EVALUATED: {}", printable(why));
+    }
+    if r.incomplete > 0 {
+        println!(
+            "  {} identities not fully described by the file; {} enriched from Graph",
+            r.incomplete, r.enriched
+        );
+    }
+    if let Some(why) = &r.enrichment {
+        println!("  {}", printable(why));
     }
     if !r.skipped.is_empty() {
         println!(

@@ -12,6 +12,7 @@ use crate::collect::{self, CollectError, Reading};
 use crate::config::{Config, TenantConfig};
 use crate::graph::{GraphClient, GraphError};
 use crate::scan::archive::{self, ScanEntry};
+use crate::scan::import::{self, Format, ImportError};
 use crate::scan::posture::{self, PostureSettings};
 use crate::scan::{Scan, ScanError};
 use crate::store::{NewEvent, Store, StoreError};
@@ -49,6 +50,9 @@ pub enum ScanRunError {
     /// The scan could not be written, or the directory not read.
     #[error(transparent)]
     Archive(#[from] ScanError),
+    /// The file to import could not be read or converted.
+    #[error(transparent)]
+    Import(#[from] ImportError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -81,6 +85,13 @@ pub struct ScanReport {
     pub pruned: Vec<PathBuf>,
     /// Items Graph returned that could not be understood.
     pub skipped: Vec<String>,
+    /// Imports: identities the file did not describe fully, and how many of
+    /// them the tenant's Graph filled in.
+    pub incomplete: usize,
+    /// How many incomplete identities were enriched from Graph.
+    pub enriched: usize,
+    /// Why enrichment from Graph did not happen, when it could not.
+    pub enrichment: Option<String>,
 }
 
 /// The tenant, its scan directory and its Graph settings, or why it cannot be scanned.
@@ -213,6 +224,9 @@ pub(crate) fn store_scan(
         duration_ms: 0,
         pruned,
         skipped: Vec::new(),
+        incomplete: 0,
+        enriched: 0,
+        enrichment: None,
     })
 }
 
@@ -231,6 +245,9 @@ pub(crate) fn detail(r: &ScanReport, how: &str) -> String {
         "duration_ms": r.duration_ms,
         "pruned": r.pruned.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "skipped_items": r.skipped.len(),
+        "incomplete_identities": r.incomplete,
+        "enriched_identities": r.enriched,
+        "enrichment": r.enrichment,
     })
     .to_string()
 }
@@ -255,6 +272,61 @@ pub(crate) async fn record(
             .await?;
     }
     Ok(())
+}
+
+/// `scan import --from F PATH --tenant T`: converts another scanner's file
+/// (refused whole, naming the file and place, if any part cannot be read),
+/// enriches the identities it does not describe fully from Graph when the
+/// tenant has a `[tenant.graph]` section (otherwise they carry only what the
+/// file says), writes, prunes and records it like a scan.
+pub async fn import_scan(
+    cfg: &Config,
+    store: Option<&dyn Store>,
+    name: &str,
+    format: Format,
+    path: &Path,
+    actor: &str,
+) -> Result<ScanReport, ScanRunError> {
+    let (tenant, dir) = scannable(cfg, name)?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.is_file()
+        && meta.len() > cfg.max_scan_bytes
+    {
+        return Err(ScanError::TooLarge {
+            source_name: path.display().to_string(),
+            size: meta.len(),
+            limit: cfg.max_scan_bytes,
+        }
+        .into());
+    }
+    let settings = posture_settings(cfg, tenant);
+    let imported = import::import_with(format, path, &tenant.tenant_id, &tenant.name, &settings)?;
+    let mut scan = imported.scan;
+    let (mut enriched, mut enrichment, mut requests) = (0, None, 0);
+    if !imported.incomplete.is_empty() {
+        if tenant.graph.is_none() {
+            enrichment = Some("the tenant has no [tenant.graph] section: identities carry only what the file says".to_string());
+        } else {
+            match read(tenant).await {
+                Ok(reading) => {
+                    requests = reading.requests;
+                    let from = posture::build_scan(reading.data, &settings);
+                    enriched = import::enrich(&mut scan, &from.scan, &imported.incomplete);
+                }
+                Err(e) => {
+                    enrichment = Some(format!("not enriched from Graph: {e}"));
+                }
+            }
+        }
+    }
+    let mut report = store_scan(tenant, dir, &scan)?;
+    report.requests = requests;
+    report.incomplete = imported.incomplete.len();
+    report.enriched = enriched;
+    report.enrichment = enrichment;
+    let how = format!("import:{format}");
+    record(store, tenant, actor, "scan_written", detail(&report, &how)).await?;
+    Ok(report)
 }
 
 /// `scans list --tenant T`: every scan in the tenant's directory, newest first.

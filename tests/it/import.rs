@@ -606,3 +606,147 @@ fn zta_foreign_and_malformed_exports_are_refused() {
     });
     assert!(err.contains("missing field `Tests`"), "{err}");
 }
+
+/// The Maester fixture rewritten for the workspace's tenant.
+fn maester_for_workspace(ws: &crate::common::Workspace) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("TestResults-2026-11-19-082907.json")).unwrap();
+    ws.write(
+        "maester-results.json",
+        &text.replace(TENANT, crate::common::TENANT),
+    )
+}
+
+/// The users the Maester fixture links to.
+fn maester_users() -> Vec<String> {
+    let text = std::fs::read_to_string(fixture("TestResults-2026-11-19-082907.json")).unwrap();
+    let mut ids: Vec<String> = text
+        .split("userId/")
+        .skip(1)
+        .map(|rest| rest.chars().take(36).collect())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_import_writes_the_scan_enriched_from_graph_and_records_it() {
+    use crate::common::*;
+    let (fake, mut ws) = enforce_setup("", "").await;
+    ws.set_top("mode = \"dry-run\"");
+    // The fixture is from 2026-11-19.
+    ws.set_tenant_extra("max_scan_age = \"100years\"");
+    let users = maester_users();
+    assert!(users.len() >= 2, "{users:?}");
+    // Graph knows all but the last one (deleted since the Maester run).
+    for (n, id) in users.iter().enumerate().take(users.len() - 1) {
+        fake.add_user(fake_entra::User {
+            id: id.clone(),
+            user_principal_name: format!("user{n}@contoso.com"),
+            display_name: format!("User {n}"),
+            user_type: "Member".into(),
+            account_enabled: true,
+        });
+    }
+    let file = maester_for_workspace(&ws);
+    let out = ws
+        .cli_async(&[
+            "scan",
+            "import",
+            "--from",
+            "maester",
+            file.to_str().unwrap(),
+            "--tenant",
+            "test",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("enriched from Graph"), "{}", out.stdout);
+    let written: Vec<PathBuf> = std::fs::read_dir(ws.path().join("scans"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(written.len(), 1);
+    let scan = Scan::from_slice(&std::fs::read(&written[0]).unwrap(), "written").unwrap();
+    let known = &users[0];
+    let ident = scan.identities.iter().find(|i| &i.id.0 == known).unwrap();
+    // The file's UPN wins; what only Graph knows is filled in.
+    assert!(ident.user_principal_name.is_some());
+    assert_eq!(ident.account_enabled, Some(true));
+    assert_eq!(
+        ident.user_type,
+        Some(entra_remediator::scan::UserType::Member)
+    );
+    let gone = users.last().unwrap();
+    let ident = scan.identities.iter().find(|i| &i.id.0 == gone).unwrap();
+    assert_eq!(ident.account_enabled, None, "never guessed");
+    let events = ws.events();
+    let ev = events.iter().find(|e| e["kind"] == "scan_written").unwrap();
+    let detail: serde_json::Value = serde_json::from_str(ev["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["how"], "import:maester");
+    assert_eq!(detail["enriched_identities"], users.len() - 1);
+    // A planned run reads it like any scan.
+    let out = ws.cli_async(&["plan"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn scan_import_refuses_a_bad_file_naming_it_and_writes_nothing() {
+    let ws = crate::common::Workspace::new();
+    let bad = ws.write("broken.json", "{\"TenantId\": \"x\", \"Tests\": [");
+    let out = ws.cli(&[
+        "scan",
+        "import",
+        "--from",
+        "maester",
+        bad.to_str().unwrap(),
+        "--tenant",
+        "test",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("broken.json:1:"), "{}", out.stderr);
+    let out = ws.cli(&[
+        "scan",
+        "import",
+        "--from",
+        "nessus",
+        bad.to_str().unwrap(),
+        "--tenant",
+        "test",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("maester, scubagear or zta"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("scans")).unwrap().count(),
+        0
+    );
+    // Without reachable Graph the import is written with what the file says, and says so.
+    let file = maester_for_workspace(&ws);
+    let out = ws.cli(&[
+        "scan",
+        "import",
+        "--from",
+        "maester",
+        file.to_str().unwrap(),
+        "--tenant",
+        "test",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("not enriched from Graph"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.cli(&["scans", "list", "--tenant", "test"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("maester 1.3.0 import (maester-results.json)"),
+        "{}",
+        out.stdout
+    );
+}

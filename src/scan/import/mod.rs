@@ -8,10 +8,13 @@
 //! from Graph). Every error names the file and the place (line:column and JSON
 //! path, or the JSON path and the line of the markdown in it).
 
+mod enrich;
 mod links;
 mod maester;
 mod scubagear;
 mod zta;
+
+pub use enrich::enrich;
 
 use std::collections::BTreeMap;
 use std::fmt;
