@@ -508,3 +508,57 @@ fn an_api_address_that_cannot_be_bound_fails_the_start_and_says_which() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graph_source_makes_each_scheduled_run_scan_the_tenant_and_act_on_that_scan() {
+    let fake = FakeTenant::start(TENANT).await;
+    let old = |days: i64| (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+    for (n, last) in [(1, 200), (2, 1)] {
+        fake.add_user(user(n));
+        fake.set_user_details(
+            &guid(n),
+            fake_entra::UserDetails {
+                created: Some(old(400)),
+                on_premises_sync_enabled: None,
+                sign_in: Some(fake_entra::SignIn {
+                    last: Some(old(last)),
+                    last_non_interactive: None,
+                    last_successful: Some(old(last)),
+                }),
+                registration: Some(fake_entra::Registration::with_methods(&[
+                    "microsoftAuthenticatorPush",
+                ])),
+                risk: None,
+            },
+        );
+    }
+    let mut ws = enforce_ws(&fake, "*/2 * * * * *").await;
+    ws.set_tenant_extra("source = { dir = \"scans\", graph = { stale_days = 90 } }");
+    let cfg = std::fs::read_to_string(ws.config_path()).unwrap();
+    std::fs::write(
+        ws.config_path(),
+        cfg.replacen("source = { dir = \"scans\" }\n", "", 1),
+    )
+    .unwrap();
+    ws.add_rule(
+        "stale.rhai",
+        &rule("stale", "ER-STALE-003", "disable_user(\"stale\")"),
+    );
+    let d = Daemon::start(&ws);
+    wait_event(&ws, "the stale user disabled", |e| {
+        e["kind"] == "execution_outcome" && e["state"] == "done"
+    })
+    .await;
+    assert_eq!(d.stop(), 0);
+    let events = ws.events();
+    let first_scan = events.iter().position(|e| e["kind"] == "scan_written");
+    let first_run = events.iter().position(|e| e["kind"] == "run_recorded");
+    assert!(
+        first_scan.is_some() && first_scan < first_run,
+        "scan, then plan"
+    );
+    assert!(!fake.user(&guid(1)).unwrap().account_enabled);
+    assert!(fake.user(&guid(2)).unwrap().account_enabled, "not stale");
+    let written = std::fs::read_dir(ws.path().join("scans")).unwrap().count();
+    assert!(written >= 1);
+}
