@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::gaps::{Data, gap};
 use super::{MAX_PAGES, Tally};
-use crate::graph::paging::ListingError;
+use crate::graph::paging::{ListingError, next_page};
 use crate::graph::{GraphClient, GraphRequest};
 use crate::scan::posture::{GraphGroup, Part};
 
@@ -39,7 +39,7 @@ pub(super) async fn read(
     let mut out = HashMap::with_capacity(groups.len());
     for ((group, req), ans) in groups.iter().zip(&reqs).zip(answers) {
         tally.record(req, &ans);
-        let first = ans.map_err(|error| {
+        let mut first = ans.map_err(|error| {
             gap(
                 Data::Groups,
                 &ListingError::Unanswered {
@@ -48,12 +48,28 @@ pub(super) async fn read(
                 },
             )
         })?;
+        if !first.ok() {
+            return Err(gap(Data::Groups, &ListingError::Refused(first)));
+        }
+        let next = next_page(&first);
         let mut ids = Vec::new();
-        let rest = client
-            .get_rest(&first, MAX_PAGES, |r, a| tally.record(r, a))
-            .await
-            .map_err(|e| gap(Data::Groups, &e))?;
-        user_ids(rest, &mut ids);
+        if let Some(Value::Array(items)) = first.body.get_mut("value").map(Value::take) {
+            user_ids(items, &mut ids);
+        }
+        drop(first);
+        // A big group's further pages: only the ids are kept, page by page.
+        if let Some(next) = next {
+            client
+                .for_each_page(
+                    next,
+                    MAX_PAGES,
+                    |r, a| tally.record(r, a),
+                    |items| user_ids(items, &mut ids),
+                )
+                .await
+                .map_err(|e| gap(Data::Groups, &e))?;
+        }
+        ids.shrink_to_fit();
         out.insert(group.id.clone(), ids);
     }
     Ok(out)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -132,7 +132,8 @@ pub async fn read_tenant(
     let data = TenantData {
         tenant_id: tenant_id.to_string(),
         tenant_name,
-        read_at: Utc::now(),
+        // Milliseconds, as the scan file's name carries them.
+        read_at: Utc::now().trunc_subsecs(3),
         users,
         sign_in,
         registration,

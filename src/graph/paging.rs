@@ -22,6 +22,12 @@ pub enum ListingError {
     TooManyPages,
 }
 
+/// The path of the page after `page` (read in a `$batch`, say), when more
+/// pages follow: what [`GraphClient::for_each_page`] reads on from.
+pub fn next_page(page: &GraphResponse) -> Option<String> {
+    next_path(&page.body)
+}
+
 /// The path below `/v1.0` of a page's `@odata.nextLink`, when more pages follow.
 fn next_path(body: &Value) -> Option<String> {
     body["@odata.nextLink"]

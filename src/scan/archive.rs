@@ -46,15 +46,17 @@ pub fn write(dir: &Path, tenant: &str, scan: &Scan) -> Result<PathBuf, ScanError
     if path.exists() {
         return Err(io_err(&path, "a scan with this time exists already"));
     }
-    let bytes = serde_json::to_vec_pretty(scan).map_err(|e| io_err(&path, e))?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         file_name(tenant, scan.scanned_at),
         std::process::id()
     ));
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        // Streamed: a 100k-identity scan is never held twice in memory.
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        serde_json::to_writer_pretty(&mut out, scan)?;
+        out.flush()?;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         // The rename is durable once the directory is.

@@ -416,6 +416,12 @@ async fn a_graph_source_scans_before_each_run_keeps_scans_and_lists_them_by_time
     let listed = ws_json_lines(&out.stdout);
     assert_eq!(listed.len(), 2, "keep_scans = 2: {listed:?}");
     assert!(listed[0]["scanned_at"].as_str() > listed[1]["scanned_at"].as_str());
+    // A listed time picks that scan.
+    let older = listed[1]["scanned_at"].as_str().unwrap();
+    let out = ws
+        .cli_async(&["plan", "--scanned-at", older, "--format", "json"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
     // Each run planned from its own fresh scan: three recorded runs, each
     // from the file its own scan wrote just before.
     let events = ws.events();
@@ -441,6 +447,29 @@ async fn a_graph_source_scans_before_each_run_keeps_scans_and_lists_them_by_time
             "the run plans from the scan just written"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risky_users_throttled_without_retry_after_are_read_after_a_backoff() {
+    let (fake, ws) = trap_tenant().await;
+    // Identity Protection answers its excess with 429 and no Retry-After.
+    fake.inject(fake_entra::Fault::Throttle {
+        matching: "/v1.0/identityProtection/riskyUsers".into(),
+        count: 2,
+        retry_after: None,
+    });
+    let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let risky: Vec<u16> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1.0/identityProtection/riskyUsers")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(risky, [429, 429, 200]);
+    let scan = written_scan(&ws);
+    assert!(!not_evaluated(&scan).contains("ER-RISK-005"));
+    assert_eq!(affected(&scan).get("ER-RISK-005"), Some(&ids(&[11])));
 }
 
 fn ws_json_lines(out: &str) -> Vec<Value> {
