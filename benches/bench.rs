@@ -11,7 +11,7 @@
 //! BENCH_DIR=/tmp/eb cargo bench --bench bench     # keep the generated files to rerun printed commands
 //! ```
 //!
-//! Sections: machine, gen, plan, rules, graph, daemon.
+//! Sections: machine, gen, plan, rules, graph, daemon, scan.
 
 #[path = "bench/daemon.rs"]
 mod daemon;
@@ -21,6 +21,8 @@ mod graph;
 mod planning;
 #[path = "bench/rules.rs"]
 mod rules;
+#[path = "bench/scan.rs"]
+mod scan;
 #[path = "bench/scangen.rs"]
 mod scangen;
 #[path = "bench/util.rs"]
@@ -30,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const SECTIONS: &[&str] = &["machine", "gen", "plan", "rules", "graph", "daemon"];
+const SECTIONS: &[&str] = &["machine", "gen", "plan", "rules", "graph", "daemon", "scan"];
 
 /// What every section shares: options, the work directory, generated scans.
 pub struct Ctx {
@@ -207,6 +209,15 @@ fn main() {
         daemon::run(&mut ctx);
         println!(
             "[daemon: {}, loadavg {}]",
+            util::fmt_dur(t.elapsed()),
+            util::loadavg()
+        );
+    }
+    if run("scan") {
+        let t = Instant::now();
+        scan::run(&mut ctx);
+        println!(
+            "[scan: {}, loadavg {}]",
             util::fmt_dur(t.elapsed()),
             util::loadavg()
         );
