@@ -59,8 +59,12 @@ impl Data {
             Data::SignIn | Data::Registration => "AuditLog.Read.All",
             Data::Risk => "IdentityRiskyUser.Read.All",
             Data::Roles => "RoleManagement.Read.Directory",
-            Data::Eligibility => "RoleEligibilitySchedule.Read.Directory",
-            Data::AssignmentSchedules => "RoleAssignmentSchedule.Read.Directory",
+            Data::Eligibility => {
+                "RoleEligibilitySchedule.Read.Directory (or RoleManagement.Read.Directory)"
+            }
+            Data::AssignmentSchedules => {
+                "RoleAssignmentSchedule.Read.Directory (or RoleManagement.Read.Directory)"
+            }
             Data::Groups => "GroupMember.Read.All",
         }
     }

@@ -160,6 +160,10 @@ async fn trap_tenant() -> (FakeTenant, Workspace) {
     sales.dynamic = true;
     fake.add_group(sales);
     fake.add_member(&guid(9002), &guid(13));
+    let mut synced = fake_group(9003, "SG-Helpdesk (synced)");
+    synced.on_premises_sync_enabled = true;
+    fake.add_group(synced);
+    fake.add_member(&guid(9003), &guid(13));
     for n in 100..100 + FILLERS {
         user(&fake, n, &format!("filler{n}@contoso.com"), false, true);
         details(&fake, n, 900, Some(1), &push);
@@ -252,7 +256,11 @@ async fn a_scan_of_the_trap_tenant_finds_exactly_the_affected_identities_and_pla
             .clone()
     };
     assert_eq!(ident(10)["roles"][0]["via_group"], guid(9001));
-    assert_eq!(ident(13)["groups"][0]["dynamic"], true);
+    let groups = ident(13)["groups"].as_array().unwrap().clone();
+    let group = |id: u32| groups.iter().find(|g| g["id"] == guid(id)).unwrap().clone();
+    assert_eq!(group(9002)["dynamic"], true);
+    assert_eq!(group(9003)["on_premises_synced"], true);
+    assert_eq!(group(9003)["dynamic"], false);
     assert_eq!(ident(3)["roles"][0]["permanent"], true);
     assert_eq!(ident(2)["roles"][0]["permanent"], false);
     assert!(ident(7)["last_sign_in"].is_null());
@@ -289,47 +297,57 @@ async fn a_scan_of_the_trap_tenant_finds_exactly_the_affected_identities_and_pla
     );
 }
 
+/// The checks each licence gap leaves not evaluated, and some it leaves running.
+const P1_CHECKS: [&str; 5] = [
+    "ER-MFA-001",
+    "ER-PRIV-002",
+    "ER-STALE-003",
+    "ER-GRP-007",
+    "ER-PRIV-008",
+];
+const P2_CHECKS: [&str; 2] = ["ER-RISK-005", "ER-PRIV-006"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_p1_and_p2_the_checks_needing_them_are_not_evaluated_never_clean() {
-    let (fake, ws) = trap_tenant().await;
-    fake.set_licences(false, false);
-    let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = out.stdout.clone();
-    assert!(text.contains("NOT EVALUATED"), "{text}");
-    let scan = written_scan(&ws);
-    let skipped = not_evaluated(&scan);
-    for check in [
-        "ER-MFA-001",
-        "ER-PRIV-002",
-        "ER-STALE-003",
-        "ER-RISK-005",
-        "ER-PRIV-006",
-        "ER-GRP-007",
-        "ER-PRIV-008",
-    ] {
-        assert!(skipped.contains(check), "{check} in {skipped:?}");
-    }
-    let reasons = scan["not_evaluated"].to_string();
-    assert!(reasons.contains("Microsoft Entra ID P1"), "{reasons}");
-    assert!(reasons.contains("Microsoft Entra ID P2"), "{reasons}");
-    let got = affected(&scan);
-    for check in &skipped {
-        assert!(
-            !got.contains_key(check),
-            "{check} reported while not evaluated"
-        );
-    }
-    // What needs no licence still runs: guests with roles, synced admins.
-    assert_eq!(got.get("ER-GUEST-004"), Some(&ids(&[5])));
-    // Nobody reads as never signed in: the key is absent.
-    assert!(
-        scan["identities"]
+async fn each_missing_licence_leaves_its_checks_not_evaluated_never_clean() {
+    for (p1, p2) in [(false, true), (true, false), (false, false)] {
+        let (fake, ws) = trap_tenant().await;
+        fake.set_licences(p1, p2);
+        let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("NOT EVALUATED"), "{}", out.stdout);
+        let scan = written_scan(&ws);
+        let skipped = not_evaluated(&scan);
+        let got = affected(&scan);
+        let reasons = scan["not_evaluated"].to_string();
+        for (licensed, checks, name) in [
+            (p1, &P1_CHECKS[..], "Microsoft Entra ID P1"),
+            (p2, &P2_CHECKS[..], "Microsoft Entra ID P2"),
+        ] {
+            for check in checks {
+                assert_eq!(
+                    skipped.contains(*check),
+                    !licensed,
+                    "{check} with p1={p1} p2={p2}"
+                );
+                assert_eq!(
+                    got.contains_key(*check),
+                    licensed,
+                    "{check} with p1={p1} p2={p2}"
+                );
+            }
+            assert_eq!(reasons.contains(name), !licensed, "{reasons}");
+        }
+        // What needs no licence still runs: guests with roles, synced admins.
+        assert_eq!(got.get("ER-GUEST-004"), Some(&ids(&[5])));
+        assert_eq!(got.get("ER-PRIV-009"), Some(&ids(&[3])));
+        // Without P1 nobody reads as never signed in: the key is absent.
+        let absent = scan["identities"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|i| i.get("last_sign_in").is_none())
-    );
+            .all(|i| i.get("last_sign_in").is_none());
+        assert_eq!(absent, !p1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,18 +370,25 @@ async fn a_missing_permission_is_named_and_unreadable_users_write_no_scan() {
             .collect(),
         )
     };
-    fake.set_permissions(granted("AuditLog.Read.All"));
-    let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let scan = written_scan(&ws);
-    let reasons = scan["not_evaluated"].to_string();
-    assert!(
-        reasons.contains("the app lacks the permission AuditLog.Read.All"),
-        "{reasons}"
-    );
-    assert!(not_evaluated(&scan).contains("ER-STALE-003"));
-    std::fs::remove_dir_all(ws.path().join("scans")).unwrap();
-    std::fs::create_dir_all(ws.path().join("scans")).unwrap();
+    for (missing, check) in [
+        ("AuditLog.Read.All", "ER-STALE-003"),
+        ("IdentityRiskyUser.Read.All", "ER-RISK-005"),
+        ("GroupMember.Read.All", "ER-GRP-007"),
+    ] {
+        fake.set_permissions(granted(missing));
+        let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let scan = written_scan(&ws);
+        let reasons = scan["not_evaluated"].to_string();
+        assert!(
+            reasons.contains(&format!("the app lacks the permission {missing}")),
+            "{missing}: {reasons}"
+        );
+        assert!(not_evaluated(&scan).contains(check), "{missing}: {reasons}");
+        assert!(!affected(&scan).contains_key(check));
+        std::fs::remove_dir_all(ws.path().join("scans")).unwrap();
+        std::fs::create_dir_all(ws.path().join("scans")).unwrap();
+    }
     fake.set_permissions(granted("User.Read.All"));
     let out = ws.cli_async(&["scan", "--tenant", "test"]).await;
     assert_ne!(out.code, 0);
