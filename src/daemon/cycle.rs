@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 
-use super::shared::{Shared, read, sd};
+use super::shared::{Shared, give_back_memory, read, sd};
 use crate::config::Config;
 use crate::domain::ExecReport;
 use crate::metrics::RunOutcome;
@@ -76,6 +76,7 @@ impl Shared {
                 }
             }
             me.execute_now(&cfg, tenant).await;
+            give_back_memory();
             sd(&[sd_notify::NotifyState::Status(&format!(
                 "last run: tenant {tenant} at {}",
                 Utc::now().to_rfc3339()

