@@ -95,16 +95,12 @@ impl GraphClient {
         &self,
         path: impl Into<String>,
         max_pages: usize,
-        mut record: impl FnMut(&GraphRequest, &Answer),
+        record: impl FnMut(&GraphRequest, &Answer),
     ) -> Result<Vec<Value>, ListingError> {
-        let req = GraphRequest::get(path);
-        let ans = self.call(&req).await;
-        record(&req, &ans);
-        let first = ans.map_err(|error| ListingError::Unanswered {
-            request: req.describe(),
-            error,
-        })?;
-        self.get_rest(&first, max_pages, record).await
+        let mut items = Vec::new();
+        self.for_each_page(path, max_pages, record, |page| items.extend(page))
+            .await?;
+        Ok(items)
     }
 
     /// Every item of a listing whose first page was read already (in a
@@ -114,24 +110,15 @@ impl GraphClient {
         &self,
         first: &GraphResponse,
         max_pages: usize,
-        mut record: impl FnMut(&GraphRequest, &Answer),
+        record: impl FnMut(&GraphRequest, &Answer),
     ) -> Result<Vec<Value>, ListingError> {
         let mut items = Vec::new();
-        let mut next = take_page(first, &mut items)?;
-        let mut pages = 1;
-        while let Some(path) = next {
-            if pages >= max_pages {
+        if let Some(path) = take_page(first, &mut items)? {
+            if max_pages <= 1 {
                 return Err(ListingError::TooManyPages);
             }
-            let req = GraphRequest::get(path);
-            let ans = self.call(&req).await;
-            record(&req, &ans);
-            let page = ans.map_err(|error| ListingError::Unanswered {
-                request: req.describe(),
-                error,
-            })?;
-            next = take_page(&page, &mut items)?;
-            pages += 1;
+            self.for_each_page(path, max_pages - 1, record, |page| items.extend(page))
+                .await?;
         }
         Ok(items)
     }
