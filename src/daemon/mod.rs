@@ -33,6 +33,7 @@ fn startup(e: impl std::fmt::Display) -> DaemonError {
 /// Runs the daemon until SIGTERM or SIGINT; returns when in-flight work is done
 /// (or the grace period is over).
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+    shared::limit_arenas();
     let (mut daemon, mut inputs) = lifecycle::start(config_path).await?;
     loop {
         tokio::select! {
