@@ -54,6 +54,7 @@ struct Row {
     in_process_plan: Duration,
     rules_load: Duration,
     evaluate: Duration,
+    scan_free: Duration,
     calls: u64,
     proposals: usize,
     actions: usize,
@@ -139,7 +140,10 @@ pub fn run(ctx: &mut Ctx) {
         let t = Instant::now();
         let eval = set.evaluate(&scan, None).expect("rule thread");
         let evaluate = t.elapsed();
+        // What the one-shot commands save by leaving the scan to the OS at exit.
+        let t = Instant::now();
         drop(scan);
+        let scan_free = t.elapsed();
         let opts = RunOptions {
             tenant: Some("bench".into()),
             scan: ScanRequest {
@@ -196,6 +200,7 @@ pub fn run(ctx: &mut Ctx) {
             in_process_plan,
             rules_load,
             evaluate,
+            scan_free,
             calls: eval.calls,
             proposals: eval.proposals.len(),
             actions,
@@ -241,12 +246,13 @@ pub fn run(ctx: &mut Ctx) {
             fmt_dur(row.typed_parse)
         );
         println!(
-            "in-process breakdown: rules load {}, evaluate {} ({} calls, {} proposals, {:.0} ns/call), whole plan without output {} -> {} actions",
+            "in-process breakdown: rules load {}, evaluate {} ({} calls, {} proposals, {:.0} ns/call), freeing the scan {}, whole plan without output {} -> {} actions",
             fmt_dur(row.rules_load),
             fmt_dur(row.evaluate),
             row.calls,
             row.proposals,
             row.evaluate.as_nanos() as f64 / row.calls.max(1) as f64,
+            fmt_dur(row.scan_free),
             fmt_dur(row.in_process_plan),
             row.actions
         );
@@ -277,23 +283,25 @@ pub fn run(ctx: &mut Ctx) {
         );
     }
     println!(
-        "\n| identities | rules load | evaluate | evaluate calls | ns / call | in-process plan (no output) | child plan wall |"
+        "\n| identities | rules load | evaluate | evaluate calls | ns / call | freeing the scan | in-process plan (no output) | child plan wall |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             r.n,
             fmt_dur(r.rules_load),
             fmt_dur(r.evaluate),
             r.calls,
             r.evaluate.as_nanos() as f64 / r.calls.max(1) as f64,
+            fmt_dur(r.scan_free),
             fmt_dur(r.in_process_plan),
             fmt_dur(r.plan.wall)
         );
     }
     let r = rows.last().expect("rows");
     let time_ratio = r.plan.wall.as_secs_f64() / r.value_parse.as_secs_f64();
+    let cpu_ratio = r.plan.cpu.as_secs_f64() / r.value_parse_cpu.as_secs_f64();
     let mem_ratio = (r.plan.maxrss_kib * 1024) as f64 / r.bytes as f64;
     let note = if ctx.quick {
         " (quick mode: checked below the target size of 100k)"
@@ -301,23 +309,23 @@ pub fn run(ctx: &mut Ctx) {
         ""
     };
     let l1 = format!(
-        "plan time at {} identities: {} vs bare parse {} = {:.2}x (target <= 3x): {}; CPU {} vs {} = {:.2}x{note}",
+        "plan CPU time at {} identities: {} vs bare parse {} = {:.2}x (target <= 2x, issue 11): {}; wall {} vs {} = {:.2}x{note}",
         r.n,
-        fmt_dur(r.plan.wall),
-        fmt_dur(r.value_parse),
-        time_ratio,
-        verdict(time_ratio <= 3.0),
         fmt_dur(r.plan.cpu),
         fmt_dur(r.value_parse_cpu),
-        r.plan.cpu.as_secs_f64() / r.value_parse_cpu.as_secs_f64()
+        cpu_ratio,
+        verdict(cpu_ratio <= 2.0),
+        fmt_dur(r.plan.wall),
+        fmt_dur(r.value_parse),
+        time_ratio
     );
     let l2 = format!(
-        "plan peak RSS at {} identities: {} for a {} file = {:.2}x (target <= 4x): {}; bare-parse child floor {:.2}x{note}",
+        "plan peak RSS at {} identities: {} for a {} file = {:.2}x (target <= 2x, issue 11): {}; bare-parse child floor {:.2}x{note}",
         r.n,
         kib_mib(r.plan.maxrss_kib),
         mib(r.bytes),
         mem_ratio,
-        verdict(mem_ratio <= 4.0),
+        verdict(mem_ratio <= 2.0),
         (r.child_parse.maxrss_kib * 1024) as f64 / r.bytes as f64
     );
     println!("{l1}\n{l2}");
