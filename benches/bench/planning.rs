@@ -13,6 +13,8 @@ use entra_remediator::policy::RuleSet;
 use entra_remediator::scan::{Scan, ScanRequest};
 use entra_remediator::service::cycle::{RunOptions, TenantOutcome};
 
+use sha2::{Digest, Sha256};
+
 use crate::util::{self, ChildStats, fmt_dur, kib_mib, median, median_u64, mib, sh, verdict};
 use crate::{Ctx, copy_policies, scangen};
 
@@ -47,6 +49,8 @@ struct Row {
     value_parse: Duration,
     value_parse_cpu: Duration,
     typed_parse: Duration,
+    digest: Duration,
+    streamed: Duration,
     child_parse: ChildStats,
     child_parse_inner: Duration,
     plan: ChildStats,
@@ -54,6 +58,7 @@ struct Row {
     in_process_plan: Duration,
     rules_load: Duration,
     evaluate: Duration,
+    scan_free: Duration,
     calls: u64,
     proposals: usize,
     actions: usize,
@@ -104,6 +109,27 @@ pub fn run(ctx: &mut Ctx) {
             tt.push(t.elapsed());
             drop(std::hint::black_box(s));
         }
+        // The "already processed" digest alone, and a what-if: the typed parse
+        // streamed from the file while hashing it (the file's bytes never all
+        // in memory at once), against reading, hashing and parsing a slice.
+        let t = Instant::now();
+        std::hint::black_box(entra_remediator::scan::digest(&bytes));
+        let digest = t.elapsed();
+        let mut st = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            let mut r = HashingReader {
+                inner: std::io::BufReader::with_capacity(
+                    1 << 16,
+                    std::fs::File::open(&path).expect("open scan"),
+                ),
+                hasher: Sha256::new(),
+            };
+            let s: Scan = serde_json::from_reader(&mut r).expect("streamed parse");
+            std::hint::black_box(r.hasher.finalize());
+            st.push(t.elapsed());
+            drop(std::hint::black_box(s));
+        }
         // Bare parse in a child (this binary re-executed): the memory floor.
         let mut cps = Vec::new();
         for _ in 0..reps {
@@ -139,7 +165,10 @@ pub fn run(ctx: &mut Ctx) {
         let t = Instant::now();
         let eval = set.evaluate(&scan, None).expect("rule thread");
         let evaluate = t.elapsed();
+        // What the one-shot commands save by leaving the scan to the OS at exit.
+        let t = Instant::now();
         drop(scan);
+        let scan_free = t.elapsed();
         let opts = RunOptions {
             tenant: Some("bench".into()),
             scan: ScanRequest {
@@ -189,6 +218,8 @@ pub fn run(ctx: &mut Ctx) {
             value_parse: median(vt),
             value_parse_cpu: median(vc),
             typed_parse: median(tt),
+            digest,
+            streamed: median(st),
             child_parse: pick(&cps),
             child_parse_inner: Duration::from_nanos(child_ns),
             plan_min: plans.iter().map(|s| s.wall).min().expect("reps"),
@@ -196,6 +227,7 @@ pub fn run(ctx: &mut Ctx) {
             in_process_plan,
             rules_load,
             evaluate,
+            scan_free,
             calls: eval.calls,
             proposals: eval.proposals.len(),
             actions,
@@ -237,16 +269,19 @@ pub fn run(ctx: &mut Ctx) {
             (row.child_parse.maxrss_kib * 1024) as f64 / row.bytes as f64
         );
         println!(
-            "typed Scan::from_slice (in-process): {}",
-            fmt_dur(row.typed_parse)
+            "typed Scan::from_slice (in-process): {}; SHA-256 of the bytes {}; what-if, typed parse streamed from the file while hashing it: {}",
+            fmt_dur(row.typed_parse),
+            fmt_dur(row.digest),
+            fmt_dur(row.streamed)
         );
         println!(
-            "in-process breakdown: rules load {}, evaluate {} ({} calls, {} proposals, {:.0} ns/call), whole plan without output {} -> {} actions",
+            "in-process breakdown: rules load {}, evaluate {} ({} calls, {} proposals, {:.0} ns/call), freeing the scan {}, whole plan without output {} -> {} actions",
             fmt_dur(row.rules_load),
             fmt_dur(row.evaluate),
             row.calls,
             row.proposals,
             row.evaluate.as_nanos() as f64 / row.calls.max(1) as f64,
+            fmt_dur(row.scan_free),
             fmt_dur(row.in_process_plan),
             row.actions
         );
@@ -277,23 +312,25 @@ pub fn run(ctx: &mut Ctx) {
         );
     }
     println!(
-        "\n| identities | rules load | evaluate | evaluate calls | ns / call | in-process plan (no output) | child plan wall |"
+        "\n| identities | rules load | evaluate | evaluate calls | ns / call | freeing the scan | in-process plan (no output) | child plan wall |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             r.n,
             fmt_dur(r.rules_load),
             fmt_dur(r.evaluate),
             r.calls,
             r.evaluate.as_nanos() as f64 / r.calls.max(1) as f64,
+            fmt_dur(r.scan_free),
             fmt_dur(r.in_process_plan),
             fmt_dur(r.plan.wall)
         );
     }
     let r = rows.last().expect("rows");
     let time_ratio = r.plan.wall.as_secs_f64() / r.value_parse.as_secs_f64();
+    let cpu_ratio = r.plan.cpu.as_secs_f64() / r.value_parse_cpu.as_secs_f64();
     let mem_ratio = (r.plan.maxrss_kib * 1024) as f64 / r.bytes as f64;
     let note = if ctx.quick {
         " (quick mode: checked below the target size of 100k)"
@@ -301,26 +338,41 @@ pub fn run(ctx: &mut Ctx) {
         ""
     };
     let l1 = format!(
-        "plan time at {} identities: {} vs bare parse {} = {:.2}x (target <= 3x): {}; CPU {} vs {} = {:.2}x{note}",
+        "plan CPU time at {} identities: {} vs bare parse {} = {:.2}x (target <= 2x, issue 11): {}; wall {} vs {} = {:.2}x{note}",
         r.n,
-        fmt_dur(r.plan.wall),
-        fmt_dur(r.value_parse),
-        time_ratio,
-        verdict(time_ratio <= 3.0),
         fmt_dur(r.plan.cpu),
         fmt_dur(r.value_parse_cpu),
-        r.plan.cpu.as_secs_f64() / r.value_parse_cpu.as_secs_f64()
+        cpu_ratio,
+        verdict(cpu_ratio <= 2.0),
+        fmt_dur(r.plan.wall),
+        fmt_dur(r.value_parse),
+        time_ratio
     );
     let l2 = format!(
-        "plan peak RSS at {} identities: {} for a {} file = {:.2}x (target <= 4x): {}; bare-parse child floor {:.2}x{note}",
+        "plan peak RSS at {} identities: {} for a {} file = {:.2}x (target <= 2x, issue 11): {}; bare-parse child floor {:.2}x{note}",
         r.n,
         kib_mib(r.plan.maxrss_kib),
         mib(r.bytes),
         mem_ratio,
-        verdict(mem_ratio <= 4.0),
+        verdict(mem_ratio <= 2.0),
         (r.child_parse.maxrss_kib * 1024) as f64 / r.bytes as f64
     );
     println!("{l1}\n{l2}");
     ctx.summary.push(l1);
     ctx.summary.push(l2);
+}
+
+/// A reader that hashes what passes through it: the what-if of hashing a scan
+/// while it is parsed from the file.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }

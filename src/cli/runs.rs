@@ -24,9 +24,20 @@ use crate::text::printable;
 pub(super) async fn plan(config: &Path, args: PlanArgs) -> Result<i32> {
     let cfg = Config::load(config)?;
     let opts = run_options(&cfg, &args.scan, false)?;
+    crate::service::keep_scans_until_exit();
     let outcomes = crate::service::run::run(&cfg, None, &opts).await?;
     print_outcomes(&outcomes, args.scan.format, false);
-    Ok(exit_for(&outcomes))
+    let code = exit_for(&outcomes);
+    leave_to_exit(outcomes);
+    Ok(code)
+}
+
+/// The end of a one-shot command: its plans (tens of thousands of small
+/// allocations at 100k identities) are left to the operating system, which
+/// reclaims the whole heap at exit, instead of being freed one by one first.
+/// The scans are kept the same way ([`crate::service::keep_scans_until_exit`]).
+fn leave_to_exit(outcomes: Vec<TenantOutcome>) {
+    std::mem::forget(outcomes);
 }
 
 /// `run --once`: records one cycle, then executes what it made ready.
@@ -36,6 +47,7 @@ pub(super) async fn run_once(config: &Path, args: RunArgs) -> Result<i32> {
         .await
         .with_context(|| store_failed(&cfg))?;
     let opts = run_options(&cfg, &args.scan, args.force)?;
+    crate::service::keep_scans_until_exit();
     let outcomes = match crate::service::run::run(&cfg, Some(store.as_ref()), &opts).await {
         Ok(o) => o,
         Err(e @ crate::service::cycle::RunError::Store(_)) => {
@@ -45,6 +57,7 @@ pub(super) async fn run_once(config: &Path, args: RunArgs) -> Result<i32> {
     };
     print_outcomes(&outcomes, args.scan.format, true);
     let code = exit_for(&outcomes);
+    leave_to_exit(outcomes);
     let exec = execute(&cfg, store.as_ref(), opts.tenant.as_deref(), &opts.actor)
         .await
         .with_context(|| store_failed(&cfg))?;

@@ -1,7 +1,7 @@
 //! What rules see: the finding, identity and tenant types with their helpers, and
 //! the six action constructors. Documented for rule writers in `docs/rules.md`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 
@@ -15,6 +15,48 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 pub(crate) struct IdentityRef {
     pub scan: Arc<Scan>,
     pub idx: usize,
+    /// Shared by every call of one evaluation, so `attributes` is parsed once
+    /// per identity rather than on every read.
+    pub attributes: Arc<AttributeCache>,
+}
+
+/// The parsed `attributes` of the identity read last. The rules of one
+/// finding run one identity after another, so keeping only the last one
+/// serves every repeated read while holding a single map, however large the
+/// scan.
+#[derive(Default)]
+pub(crate) struct AttributeCache {
+    last: Mutex<Option<(usize, Dynamic)>>,
+    /// How many times a raw `attributes` text was parsed (for tests).
+    #[cfg(test)]
+    pub parses: std::sync::atomic::AtomicUsize,
+}
+
+impl AttributeCache {
+    /// The identity's attributes as a map: from the cache, or parsed once.
+    fn get(&self, scan: &Scan, idx: usize) -> RhaiResult<Dynamic> {
+        // A rule that panicked mid-read cannot leave the cache half-written:
+        // it holds either the old entry or the new one, so a poisoned lock is safe.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((i, map)) = last.as_ref()
+            && *i == idx
+        {
+            return Ok(map.clone());
+        }
+        let map = match &scan.identities[idx].attributes {
+            None => Dynamic::from_map(Map::new()),
+            Some(raw) => {
+                #[cfg(test)]
+                self.parses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Straight into Rhai values: no `serde_json::Value` in between.
+                serde_json::from_str::<Dynamic>(raw.get())
+                    .map_err(|e| format!("attributes: {e}"))?
+            }
+        };
+        *last = Some((idx, map.clone()));
+        Ok(map)
+    }
 }
 
 /// A finding of the scan, handed to `evaluate`.
@@ -230,14 +272,7 @@ fn register_identity_properties(engine: &mut Engine) {
                 .map_or(Dynamic::UNIT, |t| Dynamic::from(t.to_rfc3339()))
         })
         .register_get("attributes", |i: &mut IdentityRef| -> RhaiResult<Dynamic> {
-            match &i.get().attributes {
-                None => Ok(Dynamic::from_map(Map::new())),
-                Some(raw) => {
-                    let v: serde_json::Value =
-                        serde_json::from_str(raw.get()).map_err(|e| format!("attributes: {e}"))?;
-                    rhai::serde::to_dynamic(&v)
-                }
-            }
+            i.attributes.get(&i.scan, i.idx)
         })
         .register_get("roles", |i: &mut IdentityRef| -> RhaiResult<Dynamic> {
             rhai::serde::to_dynamic(&i.get().roles)
@@ -306,4 +341,96 @@ fn register_identity_helpers(engine: &mut Engine) {
                 .map(|m| Dynamic::from(m.id.0.clone()))
                 .collect::<Array>()
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use rhai::{CallFnOptions, Scope};
+
+    use super::*;
+    use crate::config::RuleLimits;
+
+    /// The shipped example scan, whose identities carry free-form attributes.
+    fn example_scan() -> Arc<Scan> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/scans/contoso-2026-11-20.json"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        Arc::new(Scan::from_slice(&bytes, path).unwrap())
+    }
+
+    /// Calls `evaluate(identity)` of `script` for identity `idx` and returns its result.
+    fn call(engine: &Engine, ast: &rhai::AST, identity: IdentityRef) -> Dynamic {
+        engine
+            .call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(false),
+                &mut Scope::new(),
+                ast,
+                "evaluate",
+                (identity,),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn attributes_read_twice_are_the_same_map_and_parsed_once() {
+        let scan = example_scan();
+        let mut engine = crate::policy::sandbox::engine(&RuleLimits::default());
+        register(&mut engine);
+        let ast = engine
+            .compile(
+                r#"fn evaluate(identity) {
+                    let a = identity.attributes;
+                    let b = identity.attributes;
+                    [a == b, a.department, b.job_title, a.len()]
+                }"#,
+            )
+            .unwrap();
+        let cache = Arc::new(AttributeCache::default());
+        let at = |idx| IdentityRef {
+            scan: scan.clone(),
+            idx,
+            attributes: cache.clone(),
+        };
+        let expect = |idx: usize| {
+            let raw = scan.identities[idx].attributes.as_ref().unwrap().get();
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+            let obj = v.as_object().unwrap();
+            format!(
+                "[true, {:?}, {:?}, {}]",
+                obj["department"].as_str().unwrap(),
+                obj["job_title"].as_str().unwrap(),
+                obj.len()
+            )
+        };
+        // Two reads in one call, then a second call (another rule) for the
+        // same identity: one parse.
+        assert_eq!(call(&engine, &ast, at(1)).to_string(), expect(1));
+        assert_eq!(cache.parses.load(Ordering::Relaxed), 1);
+        assert_eq!(call(&engine, &ast, at(1)).to_string(), expect(1));
+        assert_eq!(cache.parses.load(Ordering::Relaxed), 1);
+        // Another identity is its own map, parsed once.
+        assert_eq!(call(&engine, &ast, at(2)).to_string(), expect(2));
+        assert_ne!(expect(1), expect(2));
+        assert_eq!(cache.parses.load(Ordering::Relaxed), 2);
+        // Back to the first: parsed again (only the last identity is kept), and
+        // a rule that changed its copy did not change what the next rule reads.
+        let mutate = engine
+            .compile(
+                r#"fn evaluate(identity) {
+                    let a = identity.attributes;
+                    a.department = "changed";
+                    identity.attributes.department
+                }"#,
+            )
+            .unwrap();
+        let dept = call(&engine, &mutate, at(1)).to_string();
+        assert_eq!(cache.parses.load(Ordering::Relaxed), 3);
+        assert_ne!(dept, "changed");
+        assert_eq!(call(&engine, &ast, at(1)).to_string(), expect(1));
+        assert_eq!(cache.parses.load(Ordering::Relaxed), 3);
+    }
 }

@@ -20,7 +20,7 @@ use crate::domain::ActionKind;
 use crate::domain::Mode;
 use crate::scan::Scan;
 
-use api::{FindingRef, IdentityRef, RuleAction};
+use api::{AttributeCache, FindingRef, IdentityRef, RuleAction};
 
 /// One problem in one rule file, with its place.
 #[derive(Debug, Clone)]
@@ -287,6 +287,7 @@ impl RuleSet {
     fn evaluate_here(&self, scan: &Arc<Scan>, only: Option<&[String]>) -> Evaluation {
         let mut out = Evaluation::default();
         let tenant = Dynamic::from_map(api::tenant_map(scan));
+        let attributes = Arc::new(AttributeCache::default());
         let index: HashMap<&str, usize> = scan
             .identities
             .iter()
@@ -313,7 +314,7 @@ impl RuleSet {
                 };
                 for rule in &applicable {
                     out.calls += 1;
-                    match self.call_evaluate(rule, scan, (fi, ii), &tenant) {
+                    match self.call_evaluate(rule, scan, (fi, ii), (&tenant, &attributes)) {
                         Ok(actions) => {
                             out.proposals.extend(actions.into_iter().map(|a| Proposal {
                                 rule: rule.name.clone(),
@@ -342,7 +343,7 @@ impl RuleSet {
         rule: &Rule,
         scan: &Arc<Scan>,
         (finding, identity): (usize, usize),
-        tenant: &Dynamic,
+        (tenant, attributes): (&Dynamic, &Arc<AttributeCache>),
     ) -> Result<Vec<RuleAction>, (Place, String)> {
         let args = (
             FindingRef {
@@ -352,6 +353,7 @@ impl RuleSet {
             IdentityRef {
                 scan: scan.clone(),
                 idx: identity,
+                attributes: attributes.clone(),
             },
             tenant.clone(),
         );

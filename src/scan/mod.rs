@@ -427,28 +427,35 @@ impl Identity {
 impl Scan {
     /// Parses and validates a scan from bytes; `source_name` names it in errors.
     pub fn from_slice(bytes: &[u8], source_name: &str) -> Result<Scan, ScanError> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let scan: Scan = match serde_path_to_error::deserialize(&mut de) {
-            Ok(s) => s,
-            Err(e) => {
-                let path = clip_echo(&e.path().to_string());
-                let inner = e.into_inner();
-                return Err(ScanError::Json {
-                    source_name: source_name.to_string(),
-                    line: inner.line(),
-                    column: inner.column(),
-                    json_path: path,
-                    message: clip_echo(&crate::text::strip_serde_position(&inner.to_string())),
-                });
+        // The JSON path of an error is tracked only when there is an error: a
+        // valid scan is parsed once without the tracking wrapper (which costs
+        // on every value), an invalid one a second time with it.
+        fn parse(bytes: &[u8]) -> Result<Scan, serde_json::Error> {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let scan = Scan::deserialize(&mut de)?;
+            de.end()?;
+            Ok(scan)
+        }
+        fn error_with_path(bytes: &[u8], source_name: &str, plain: serde_json::Error) -> ScanError {
+            let json = |line, column, json_path, e: &serde_json::Error| ScanError::Json {
+                source_name: source_name.to_string(),
+                line,
+                column,
+                json_path,
+                message: clip_echo(&crate::text::strip_serde_position(&e.to_string())),
+            };
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            match serde_path_to_error::deserialize::<_, Scan>(&mut de) {
+                Err(e) => {
+                    let path = clip_echo(&e.path().to_string());
+                    let inner = e.into_inner();
+                    json(inner.line(), inner.column(), path, &inner)
+                }
+                // The value parsed: the error is after it (trailing text).
+                Ok(_) => json(plain.line(), plain.column(), ".".into(), &plain),
             }
-        };
-        de.end().map_err(|e| ScanError::Json {
-            source_name: source_name.to_string(),
-            line: e.line(),
-            column: e.column(),
-            json_path: ".".into(),
-            message: clip_echo(&crate::text::strip_serde_position(&e.to_string())),
-        })?;
+        }
+        let scan = parse(bytes).map_err(|e| error_with_path(bytes, source_name, e))?;
         scan.check_references(source_name)?;
         Ok(scan)
     }
