@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 const MIN_RATE: f64 = 20.0;
 /// The pace is set this far under the rate the tenant was seen to allow.
 const BACK_OFF: f64 = 0.95;
+/// A throttled second cuts a known pace to at least this share of it...
+const CUT_MOST: f64 = 0.9;
+/// ...and at most this share.
+const CUT_LEAST: f64 = 0.97;
 /// Up to this share of the learned ceiling the rate recovers quickly...
 const NEAR: f64 = 0.97;
 /// ...by this factor per clean batch;
@@ -38,7 +42,7 @@ pub(super) struct Pace {
     window: f64,
     /// Items per second; `None` until Graph first throttles.
     rate: Option<f64>,
-    /// The rate the tenant was last seen to allow.
+    /// The rate the tenant was last seen to allow (or the pace throttled at).
     ceiling: f64,
     /// When the next batch may leave.
     next: Option<Instant>,
@@ -124,7 +128,7 @@ impl Pace {
         if elapsed >= PERIOD {
             self.measure(now, elapsed.as_secs_f64());
         }
-        if throttled > 0 || self.throttled > 0 || pct >= NEAR_LIMIT {
+        if ok == 0 || throttled > 0 || self.throttled > 0 || pct >= NEAR_LIMIT {
             return;
         }
         if self
@@ -150,10 +154,16 @@ impl Pace {
         let offered = self.sent as f64 / secs;
         let answered = self.ok + self.throttled;
         if self.throttled > 0 && answered > 0 {
+            // What got through of what was offered; pauses between calls make
+            // it an underestimate, so a known pace is cut by 3% to 10% only.
             let allowed = (offered * self.ok as f64 / answered as f64).max(MIN_RATE);
-            self.ceiling = allowed;
+            let (rate, ceiling) = match self.rate {
+                None => (allowed * BACK_OFF, allowed),
+                Some(r) => ((allowed * BACK_OFF).clamp(r * CUT_MOST, r * CUT_LEAST), r),
+            };
+            self.ceiling = ceiling;
             self.learned = Some(now);
-            self.rate = Some((allowed * BACK_OFF).max(MIN_RATE));
+            self.rate = Some(rate.max(MIN_RATE));
         } else if self.pct >= AT_LIMIT {
             let r = self.rate.map_or(offered, |r| r.min(offered));
             self.rate = Some((r * BACK_OFF).max(MIN_RATE));
@@ -201,6 +211,16 @@ mod tests {
         assert!((r - 200.0 * BACK_OFF).abs() < 1e-6, "{r}");
         p.take(ms(t0, 1000), 19);
         assert_eq!(p.slot(ms(t0, 1000)), ms(t0, 1100));
+        // A throttled second with a pause in it (50 items offered, 40 through):
+        // a known pace is cut by 10% at most, and recovers to just under it.
+        p.take(ms(t0, 1100), 50);
+        p.answered(ms(t0, 1500), 40, 10, None);
+        p.answered(ms(t0, 2000), 0, 0, None);
+        let cut = p.rate().unwrap_or(0.0);
+        assert!((cut - r * CUT_MOST).abs() < 1e-6, "{cut}");
+        p.take(ms(t0, 2000), 20);
+        p.answered(ms(t0, 2100), 20, 0, None);
+        assert!((p.rate().unwrap_or(0.0) - cut * RECOVER).abs() < 1e-6);
     }
 
     #[test]
