@@ -116,9 +116,9 @@ impl Pace {
         let pct = limit_pct.unwrap_or(0.0);
         self.pct = self.pct.max(pct);
         if throttled > 0
-            && !self
+            && self
                 .last_cut
-                .is_some_and(|t| now.duration_since(t) < PERIOD)
+                .is_none_or(|t| now.duration_since(t) >= PERIOD)
         {
             self.last_cut = Some(now);
             self.window = (self.window * 0.75).max(1.0);
