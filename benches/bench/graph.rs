@@ -86,7 +86,8 @@ fn scan_json(ids: &[String]) -> Vec<u8> {
     .expect("scan json")
 }
 
-fn reset_faults(fake: &FakeTenant) {
+fn reset_faults(fake: &FakeTenant, parallel: bool) {
+    fake.set_parallel_batch_items(parallel);
     fake.clear_faults();
     fake.clear_requests();
     fake.inject(Fault::Latency {
@@ -136,6 +137,8 @@ fn count(reqs: &[RecordedRequest]) -> Counts {
 
 struct BatchedRun {
     concurrency: usize,
+    /// Whether the fake served each `$batch`'s items in parallel.
+    parallel: bool,
     actions: usize,
     wall: Duration,
     exec: Duration,
@@ -150,9 +153,13 @@ fn batched_run(
     fake: &FakeTenant,
     n: usize,
     concurrency: usize,
+    parallel: bool,
     tag_base: u64,
 ) -> BatchedRun {
-    let ws = ctx.subdir(&format!("graph-c{concurrency}"));
+    let ws = ctx.subdir(&format!(
+        "graph-c{concurrency}-{}",
+        if parallel { "par" } else { "seq" }
+    ));
     let pol = ws.join("policies");
     std::fs::create_dir_all(&pol).expect("policies");
     std::fs::create_dir_all(ws.join("scans")).expect("scans");
@@ -195,7 +202,7 @@ max_concurrency = {concurrency}
     );
     let cfg_path = ws.join("config.toml");
     std::fs::write(&cfg_path, cfg).expect("config");
-    reset_faults(fake);
+    reset_faults(fake, parallel);
     println!(
         "reproduce (needs the fake running; the bench starts one in-process): {} run --once --config {}   (cwd {}, stderr in run.log)",
         sh(&util::bin()),
@@ -236,6 +243,7 @@ max_concurrency = {concurrency}
     let revoked = ids.iter().filter(|id| fake.revocations(id) == 1).count();
     BatchedRun {
         concurrency,
+        parallel,
         actions: 2 * n,
         wall: stats.wall,
         exec,
@@ -332,11 +340,26 @@ async fn send(
 }
 
 pub fn run(ctx: &mut Ctx) {
-    let (n, naive_n, concurrencies) = if ctx.quick {
-        (200, 20, vec![4])
+    // (max_concurrency, the fake serves a batch's items in parallel); Graph does
+    // not say how it serves them, so both are measured. BENCH_GRAPH_RUNS picks
+    // some, e.g. "p4,s16" (s = one after another, p = in parallel).
+    let all = if ctx.quick {
+        vec![(4, false), (4, true)]
     } else {
-        (5_000, 250, vec![4, 16])
+        vec![(4, false), (4, true), (16, false), (16, true)]
     };
+    let pick = std::env::var("BENCH_GRAPH_RUNS").ok();
+    let concurrencies: Vec<(usize, bool)> = all
+        .into_iter()
+        .filter(|(c, p)| {
+            pick.as_deref().is_none_or(|w| {
+                w.split(',')
+                    .any(|x| x.trim() == format!("{}{c}", if *p { "p" } else { "s" }))
+            })
+        })
+        .collect();
+    assert!(!concurrencies.is_empty(), "BENCH_GRAPH_RUNS picked no run");
+    let (n, naive_n) = if ctx.quick { (200, 20) } else { (5_000, 250) };
     println!(
         "\n== graph: {n} identities x (disable_user + revoke_sessions) = {} actions, fake tenant with {} ms latency per request/batch item and {RATE} requests/s rate limit",
         2 * n,
@@ -352,18 +375,27 @@ pub fn run(ctx: &mut Ctx) {
     fake.register_app_secret(CLIENT, SECRET);
 
     let mut runs = Vec::new();
-    for (k, &c) in concurrencies.iter().enumerate() {
+    for (k, &(c, par)) in concurrencies.iter().enumerate() {
         println!(
-            "\n-- batched executor (release binary, run --once, enforce), max_concurrency = {c}{}",
-            if c == 4 { " (the default)" } else { "" }
+            "\n-- batched executor (release binary, run --once, enforce), max_concurrency = {c}{}, the fake serves a batch's items {}",
+            if c == 4 { " (the default)" } else { "" },
+            if par {
+                "in parallel"
+            } else {
+                "one after another"
+            }
         );
-        let r = batched_run(ctx, &fake, n, c, 0x1_0000_0000 * (k as u64 + 1));
+        let r = batched_run(ctx, &fake, n, c, par, 0x1_0000_0000 * (k as u64 + 1));
         let useful = r.counts.items_ok;
         let http_reqs = r.counts.envelopes + r.counts.token + r.counts.direct;
         let throttle_bound = useful as f64 / RATE as f64;
-        // The fake answers the items of one $batch one after another, each after
-        // the latency, and the client keeps max_concurrency batches in flight.
-        let latency_bound = useful as f64 * LATENCY.as_secs_f64() / c as f64;
+        // One after another, a batch of 20 takes 20 x the latency; in parallel,
+        // one latency. The client keeps at most max_concurrency batches in flight.
+        let latency_bound = if par {
+            useful.div_ceil(20) as f64 * LATENCY.as_secs_f64() / c as f64
+        } else {
+            useful as f64 * LATENCY.as_secs_f64() / c as f64
+        };
         println!(
             "run --once wall {} (plan + record {} actions + execute), execution phase {} (first Graph request to exit), peak RSS {}",
             fmt_dur(r.wall),
@@ -397,18 +429,14 @@ pub fn run(ctx: &mut Ctx) {
             "outcome: {} of {n} users disabled, {} of {n} revoked once",
             r.disabled, r.revoked
         );
-        // What the batched executor's time is made of: every item sent (throttled
-        // ones too) costs the latency inside its batch, and every retry round
-        // first sleeps Retry-After (1 s) while holding its concurrency slot.
-        let first_round = r.counts.items_ok.div_ceil(20);
-        let retry_rounds = r.counts.envelopes.saturating_sub(first_round);
-        let model =
-            (r.counts.items as f64 * LATENCY.as_secs_f64() + retry_rounds as f64) / c as f64;
+        // Envelopes beyond the floor of full batches: what retries cost.
+        let floor = r.counts.items_ok.div_ceil(20);
         println!(
-            "model: ({} items sent x {} ms + {retry_rounds} retry rounds x 1 s Retry-After) / {c} slots = {model:.1} s (measured {})",
-            r.counts.items,
-            LATENCY.as_millis(),
-            fmt_dur(r.exec)
+            "envelopes: {} = floor {floor} (successful items / 20) + {} for retries; {:.1} items per envelope; nothing sent twice after success: {}",
+            r.counts.envelopes,
+            r.counts.envelopes.saturating_sub(floor),
+            r.counts.items as f64 / r.counts.envelopes.max(1) as f64,
+            verdict(r.counts.items_ok == 3 * n)
         );
         runs.push((r, throttle_bound, latency_bound, http_reqs));
     }
@@ -419,7 +447,7 @@ pub fn run(ctx: &mut Ctx) {
     );
     let ids = user_ids(naive_n, 0x9_0000_0000);
     add_users(&fake, &ids);
-    reset_faults(&fake);
+    reset_faults(&fake, false);
     let naive_time = rt.block_on(naive(&fake, &ids));
     let nc = count(&fake.requests());
     let naive_reqs = nc.direct + nc.token;
@@ -442,13 +470,18 @@ pub fn run(ctx: &mut Ctx) {
     );
 
     println!(
-        "\n| executor | max_concurrency | actions | HTTP requests | requests / action | batch items (throttled) | execution time | throttle bound | latency bound | exec / throttle bound | run --once wall | peak RSS |"
+        "\n| executor | max_concurrency | batch items served | actions | HTTP requests | requests / action | batch items (throttled) | execution time | throttle bound | latency bound | exec / throttle bound | run --once wall | peak RSS |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (r, tb, lb, reqs) in &runs {
         println!(
-            "| batched (binary) | {} | {} | {} | {:.4} | {} ({}) | {} | {:.1} s | {:.1} s | {:.2}x | {} | {} |",
+            "| batched (binary) | {} | {} | {} | {} | {:.4} | {} ({}) | {} | {:.1} s | {:.1} s | {:.2}x | {} | {} |",
             r.concurrency,
+            if r.parallel {
+                "in parallel"
+            } else {
+                "in sequence"
+            },
             r.actions,
             reqs,
             *reqs as f64 / r.actions as f64,
@@ -463,7 +496,7 @@ pub fn run(ctx: &mut Ctx) {
         );
     }
     println!(
-        "| naive (bench loop, {naive_n} identities, extrapolated) | 1 | {} | {} | {:.2} | - | {:.0} s (measured {}) | {:.1} s | {:.1} s | {:.2}x | - | - |",
+        "| naive (bench loop, {naive_n} identities, extrapolated) | 1 | - | {} | {} | {:.2} | - | {:.0} s (measured {}) | {:.1} s | {:.1} s | {:.2}x | - | - |",
         2 * n,
         naive_reqs * n / naive_n,
         naive_reqs as f64 / (2 * naive_n) as f64,
@@ -496,8 +529,13 @@ pub fn run(ctx: &mut Ctx) {
     ctx.summary.push(line2);
     for (r, tb, _, reqs) in runs.iter().skip(1) {
         let l = format!(
-            "graph: at max_concurrency {}: execution {} vs throttle bound {:.1} s ({:.2}x), {:.4} requests per action ({} items throttled)",
+            "graph: at max_concurrency {}, items {}: execution {} vs throttle bound {:.1} s ({:.2}x), {:.4} requests per action ({} items throttled)",
             r.concurrency,
+            if r.parallel {
+                "in parallel"
+            } else {
+                "in sequence"
+            },
             fmt_dur(r.exec),
             tb,
             r.exec.as_secs_f64() / tb,

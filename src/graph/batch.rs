@@ -1,8 +1,10 @@
-//! JSON `$batch`: many independent requests in few envelopes, sent a few at a
-//! time; items that were throttled or failed are retried alone, in later rounds
-//! of their envelope, and every item keeps the history of its own attempts.
+//! JSON `$batch`: many independent requests in few envelopes, sent at the
+//! pace the tenant allows (see `pace`); items that were throttled or failed
+//! wait out their `Retry-After` without holding a slot, then go out again
+//! packed with the other items ready by then into full envelopes, and every
+//! item keeps the history of its own attempts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,8 @@ struct ItemAnswer {
     after: Option<Duration>,
     /// Its `request-id`.
     request_id: Option<String>,
+    /// Its `x-ms-throttle-limit-percentage` (0..1.x).
+    limit_pct: Option<f64>,
 }
 
 /// The envelope's `requests`: each item with its own fresh `client-request-id`,
@@ -88,176 +92,244 @@ fn item_answers(body: &Value) -> HashMap<usize, ItemAnswer> {
                 body: item.get("body").cloned().unwrap_or(Value::Null),
                 after: retry_after(header("Retry-After").as_deref()),
                 request_id: header("request-id"),
+                limit_pct: header("x-ms-throttle-limit-percentage")
+                    .and_then(|v| v.trim().parse().ok()),
             },
         );
     }
     answers
 }
 
-/// What one chunk of a batch has settled so far, over its rounds.
-struct Chunk {
-    started: Instant,
-    round: u32,
+/// How long a partial envelope waits for held items about to be ready, so
+/// that retried items from many envelopes go out together in full ones.
+const FILL: Duration = Duration::from_millis(250);
+
+/// What one envelope carried and how Graph answered it.
+struct Sent {
+    items: Vec<usize>,
+    crids: HashMap<usize, String>,
+    answer: Answer,
+}
+
+/// Where the items of one `batch` call stand.
+struct Book {
+    results: Vec<Option<Answer>>,
     /// The attempts of items not settled yet.
     history: HashMap<usize, Vec<Attempt>>,
-    /// Settled items and their answers.
-    done: Vec<(usize, Answer)>,
+    /// When each item was first sent (for `max_retry`).
+    first: HashMap<usize, Instant>,
+    /// Items ready to be sent, lowest index first.
+    ready: BTreeSet<usize>,
+    /// Items waiting out a `Retry-After` or a backoff, and until when.
+    held: Vec<(Instant, usize)>,
 }
 
 impl GraphClient {
-    /// Sends many independent requests through `$batch` (at most `batch_size` per
-    /// batch, `max_concurrency` batches in flight). Answers come back in the order
-    /// of `reqs`; failed items (throttled, 5xx, 424) are retried alone.
+    /// Sends many independent requests through `$batch` (at most `batch_size`
+    /// per envelope, at most `max_concurrency` envelopes in flight, fewer when
+    /// Graph throttles). Answers come back in the order of `reqs`; failed items
+    /// (throttled, 5xx, 424) are retried, packed with other ready items.
     pub async fn batch(self: &Arc<Self>, reqs: Vec<GraphRequest>) -> Vec<Answer> {
         let n = reqs.len();
-        let mut results: Vec<Option<Answer>> = (0..n).map(|_| None).collect();
-        let sem = Arc::new(tokio::sync::Semaphore::new(self.max_concurrency));
-        let mut set = tokio::task::JoinSet::new();
         let reqs = Arc::new(reqs);
-        let indices: Vec<usize> = (0..n).collect();
-        for chunk in indices.chunks(self.batch_size) {
-            let chunk = chunk.to_vec();
-            let me = self.clone();
-            let reqs = reqs.clone();
-            let sem = sem.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let out = me.run_chunk(&reqs, chunk.clone()).await;
-                (chunk, out)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((_, out)) => {
-                    for (i, r) in out {
-                        if let Some(slot) = results.get_mut(i) {
-                            *slot = Some(r);
-                        }
-                    }
+        let mut book = Book {
+            results: (0..n).map(|_| None).collect(),
+            history: HashMap::new(),
+            first: HashMap::new(),
+            ready: (0..n).collect(),
+            held: Vec::new(),
+        };
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            let now = Instant::now();
+            let ready = &mut book.ready;
+            book.held.retain(|&(at, i)| {
+                let keep = at > now;
+                if !keep {
+                    ready.insert(i);
                 }
-                Err(e) => tracing::error!("batch task failed: {e}"),
+                keep
+            });
+            if book.ready.is_empty() && book.held.is_empty() && set.is_empty() {
+                break;
+            }
+            let next_due = book.held.iter().map(|h| h.0).min();
+            let mut wake = next_due;
+            if !book.ready.is_empty() && set.len() < self.pace_window() {
+                let take = book.ready.len().min(self.batch_size.max(1));
+                let fill = if take < self.batch_size {
+                    next_due.filter(|d| *d <= now + FILL)
+                } else {
+                    None
+                };
+                let slot = self.pace_slot(now);
+                let at = fill.map_or(slot, |d| d.max(slot));
+                if at <= now {
+                    let items: Vec<usize> =
+                        (0..take).filter_map(|_| book.ready.pop_first()).collect();
+                    self.pace_take(now, items.len());
+                    for &i in &items {
+                        book.first.entry(i).or_insert(now);
+                    }
+                    let (me, reqs) = (self.clone(), reqs.clone());
+                    set.spawn(async move { me.send_envelope(&reqs, items).await });
+                    continue;
+                }
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            let joined = match wake {
+                Some(w) if set.is_empty() => {
+                    tokio::time::sleep_until(w.into()).await;
+                    None
+                }
+                Some(w) => tokio::time::timeout_at(w.into(), set.join_next())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => set.join_next().await,
+            };
+            match joined {
+                Some(Ok(sent)) => self.settle(&mut book, sent),
+                Some(Err(e)) => tracing::error!("batch task failed: {e}"),
+                None => {}
             }
         }
-        results
+        book.results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(GraphError::Transport("batch task failed".into()))))
             .collect()
     }
 
-    /// Sends one chunk's items in one envelope, round after round, until every
-    /// item is answered for good or out of retries.
-    async fn run_chunk(
-        &self,
-        reqs: &[GraphRequest],
-        mut pending: Vec<usize>,
-    ) -> Vec<(usize, Answer)> {
-        let mut chunk = Chunk {
-            started: Instant::now(),
-            round: 0,
-            history: HashMap::new(),
-            done: Vec::new(),
-        };
-        while !pending.is_empty() {
-            chunk.round += 1;
-            let crids: HashMap<usize, String> = pending
-                .iter()
-                .map(|&i| (i, uuid::Uuid::new_v4().to_string()))
-                .collect();
-            let items = envelope_items(reqs, &pending, &crids);
-            if pending.iter().any(|&i| reqs[i].is_ca()) {
-                self.pace_ca().await;
-            }
-            let envelope =
-                GraphRequest::with_body(Method::POST, "/$batch", json!({"requests": items}));
-            let resp = match self.call(&envelope).await {
-                Ok(r) if r.ok() => r,
-                Ok(r) => {
-                    // The batch itself failed after retries: every item shares that answer.
-                    for i in pending.drain(..) {
-                        let mut attempts = chunk.history.remove(&i).unwrap_or_default();
-                        attempts.extend(r.attempts.iter().cloned());
-                        let status = r.status;
-                        let body = r.body.clone();
-                        chunk.done.push((
-                            i,
-                            Ok(GraphResponse {
-                                status,
-                                body,
-                                attempts,
-                            }),
-                        ));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    chunk
-                        .done
-                        .extend(pending.drain(..).map(|i| (i, Err(e.clone()))));
-                    break;
-                }
-            };
-            let (again, wait) = self.settle_round(&mut chunk, &resp, pending, &crids);
-            if !again.is_empty() {
-                self.report(None, wait);
-                tracing::info!(
-                    items = again.len(),
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying throttled or failed batch items"
-                );
-                tokio::time::sleep(wait).await;
-            }
-            pending = again;
-        }
-        chunk.done
+    /// Batches allowed in flight now.
+    fn pace_window(&self) -> usize {
+        self.pace
+            .lock()
+            .map_or(self.max_concurrency, |p| p.window())
     }
 
-    /// Records each item's attempt of this round and settles it, or keeps it
-    /// for another round: the items to send again and the wait before that.
-    fn settle_round(
-        &self,
-        chunk: &mut Chunk,
-        resp: &GraphResponse,
-        pending: Vec<usize>,
-        crids: &HashMap<usize, String>,
-    ) -> (Vec<usize>, Duration) {
+    /// When the next envelope may leave.
+    fn pace_slot(&self, now: Instant) -> Instant {
+        self.pace.lock().map_or(now, |p| p.slot(now))
+    }
+
+    fn pace_take(&self, now: Instant, items: usize) {
+        if let Ok(mut p) = self.pace.lock() {
+            p.take(now, items);
+        }
+    }
+
+    /// Sends one envelope of `items` (each with a fresh `client-request-id`).
+    async fn send_envelope(&self, reqs: &[GraphRequest], items: Vec<usize>) -> Sent {
+        let crids: HashMap<usize, String> = items
+            .iter()
+            .map(|&i| (i, uuid::Uuid::new_v4().to_string()))
+            .collect();
+        let body = envelope_items(reqs, &items, &crids);
+        if items.iter().any(|&i| reqs[i].is_ca()) {
+            self.pace_ca().await;
+        }
+        let envelope = GraphRequest::with_body(Method::POST, "/$batch", json!({"requests": body}));
+        let answer = self.call(&envelope).await;
+        Sent {
+            items,
+            crids,
+            answer,
+        }
+    }
+
+    /// Records each item's attempt in this envelope and settles it, or holds
+    /// it for another envelope after its wait; tells the pace what happened.
+    fn settle(&self, book: &mut Book, sent: Sent) {
+        let Sent {
+            items,
+            crids,
+            answer,
+        } = sent;
+        let resp = match answer {
+            Ok(r) if r.ok() => r,
+            Ok(r) => {
+                // The envelope itself failed after retries: every item shares that answer.
+                for i in items {
+                    let mut attempts = book.history.remove(&i).unwrap_or_default();
+                    attempts.extend(r.attempts.iter().cloned());
+                    book.results[i] = Some(Ok(GraphResponse {
+                        status: r.status,
+                        body: r.body.clone(),
+                        attempts,
+                    }));
+                }
+                return;
+            }
+            Err(e) => {
+                for i in items {
+                    book.history.remove(&i);
+                    book.results[i] = Some(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let now = Instant::now();
         let batch_request_id = resp.request_id().map(str::to_string);
         let mut answers = item_answers(&resp.body);
-        let mut again = Vec::new();
-        let mut wait = Duration::ZERO;
-        for i in pending {
+        let (mut ok, mut throttled, mut pct, mut wait) = (0, 0, None::<f64>, Duration::ZERO);
+        let mut again = 0;
+        for i in items {
             let a = answers.remove(&i).unwrap_or(ItemAnswer {
                 status: 0,
                 body: Value::Null,
                 after: None,
                 request_id: None,
+                limit_pct: None,
             });
-            chunk.history.entry(i).or_default().push(Attempt {
+            match a.status {
+                429 => throttled += 1,
+                s if s != 0 && s < 500 => ok += 1,
+                _ => {}
+            }
+            if let Some(p) = a.limit_pct {
+                pct = Some(pct.map_or(p, |q| q.max(p)));
+            }
+            let attempts = book.history.entry(i).or_default();
+            attempts.push(Attempt {
                 client_request_id: crids.get(&i).cloned().unwrap_or_default(),
                 request_id: a.request_id,
                 status: a.status,
                 batched: true,
                 batch_request_id: batch_request_id.clone(),
             });
+            let tries = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
             self.report(Some(a.status), Duration::ZERO);
             let retry = retryable(a.status) || a.status == 424 || a.status == 0;
-            if retry && chunk.round < self.max_attempts && chunk.started.elapsed() < self.max_retry
-            {
-                wait = wait.max(a.after.unwrap_or_else(|| Self::backoff(chunk.round)));
-                again.push(i);
+            let young = book
+                .first
+                .get(&i)
+                .is_none_or(|t| now.duration_since(*t) < self.max_retry);
+            if retry && tries < self.max_attempts && young {
+                let w = a.after.unwrap_or_else(|| Self::backoff(tries));
+                wait = wait.max(w);
+                book.held.push((now + w, i));
+                again += 1;
             } else {
-                let attempts = chunk.history.remove(&i).unwrap_or_default();
-                let (status, body) = (a.status, a.body);
-                chunk.done.push((
-                    i,
-                    Ok(GraphResponse {
-                        status,
-                        body,
-                        attempts,
-                    }),
-                ));
+                let attempts = book.history.remove(&i).unwrap_or_default();
+                book.results[i] = Some(Ok(GraphResponse {
+                    status: a.status,
+                    body: a.body,
+                    attempts,
+                }));
             }
         }
-        (again, wait)
+        if let Ok(mut p) = self.pace.lock() {
+            p.answered(now, ok, throttled, pct);
+        }
+        if again > 0 {
+            self.report(None, wait);
+            tracing::info!(
+                items = again,
+                wait_ms = wait.as_millis() as u64,
+                rate = self.pace.lock().ok().and_then(|p| p.rate()).unwrap_or(0.0),
+                "retrying throttled or failed batch items"
+            );
+        }
     }
 }
 
@@ -290,7 +362,7 @@ mod tests {
     #[test]
     fn answers_are_read_by_id_with_headers_in_any_case() {
         let body = json!({"responses": [
-            {"id": "2", "status": 429, "headers": {"retry-after": "3", "Request-Id": "r2"}},
+            {"id": "2", "status": 429, "headers": {"retry-after": "3", "Request-Id": "r2", "x-ms-throttle-limit-percentage": "0.8"}},
             {"id": "0", "status": 200, "body": {"id": "a"}},
             {"id": "1", "status": 70000},
             {"id": "x", "status": 200},
@@ -304,6 +376,7 @@ mod tests {
                 body: Value::Null,
                 after: Some(Duration::from_secs(3)),
                 request_id: Some("r2".into()),
+                limit_pct: Some(0.8),
             }
         );
         assert_eq!(answers[&0].body, json!({"id": "a"}));

@@ -5,6 +5,7 @@
 
 mod auth;
 mod batch;
+mod pace;
 pub mod paging;
 
 use std::sync::Arc;
@@ -171,6 +172,8 @@ pub struct GraphClient {
     max_attempts: u32,
     max_retry: Duration,
     ca_pace: tokio::sync::Mutex<Option<Instant>>,
+    /// How fast `batch` sends, learned across its calls.
+    pace: std::sync::Mutex<pace::Pace>,
 }
 
 impl GraphClient {
@@ -191,6 +194,7 @@ impl GraphClient {
             max_attempts: cfg.max_attempts,
             max_retry: Duration::from_secs(cfg.max_retry_secs),
             ca_pace: tokio::sync::Mutex::new(None),
+            pace: std::sync::Mutex::new(pace::Pace::new(cfg.max_concurrency)),
             observer: std::sync::RwLock::new(None),
         }))
     }

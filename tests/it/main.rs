@@ -4,6 +4,7 @@
 mod api;
 mod approvals;
 mod audit_chain;
+mod batch_repack;
 mod common;
 mod config;
 mod crash;

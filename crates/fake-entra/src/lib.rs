@@ -506,6 +506,14 @@ impl FakeTenant {
         self.st().ca_throttle_reads = on;
     }
 
+    /// Whether the items of a `$batch` are served in parallel (every item whose
+    /// `dependsOn` are settled at once, each after its own latency) instead of
+    /// one after another (the default): Graph does not say which it does, so
+    /// the executor is measured against both.
+    pub fn set_parallel_batch_items(&self, on: bool) {
+        self.st().parallel_batch_items = on;
+    }
+
     /// Sets the user's `signInSessionsValidFromDateTime` (RFC 3339, whole seconds
     /// as Graph gives it; `None` reads null), as if sessions were revoked then.
     pub fn set_sessions_valid_from(&self, user_id: &str, at: Option<&str>) {

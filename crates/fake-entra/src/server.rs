@@ -445,8 +445,18 @@ fn execution_order(items: &[Item]) -> Option<Vec<usize>> {
     Some(order)
 }
 
+/// Each item has its own request id, returned in the item's headers with the
+/// item's `client-request-id` (the envelope's when the item has none).
+fn stamp_item(mut resp: Resp, req: &Req, envelope_crid: &str) -> Resp {
+    let item_crid = header(&req.headers, "client-request-id").unwrap_or(envelope_crid);
+    let item_rid = uuid::Uuid::new_v4().to_string();
+    resp.stamp(&item_rid, item_crid);
+    resp.with_header("request-id", &item_rid)
+        .with_header("client-request-id", item_crid)
+}
+
 async fn batch(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     hdrs: &[(String, String)],
     query: Option<String>,
     raw: &[u8],
@@ -501,38 +511,61 @@ async fn batch(
         .enumerate()
         .map(|(i, it)| (it.id.to_ascii_lowercase(), i))
         .collect();
-    for i in order {
-        let it = &items[i];
-        let failed_dep = it.depends_on.iter().any(|d| {
-            index
-                .get(&d.to_ascii_lowercase())
-                .and_then(|&j| results[j].as_ref())
-                .is_none_or(|r| r.status >= 400)
-        });
-        let mut resp = if failed_dep {
-            let r = graph_error(424, "FailedDependency", "Failed dependency.");
-            lock(&shared.state).record(RecordedRequest {
-                method: it.req.method.clone(),
-                path: format!("/v1.0{}", it.req.path),
-                query: it.req.query.clone(),
-                body: it.req.body.recorded(),
-                headers: it.req.headers.clone(),
-                in_batch: true,
-                status: r.status,
-            });
-            r
+    // One after another in dependency order, or (when asked) in waves: every
+    // item whose dependencies are settled runs at once.
+    let parallel = lock(&shared.state).parallel_batch_items;
+    let mut remaining = order;
+    while !remaining.is_empty() {
+        let wave: Vec<usize> = if parallel {
+            remaining
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    items[i].depends_on.iter().all(|d| {
+                        index
+                            .get(&d.to_ascii_lowercase())
+                            .is_some_and(|&j| results[j].is_some())
+                    })
+                })
+                .collect()
         } else {
-            run(shared, &it.req, true).await
+            remaining.iter().copied().take(1).collect()
         };
-        // Each item has its own request id, returned in the item's headers with
-        // the item's `client-request-id` (the envelope's when the item has none).
-        let item_crid = header(&it.req.headers, "client-request-id").unwrap_or(client_request_id);
-        let item_rid = uuid::Uuid::new_v4().to_string();
-        resp.stamp(&item_rid, item_crid);
-        let resp = resp
-            .with_header("request-id", &item_rid)
-            .with_header("client-request-id", item_crid);
-        results[i] = Some(resp);
+        remaining.retain(|i| !wave.contains(i));
+        let mut running = tokio::task::JoinSet::new();
+        for &i in &wave {
+            let it = &items[i];
+            let failed_dep = it.depends_on.iter().any(|d| {
+                index
+                    .get(&d.to_ascii_lowercase())
+                    .and_then(|&j| results[j].as_ref())
+                    .is_none_or(|r| r.status >= 400)
+            });
+            if failed_dep {
+                let r = graph_error(424, "FailedDependency", "Failed dependency.");
+                lock(&shared.state).record(RecordedRequest {
+                    method: it.req.method.clone(),
+                    path: format!("/v1.0{}", it.req.path),
+                    query: it.req.query.clone(),
+                    body: it.req.body.recorded(),
+                    headers: it.req.headers.clone(),
+                    in_batch: true,
+                    status: r.status,
+                });
+                results[i] = Some(stamp_item(r, &it.req, client_request_id));
+            } else if parallel {
+                let (sh, req) = (shared.clone(), it.req.clone());
+                running.spawn(async move { (i, run(&sh, &req, true).await) });
+            } else {
+                let r = run(shared, &it.req, true).await;
+                results[i] = Some(stamp_item(r, &it.req, client_request_id));
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            if let Ok((i, r)) = done {
+                results[i] = Some(stamp_item(r, &items[i].req, client_request_id));
+            }
+        }
     }
     let mut responses: Vec<Value> = items
         .iter()

@@ -105,6 +105,9 @@ pub(crate) struct State {
     pub created_groups: u32,
     pub ca_last: Option<Instant>,
     pub ca_throttle_reads: bool,
+    /// Whether a `$batch`'s items run in parallel (each wave of items whose
+    /// dependencies are settled at once) instead of one after another.
+    pub parallel_batch_items: bool,
     pub revocations: HashMap<String, u32>,
     pub faults: Vec<Fault>,
     pub rate_window: VecDeque<Instant>,
@@ -141,6 +144,7 @@ impl State {
             created_groups: 0,
             ca_last: None,
             ca_throttle_reads: true,
+            parallel_batch_items: false,
             revocations: HashMap::new(),
             faults: Vec::new(),
             rate_window: VecDeque::new(),

@@ -77,6 +77,62 @@ async fn token(t: &FakeTenant) -> String {
 }
 
 /// Sends a Graph request; returns status, headers and JSON body (Null if empty).
+#[tokio::test]
+async fn batch_items_run_one_after_another_unless_asked_in_parallel() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    for i in 0..5 {
+        t.add_user(user(&format!("u{i}")));
+    }
+    t.inject(Fault::Latency {
+        matching: "/users/".into(),
+        delay: Duration::from_millis(300),
+    });
+    // 3 depends on 2, which fails: 424 in both modes; the others run.
+    let body = json!({"requests": [
+        {"id": "0", "method": "GET", "url": "/users/u0"},
+        {"id": "1", "method": "GET", "url": "/users/u1"},
+        {"id": "2", "method": "GET", "url": "/users/missing"},
+        {"id": "3", "method": "POST", "url": "/users/u3/revokeSignInSessions", "dependsOn": ["2"]},
+        {"id": "4", "method": "POST", "url": "/users/u4/revokeSignInSessions", "dependsOn": ["0"]},
+    ]});
+    let mut took = Vec::new();
+    for parallel in [false, true] {
+        t.set_parallel_batch_items(parallel);
+        let started = Instant::now();
+        let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(body.clone())).await;
+        took.push(started.elapsed());
+        assert_eq!(s, 200);
+        let status = |id: &str| {
+            v["responses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"] == id)
+                .unwrap()["status"]
+                .clone()
+        };
+        assert_eq!(
+            [
+                status("0"),
+                status("1"),
+                status("2"),
+                status("3"),
+                status("4")
+            ],
+            [json!(200), json!(200), json!(404), json!(424), json!(200)],
+            "parallel = {parallel}"
+        );
+    }
+    assert_eq!(t.revocations("u3"), 0);
+    assert_eq!(t.revocations("u4"), 2);
+    // One after another: 4 items x 300 ms. In parallel: two waves (0, 1, 2
+    // then 4, after 0), 600 ms.
+    assert!(took[0] >= Duration::from_millis(1200), "{took:?}");
+    assert!(took[1] >= Duration::from_millis(600), "{took:?}");
+    assert!(took[1] < Duration::from_millis(1100), "{took:?}");
+}
+
 async fn graph(
     t: &FakeTenant,
     tok: &str,
