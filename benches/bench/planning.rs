@@ -178,6 +178,7 @@ pub fn run(ctx: &mut Ctx) {
             force: false,
             actor: "bench".into(),
             now: chrono::Utc::now(),
+            keep_scans_until_exit: false,
         };
         let t = Instant::now();
         let outcomes = rt

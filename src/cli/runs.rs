@@ -24,7 +24,6 @@ use crate::text::printable;
 pub(super) async fn plan(config: &Path, args: PlanArgs) -> Result<i32> {
     let cfg = Config::load(config)?;
     let opts = run_options(&cfg, &args.scan, false)?;
-    crate::service::keep_scans_until_exit();
     let outcomes = crate::service::run::run(&cfg, None, &opts).await?;
     print_outcomes(&outcomes, args.scan.format, false);
     let code = exit_for(&outcomes);
@@ -35,7 +34,7 @@ pub(super) async fn plan(config: &Path, args: PlanArgs) -> Result<i32> {
 /// The end of a one-shot command: its plans (tens of thousands of small
 /// allocations at 100k identities) are left to the operating system, which
 /// reclaims the whole heap at exit, instead of being freed one by one first.
-/// The scans are kept the same way ([`crate::service::keep_scans_until_exit`]).
+/// The scans are kept the same way (`RunOptions::keep_scans_until_exit`).
 fn leave_to_exit(outcomes: Vec<TenantOutcome>) {
     std::mem::forget(outcomes);
 }
@@ -47,7 +46,6 @@ pub(super) async fn run_once(config: &Path, args: RunArgs) -> Result<i32> {
         .await
         .with_context(|| store_failed(&cfg))?;
     let opts = run_options(&cfg, &args.scan, args.force)?;
-    crate::service::keep_scans_until_exit();
     let outcomes = match crate::service::run::run(&cfg, Some(store.as_ref()), &opts).await {
         Ok(o) => o,
         Err(e @ crate::service::cycle::RunError::Store(_)) => {
@@ -167,6 +165,7 @@ fn run_options(cfg: &Config, a: &ScanArgs, force: bool) -> Result<RunOptions> {
         force,
         actor: actor(),
         now: Utc::now(),
+        keep_scans_until_exit: true,
     })
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::gaps::{Data, gap};
 use super::{MAX_PAGES, Tally};
-use crate::graph::paging::{ListingError, next_page};
+use crate::graph::paging::{ListingError, drain_page};
 use crate::graph::{GraphClient, GraphRequest};
 use crate::scan::posture::{GraphGroup, Part};
 
@@ -39,7 +39,7 @@ pub(super) async fn read(
     let mut out = HashMap::with_capacity(groups.len());
     for ((group, req), ans) in groups.iter().zip(&reqs).zip(answers) {
         tally.record(req, &ans);
-        let mut first = ans.map_err(|error| {
+        let first = ans.map_err(|error| {
             gap(
                 Data::Groups,
                 &ListingError::Unanswered {
@@ -48,15 +48,9 @@ pub(super) async fn read(
                 },
             )
         })?;
-        if !first.ok() {
-            return Err(gap(Data::Groups, &ListingError::Refused(first)));
-        }
-        let next = next_page(&first);
+        let (items, next) = drain_page(first).map_err(|e| gap(Data::Groups, &e))?;
         let mut ids = Vec::new();
-        if let Some(Value::Array(items)) = first.body.get_mut("value").map(Value::take) {
-            user_ids(items, &mut ids);
-        }
-        drop(first);
+        user_ids(items, &mut ids);
         // A big group's further pages: only the ids are kept, page by page.
         if let Some(next) = next {
             client

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphClient, GraphRequest};
 use crate::scan::posture::{
-    DirectoryRoleAssignment, Gap, GraphGroup, GraphUser, Part, RegistrationDetail, RiskyUser,
+    DirectoryRoleAssignment, GraphGroup, GraphUser, Part, RegistrationDetail, RiskyUser,
     RoleDefinition, RoleSchedule, TenantData,
 };
 use gaps::{Data, gap};
@@ -284,11 +284,5 @@ async fn read_groups(
             (Ok(groups), members)
         }
         Err(g) => (Err(g.clone()), Err(g)),
-    }
-}
-
-impl From<Gap> for CollectError {
-    fn from(g: Gap) -> Self {
-        CollectError::Users(g.reason)
     }
 }

@@ -51,6 +51,7 @@ impl Shared {
                 force,
                 actor: me.actor(),
                 now: Utc::now(),
+                keep_scans_until_exit: false,
             };
             tracing::info!(%tenant, trigger = why, "run starting");
             let store = Some(me.store.as_ref());

@@ -22,12 +22,6 @@ pub enum ListingError {
     TooManyPages,
 }
 
-/// The path of the page after `page` (read in a `$batch`, say), when more
-/// pages follow: what [`GraphClient::for_each_page`] reads on from.
-pub fn next_page(page: &GraphResponse) -> Option<String> {
-    next_path(&page.body)
-}
-
 /// The path below `/v1.0` of a page's `@odata.nextLink`, when more pages follow.
 fn next_path(body: &Value) -> Option<String> {
     body["@odata.nextLink"]
@@ -44,8 +38,9 @@ fn take_page(page: &GraphResponse, items: &mut Vec<Value>) -> Result<Option<Stri
     Ok(next_path(&page.body))
 }
 
-/// Takes a page's items out of its body; the path of the next page, if any.
-fn drain_page(mut page: GraphResponse) -> Result<(Vec<Value>, Option<String>), ListingError> {
+/// Takes a page's items out of its body (a refused page is the error); the
+/// path of the next page, if any: what [`GraphClient::for_each_page`] reads on from.
+pub fn drain_page(mut page: GraphResponse) -> Result<(Vec<Value>, Option<String>), ListingError> {
     if !page.ok() {
         return Err(ListingError::Refused(page));
     }

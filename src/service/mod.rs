@@ -14,5 +14,3 @@ pub mod run_decision;
 pub mod scan;
 pub mod show;
 pub mod undo;
-
-pub use plan_run::keep_scans_until_exit;

@@ -3,7 +3,6 @@
 //! Writes only history events about the scan, and only when a store is given.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::TenantConfig;
 use crate::exceptions::Exceptions;
@@ -13,18 +12,6 @@ use crate::scan::{self, LoadedScan, Scan, ScanError};
 use crate::store::{NewEvent, Store};
 
 use super::cycle::{RunError, RunOptions, TenantCycle};
-
-/// Set once by a one-shot command; see [`keep_scans_until_exit`].
-static KEEP_SCANS: AtomicBool = AtomicBool::new(false);
-
-/// For the one-shot CLI commands (`plan`, `run --once`) only, never the daemon:
-/// the scans planned from are not freed but left to the operating system at
-/// exit. Freeing a 100k-identity scan is hundreds of thousands of small `free`
-/// calls (about a fifth of `plan`'s CPU time) just before the process ends and
-/// its whole heap is reclaimed at once anyway.
-pub fn keep_scans_until_exit() {
-    KEEP_SCANS.store(true, Ordering::Relaxed);
-}
 
 /// The scan a run uses, or why there is none.
 pub(super) enum ScanLoad {
@@ -142,9 +129,9 @@ pub(super) async fn plan(
         opts,
     } = *cycle;
     let scan = Arc::new(loaded.scan);
-    if KEEP_SCANS.load(Ordering::Relaxed) {
+    if opts.keep_scans_until_exit {
         // A reference that is never dropped: the scan outlives the run (see
-        // `keep_scans_until_exit`). A one-shot command plans each tenant once.
+        // `RunOptions::keep_scans_until_exit`). A one-shot command plans each tenant once.
         std::mem::forget(scan.clone());
     }
     let eval = {
