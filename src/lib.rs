@@ -20,6 +20,7 @@ pub mod plan; // proposals -> a plan: merge, exceptions, guardrails, modes, limi
 pub mod guard; // guardrails for every action: protected identities, last admin
 pub mod exceptions; // exceptions file: who is exempt from what, until when
 pub mod approval; // who may decide, four eyes, expiry (pure)
+pub mod access; // roles of people and API tokens, the caller of a request (pure)
 pub mod execute; // claim, decide live, commit intents, write, record; settling
 pub mod actions; // one module per remediation action, behind one trait
 pub mod graph; // the one Microsoft Graph client: tokens, retries, $batch, paging

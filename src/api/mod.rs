@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::access::{Caller, Interface, Role, Roles};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -112,8 +113,16 @@ fn is_public(path: &str) -> bool {
     path == "/healthz" || path == "/readyz"
 }
 
-async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    if is_public(req.uri().path()) || token::authorized(req.headers(), &s.api.token.get()) {
+async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
+    if is_public(req.uri().path()) {
+        next.run(req).await
+    } else if token::authorized(req.headers(), &s.api.token.get()) {
+        // Handlers read who calls from this extension, never from the body.
+        req.extensions_mut().insert(Caller {
+            name: "api".into(),
+            interface: Interface::Api,
+            roles: Roles::of(&[Role::Operator, Role::Approver]),
+        });
         next.run(req).await
     } else {
         tracing::debug!(method = %req.method(), path = %req.uri().path(), "API request without a valid bearer token");
