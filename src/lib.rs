@@ -32,4 +32,5 @@ pub mod metrics; // Prometheus metrics
 pub mod output; // table, JSON and CSV output
 pub mod daemon; // the service: schedules, reloads, signals
 pub mod api; // the HTTP API
+pub mod console; // the operator console in the browser (OpenID Connect sign-in)
 pub mod cli; // the command line

@@ -7,6 +7,7 @@
 //! facade, and holds the whole file's `Config` and its loading.
 
 mod api;
+mod console;
 mod daemon;
 mod duration;
 mod errors;
@@ -24,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub use api::ApiConfig;
+pub use console::ConsoleConfig;
 pub use daemon::{DaemonConfig, LogFormat};
 pub use duration::HumanDuration;
 pub use errors::ConfigError;
@@ -85,6 +87,9 @@ pub struct Config {
     /// The local HTTP API of the daemon.
     #[serde(default)]
     pub api: ApiConfig,
+    /// The operator console in the browser.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Webhook notifications.
     #[serde(default)]
     pub notify: NotifyConfig,
@@ -162,6 +167,11 @@ impl Config {
             .as_ref()
             .map(|p| resolve(base, p));
         self.api.token_file = self.api.token_file.as_ref().map(|p| resolve(base, p));
+        self.console.client_secret_file = self
+            .console
+            .client_secret_file
+            .as_ref()
+            .map(|p| resolve(base, p));
         for w in &mut self.notify.webhooks {
             w.url_file = w.url_file.as_ref().map(|p| resolve(base, p));
         }

@@ -107,6 +107,41 @@ async fn load(config_path: &Path) -> Result<(Arc<Shared>, Arc<Metrics>), DaemonE
     Ok((shared, metrics))
 }
 
+/// The console's routes when `[console]` is enabled, with a timer that drops
+/// ended sessions; a console that cannot start (unreadable secret) fails the
+/// daemon's start.
+fn console_router(
+    shared: &Arc<Shared>,
+    requests: &mpsc::Sender<DaemonRequest>,
+) -> Result<Option<axum::Router>, DaemonError> {
+    let cfg = read(shared.config.as_ref());
+    if !cfg.console.enabled {
+        return Ok(None);
+    }
+    let oidc = crate::console::oidc::Oidc::new(&cfg.console)
+        .map_err(|e| startup(format!("console: {e}")))?;
+    let state = crate::console::ConsoleState {
+        store: shared.store.clone(),
+        config: shared.config.clone(),
+        sessions: Arc::default(),
+        oidc: Arc::new(oidc),
+        requests: requests.clone(),
+        cookies: crate::console::session::CookieNames::new(cfg.console.secure_cookies),
+    };
+    let sweeper = state.clone();
+    let stop = shared.stopping.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => crate::console::sweep(&sweeper),
+                () = stop.cancelled() => break,
+            }
+        }
+    });
+    Ok(Some(crate::console::router(state)))
+}
+
 /// Binds the API (a bad address fails the start at once, and READY is not
 /// held back by a wait) and serves it until the daemon stops.
 async fn serve_api(
@@ -127,7 +162,12 @@ async fn serve_api(
         ready: ready.clone(),
         requests,
     };
+    let console = console_router(shared, &state.requests)?;
     let router = api::router(state, api_cfg.max_body_bytes);
+    let router = match console {
+        Some(console) => router.merge(console),
+        None => router,
+    };
     let stop = shared.stopping.clone();
     let limits = api::ServeLimits::from(&api_cfg);
     let bound = api::bind(&api_cfg.listen)

@@ -244,12 +244,34 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "api.max_connections",
             on && a.max_connections != b.max_connections,
         ),
+        (
+            "console.enabled",
+            old.console.enabled != new.console.enabled,
+        ),
+        (
+            "console (issuer, client, secret, redirect_url, secure_cookies)",
+            console_start_settings(old) != console_start_settings(new),
+        ),
         ("daemon.instance", d.instance != e.instance),
         ("daemon.log_format", d.log_format != e.log_format),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
+}
+
+/// The console settings read when the daemon starts: changing them needs a
+/// restart (roles, timeouts and the bulk size apply on reload).
+fn console_start_settings(c: &Config) -> Option<impl PartialEq + use<'_>> {
+    let k = &c.console;
+    k.enabled.then_some((
+        &k.issuer,
+        &k.client_id,
+        &k.client_secret_file,
+        &k.client_secret_credential,
+        &k.redirect_url,
+        k.secure_cookies,
+    ))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+mod console;
 mod tenant;
 
 use super::api::ApiConfig;
@@ -71,6 +72,7 @@ fn check(cfg: &Config) -> Checked {
     check_rules(&cfg.rules)?;
     check_durations(cfg)?;
     check_api(&cfg.api)?;
+    console::check_console(cfg)?;
     check_lease(&cfg.daemon)?;
     check_webhooks(&cfg.notify)?;
     check_schedule("daemon.schedule", &cfg.daemon.schedule)?;
