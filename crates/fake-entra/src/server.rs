@@ -189,6 +189,7 @@ async fn token_request(
     }
     let form = parse_query(&String::from_utf8_lossy(body));
     let recorded: Map<String, Value> = form.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let form = token::with_basic_auth(form, header(&hdrs, "authorization"));
     let mut st = lock(&shared.state);
     let resp = if let Some(r) = st.apply_faults(&line, Scope::Other, Instant::now()) {
         r

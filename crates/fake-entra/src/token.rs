@@ -57,6 +57,42 @@ pub(crate) fn parse_certificate(pem: &str) -> Result<Cert, String> {
     })
 }
 
+/// `client_secret_basic` (RFC 6749 2.3.1, what OAuth libraries send by
+/// default): an `Authorization: Basic` header's form-encoded client id and
+/// secret fill `client_id` and `client_secret` when the form lacks them.
+pub(crate) fn with_basic_auth(
+    mut form: Vec<(String, String)>,
+    authorization: Option<&str>,
+) -> Vec<(String, String)> {
+    let Some(b64) = authorization.and_then(|a| {
+        a.strip_prefix("Basic ")
+            .or_else(|| a.strip_prefix("basic "))
+    }) else {
+        return form;
+    };
+    let Some(pair) = STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
+        return form;
+    };
+    let Some((id, secret)) = pair.split_once(':') else {
+        return form;
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    for (name, value) in [("client_id", decode(id)), ("client_secret", decode(secret))] {
+        if !form.iter().any(|(k, v)| k == name && !v.is_empty()) {
+            form.push((name.to_string(), value));
+        }
+    }
+    form
+}
+
 /// An Entra token endpoint error.
 pub(crate) struct AadError {
     status: u16,

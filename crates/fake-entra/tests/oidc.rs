@@ -274,6 +274,35 @@ async fn a_wrong_verifier_and_a_reused_code_are_refused() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "invalid_grant");
+
+    // client_secret_basic (what OAuth libraries send by default) works too.
+    let r = http()
+        .post(t.token_url())
+        .basic_auth(APP, Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let code = code_for(&t, &[("login_hint", ALICE)]).await;
+    let r = http()
+        .post(t.token_url())
+        .basic_auth(APP, Some("wrong"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test]
