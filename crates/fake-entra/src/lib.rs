@@ -616,6 +616,17 @@ impl FakeTenant {
             .collect()
     }
 
+    /// Ages every authorization code issued so far past its ten minutes, so
+    /// redeeming it gets `invalid_grant` AADSTS70008.
+    pub fn expire_oidc_codes(&self) {
+        let aged = std::time::Instant::now().checked_sub(Duration::from_secs(601));
+        for (_, _, issued) in self.st().oidc.codes.iter_mut() {
+            if let Some(t) = aged {
+                *issued = t;
+            }
+        }
+    }
+
     /// The issuer of ID tokens, `{base}/{tenant}/v2.0`; discovery is at
     /// `{issuer}/.well-known/openid-configuration`.
     pub fn oidc_issuer(&self) -> String {

@@ -243,6 +243,15 @@ async fn a_wrong_verifier_and_a_reused_code_are_refused() {
     let a = &t.oidc_authorizations()[0];
     assert_eq!((a.redemption_attempts, a.redeemed), (3, true));
 
+    // Ten minutes is all a code lives.
+    let code = code_for(&t, &[("login_hint", ALICE)]).await;
+    t.expire_oidc_codes();
+    let (status, body) = redeem(&t, &code, VERIFIER).await;
+    assert_eq!(
+        (status, body["error_codes"][0].as_u64()),
+        (400, Some(70008))
+    );
+
     // Bound to the redirect URI and the client's secret.
     let code = code_for(&t, &[("login_hint", ALICE)]).await;
     let r = http()
