@@ -1,5 +1,6 @@
 //! A stateful fake Microsoft Entra ID tenant for tests: the v2.0 token endpoint
-//! (client secret and certificate client assertions) and the subset of
+//! (client secret and certificate client assertions), OpenID Connect sign-in
+//! (authorization code with PKCE) and the subset of
 //! Microsoft Graph v1.0 that `entra-remediator` calls, served on 127.0.0.1.
 //!
 //! Shapes follow Microsoft's Graph v1.0 reference. Points worth knowing:
@@ -82,6 +83,30 @@
 //!   seconds (429 with `Retry-After`).
 //! - [`FakeTenant::generate`] fills a big, realistic tenant deterministically
 //!   from a seed and reports what it made ([`Generated`]).
+//! - OpenID Connect sign-in, shaped as Entra's v2.0 provider (issuer
+//!   `{base}/{tenant}/v2.0`, [`FakeTenant::oidc_issuer`]): `GET
+//!   {issuer}/.well-known/openid-configuration` (Entra's fields; no
+//!   `code_challenge_methods_supported`, as Entra), `GET
+//!   /{tenant}/discovery/v2.0/keys` (one fixed RSA test key, `kid`, no `x5c`),
+//!   `GET /{tenant}/oauth2/v2.0/authorize` (code flow only; `response_mode`
+//!   query, fragment or form_post; PKCE S256 or plain, recorded in
+//!   [`FakeTenant::oidc_authorizations`]). An unknown client id or a redirect
+//!   URI not registered by [`FakeTenant::register_app_redirect`] gets a 400
+//!   HTML page (AADSTS700016 / AADSTS50011); other errors redirect with
+//!   `error`, `error_description` = `AADSTSnnn: ...` and `state`. The user is
+//!   [`FakeTenant::set_next_sign_in`]'s, else `login_hint`'s (a UPN), else the
+//!   one typed in the sign-in page (`<input id="login" name="login">`,
+//!   `<button id="signin">`, posting to the same URL; unknown UPN: the page
+//!   again with AADSTS50034); a disabled user gets `access_denied`
+//!   AADSTS50057. The token endpoint redeems a code with
+//!   `grant_type=authorization_code` (client secret or assertion as for client
+//!   credentials; single use, AADSTS54005; 10 minutes, AADSTS70008; bound to
+//!   client and `redirect_uri`; `code_verifier` checked, AADSTS501481), giving
+//!   an HS256 access token and, with scope `openid`, an RS256 ID token (iss,
+//!   aud, pairwise sub, oid, tid, preferred_username, name, nonce, iat, nbf,
+//!   exp +1 h, ver 2.0, groups = direct memberships). ID tokens can be spoiled
+//!   for tests ([`FakeTenant::set_id_token_fault`],
+//!   [`FakeTenant::set_oidc_signing_key_mismatch`]).
 //! - `$batch` answers come back shuffled (never in request order when there are
 //!   two or more), each item goes through the same faults and handlers as a
 //!   direct call and is recorded with `in_batch = true` (after the envelope).
@@ -91,6 +116,8 @@ mod details;
 mod generate;
 mod graph;
 mod limits;
+mod oidc;
+mod oidc_token;
 mod reads;
 mod server;
 mod state;
@@ -98,6 +125,7 @@ mod token;
 mod util;
 
 pub use details::{Generated, Registration, Risk, RoleEligibility, SignIn, UserDetails};
+pub use oidc::{IdTokenFault, OidcAuthorization};
 use serde_json::Value;
 use state::{State, UserEntry, lock};
 use std::sync::{Arc, Mutex};
@@ -547,6 +575,62 @@ impl FakeTenant {
         st.faults.clear();
         st.rate_window.clear();
         st.ru_window.clear();
+    }
+
+    /// Lets `client_id` sign users in with this redirect URI (several may be
+    /// registered); the authorize endpoint refuses unregistered ones. Redeeming
+    /// codes also needs a secret or certificate of the same client id.
+    pub fn register_app_redirect(&self, client_id: &str, redirect_uri: &str) {
+        let mut st = self.st();
+        let uris = st.oidc.redirects.entry(client_id.to_string()).or_default();
+        if !uris.iter().any(|u| u == redirect_uri) {
+            uris.push(redirect_uri.to_string());
+        }
+    }
+
+    /// The user (UPN) the next authorize request signs in without showing the
+    /// sign-in page, whatever its `login_hint`; `None` forgets it.
+    pub fn set_next_sign_in(&self, user_principal_name: Option<&str>) {
+        self.st().oidc.next_sign_in = user_principal_name.map(str::to_string);
+    }
+
+    /// Signs ID tokens from now on with a key the JWKS does not publish (the
+    /// header still names the published key's `kid`), so signature checks fail.
+    pub fn set_oidc_signing_key_mismatch(&self, on: bool) {
+        self.st().oidc.key_mismatch = on;
+    }
+
+    /// Spoils every ID token issued from now on (`None`: correct tokens again).
+    pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
+        self.st().oidc.fault = fault;
+    }
+
+    /// Every authorization code issued so far, in order, with what the client
+    /// sent (PKCE, state, nonce) and how often it was presented for redemption.
+    pub fn oidc_authorizations(&self) -> Vec<OidcAuthorization> {
+        self.st()
+            .oidc
+            .codes
+            .iter()
+            .map(|(a, _, _)| a.clone())
+            .collect()
+    }
+
+    /// Ages every authorization code issued so far past its ten minutes, so
+    /// redeeming it gets `invalid_grant` AADSTS70008.
+    pub fn expire_oidc_codes(&self) {
+        let aged = std::time::Instant::now().checked_sub(Duration::from_secs(601));
+        for (_, _, issued) in self.st().oidc.codes.iter_mut() {
+            if let Some(t) = aged {
+                *issued = t;
+            }
+        }
+    }
+
+    /// The issuer of ID tokens, `{base}/{tenant}/v2.0`; discovery is at
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub fn oidc_issuer(&self) -> String {
+        oidc::issuer(&self.shared.base_url, &self.shared.tenant)
     }
 
     /// Every request received so far, in order.

@@ -3,6 +3,7 @@
 use crate::RecordedRequest;
 use crate::Shared;
 use crate::graph::{self, Ctx};
+use crate::oidc;
 use crate::state::{Scope, lock};
 use crate::token;
 use crate::util::{Body, Req, Resp, Rng, graph_error, parse_query};
@@ -68,6 +69,16 @@ async fn handle(
         } else {
             direct(&shared, method, rel, query, hdrs.clone(), &body).await
         }
+    } else if let Some((tenant, endpoint)) = oidc::route(&path) {
+        let call = oidc::Call {
+            method: &method,
+            path: &path,
+            tenant,
+            endpoint,
+            query,
+            headers: hdrs.clone(),
+        };
+        oidc::serve(&shared, call, &body).await
     } else if let Some(tenant) = token_path_tenant(&path) {
         token_request(
             &shared,
@@ -148,7 +159,10 @@ fn into_http(resp: Resp, request_id: &str, client_request_id: &str) -> Response 
             }
             axum::body::Body::from(serde_json::to_vec(v).unwrap_or_default())
         }
-        None => axum::body::Body::empty(),
+        None => match &resp.text {
+            Some(t) => axum::body::Body::from(t.clone()),
+            None => axum::body::Body::empty(),
+        },
     };
     b.body(body).unwrap_or_else(|_| {
         let mut r = Response::new(axum::body::Body::empty());
@@ -175,6 +189,7 @@ async fn token_request(
     }
     let form = parse_query(&String::from_utf8_lossy(body));
     let recorded: Map<String, Value> = form.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let form = token::with_basic_auth(form, header(&hdrs, "authorization"));
     let mut st = lock(&shared.state);
     let resp = if let Some(r) = st.apply_faults(&line, Scope::Other, Instant::now()) {
         r

@@ -114,6 +114,8 @@ pub(crate) struct State {
     pub requests: Vec<RecordedRequest>,
     pub started: i64,
     pub token_key: [u8; 32],
+    /// Sign-in: redirect URIs, codes issued, ID token faults.
+    pub oidc: crate::oidc::OidcState,
 }
 
 impl State {
@@ -151,6 +153,7 @@ impl State {
             requests: Vec::new(),
             started: crate::util::unix_now(),
             token_key,
+            oidc: crate::oidc::OidcState::default(),
         }
     }
 

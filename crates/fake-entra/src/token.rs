@@ -57,15 +57,57 @@ pub(crate) fn parse_certificate(pem: &str) -> Result<Cert, String> {
     })
 }
 
+/// `client_secret_basic` (RFC 6749 2.3.1, what OAuth libraries send by
+/// default): an `Authorization: Basic` header's form-encoded client id and
+/// secret fill `client_id` and `client_secret` when the form lacks them.
+pub(crate) fn with_basic_auth(
+    mut form: Vec<(String, String)>,
+    authorization: Option<&str>,
+) -> Vec<(String, String)> {
+    let Some(b64) = authorization.and_then(|a| {
+        a.strip_prefix("Basic ")
+            .or_else(|| a.strip_prefix("basic "))
+    }) else {
+        return form;
+    };
+    let Some(pair) = STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
+        return form;
+    };
+    let Some((id, secret)) = pair.split_once(':') else {
+        return form;
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    for (name, value) in [("client_id", decode(id)), ("client_secret", decode(secret))] {
+        if !form.iter().any(|(k, v)| k == name && !v.is_empty()) {
+            form.push((name.to_string(), value));
+        }
+    }
+    form
+}
+
 /// An Entra token endpoint error.
-struct AadError {
+pub(crate) struct AadError {
     status: u16,
     error: &'static str,
     code: u32,
     description: String,
 }
 
-fn aad(status: u16, error: &'static str, code: u32, description: impl Into<String>) -> AadError {
+/// Builds an Entra token endpoint error.
+pub(crate) fn aad(
+    status: u16,
+    error: &'static str,
+    code: u32,
+    description: impl Into<String>,
+) -> AadError {
     AadError {
         status,
         error,
@@ -75,7 +117,8 @@ fn aad(status: u16, error: &'static str, code: u32, description: impl Into<Strin
 }
 
 impl AadError {
-    fn into_resp(self, correlation_id: &str) -> Resp {
+    /// The error as Entra's JSON answer.
+    pub(crate) fn into_resp(self, correlation_id: &str) -> Resp {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let ts = aad_timestamp();
         let desc = format!(
@@ -97,7 +140,8 @@ impl AadError {
     }
 }
 
-fn missing(param: &str) -> AadError {
+/// The error for a missing form parameter.
+pub(crate) fn missing(param: &str) -> AadError {
     aad(
         400,
         "invalid_request",
@@ -145,6 +189,9 @@ fn issue(
         ));
     }
     let grant_type = get("grant_type").ok_or_else(|| missing("grant_type"))?;
+    if grant_type == "authorization_code" {
+        return crate::oidc_token::redeem(st, base, tenant, form);
+    }
     if grant_type != "client_credentials" {
         return Err(aad(
             400,
@@ -165,6 +212,63 @@ fn issue(
             ),
         ));
     }
+    client_auth(st, base, tenant, client_id, form)?;
+    let lifetime = st.token_lifetime;
+    let now = unix_now();
+    let claims = json!({
+        "aud": "https://graph.microsoft.com",
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime as i64,
+        "appid": client_id,
+        "idtyp": "app",
+        "tid": tenant,
+        "roles": [],
+        "uti": uuid::Uuid::new_v4().to_string(),
+        "ver": "1.0",
+    });
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&st.token_key),
+    )
+    .map_err(|e| {
+        aad(
+            500,
+            "server_error",
+            90000,
+            format!("cannot issue token: {e}"),
+        )
+    })?;
+    st.tokens.insert(
+        token.clone(),
+        TokenInfo {
+            client_id: client_id.to_string(),
+            expires: Instant::now() + Duration::from_secs(lifetime),
+            revoked: false,
+        },
+    );
+    Ok(Resp::json(
+        200,
+        json!({
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        }),
+    ))
+}
+
+/// Checks the client's credential (a secret or a certificate-signed assertion)
+/// for both grants, with Entra's errors.
+pub(crate) fn client_auth(
+    st: &State,
+    base: &str,
+    tenant: &str,
+    client_id: &str,
+    form: &[(String, String)],
+) -> Result<(), AadError> {
     let Some(app) = st.apps.get(client_id) else {
         return Err(aad(
             400,
@@ -174,6 +278,12 @@ fn issue(
                 "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
             ),
         ));
+    };
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     };
     let secret = get("client_secret");
     let assertion = get("client_assertion");
@@ -224,51 +334,7 @@ fn issue(
             verify_assertion(app.certs.as_slice(), a, client_id, &token_url(base, tenant))?;
         }
     }
-    let lifetime = st.token_lifetime;
-    let now = unix_now();
-    let claims = json!({
-        "aud": "https://graph.microsoft.com",
-        "iss": format!("https://sts.windows.net/{tenant}/"),
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime as i64,
-        "appid": client_id,
-        "idtyp": "app",
-        "tid": tenant,
-        "roles": [],
-        "uti": uuid::Uuid::new_v4().to_string(),
-        "ver": "1.0",
-    });
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&st.token_key),
-    )
-    .map_err(|e| {
-        aad(
-            500,
-            "server_error",
-            90000,
-            format!("cannot issue token: {e}"),
-        )
-    })?;
-    st.tokens.insert(
-        token.clone(),
-        TokenInfo {
-            client_id: client_id.to_string(),
-            expires: Instant::now() + Duration::from_secs(lifetime),
-            revoked: false,
-        },
-    );
-    Ok(Resp::json(
-        200,
-        json!({
-            "token_type": "Bearer",
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": token,
-        }),
-    ))
+    Ok(())
 }
 
 fn invalid_signature(reason: &str, client_id: &str, thumbprint: &str) -> AadError {

@@ -81,6 +81,8 @@ pub(crate) struct Resp {
     pub headers: Vec<(String, String)>,
     /// JSON body, if any.
     pub body: Option<Value>,
+    /// A body that is not JSON (the sign-in pages); its Content-Type is in `headers`.
+    pub text: Option<String>,
 }
 
 impl Resp {
@@ -90,6 +92,7 @@ impl Resp {
             status,
             headers: Vec::new(),
             body: Some(body),
+            text: None,
         }
     }
 
@@ -99,6 +102,17 @@ impl Resp {
             status,
             headers: Vec::new(),
             body: None,
+            text: None,
+        }
+    }
+
+    /// An HTML page (sign-in and error pages of the authorize endpoint).
+    pub(crate) fn html(status: u16, page: String) -> Resp {
+        Resp {
+            status,
+            headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
+            body: None,
+            text: Some(page),
         }
     }
 
