@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::access::{Caller, Interface};
 use crate::config::ApprovalConfig;
 use crate::domain::ActionKind;
 use crate::domain::{Action, ActionState};
@@ -56,6 +57,21 @@ pub struct Origin {
     pub interface: &'static str,
     /// The operating-system user who ran the CLI; `None` through the API.
     pub os_user: Option<String>,
+}
+
+// Here rather than in `access`, which stays a leaf module that config can use.
+impl Caller {
+    /// The origin a decision by this caller records.
+    pub fn origin(&self) -> Origin {
+        match self.interface {
+            Interface::Cli => Origin::cli(),
+            Interface::Api => Origin::api(),
+            Interface::Console => Origin {
+                interface: "console",
+                os_user: None,
+            },
+        }
+    }
 }
 
 impl Origin {
