@@ -49,8 +49,9 @@ impl From<&ApprovalConfig> for ApprovalPolicy {
     }
 }
 
-/// Where a decision came from: names are self-declared (`--by`, `"by"`), so the
-/// history also keeps what the machine can tell, until a console sign-in exists.
+/// Where a decision came from: a command-line name is self-declared (`--by`), so
+/// the history also keeps what the machine can tell (the OS user); API and
+/// console names are the calling token's or signed-in person's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     /// `cli` or `api`; empty for library callers (recorded as unknown).
@@ -83,7 +84,7 @@ impl Origin {
         }
     }
 
-    /// A decision made through the daemon's HTTP API (bearer token holder).
+    /// A decision made through the daemon's HTTP API (recorded as `token:NAME`).
     pub fn api() -> Origin {
         Origin {
             interface: "api",
