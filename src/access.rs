@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::approval::Origin;
-
 /// What a caller may do. Every role may read; `Admin` holds all the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,18 +131,6 @@ impl Caller {
     /// Whether the caller may do what `role` permits.
     pub fn may(&self, role: Role) -> bool {
         self.roles.allows(role)
-    }
-
-    /// The origin a decision by this caller records.
-    pub fn origin(&self) -> Origin {
-        match self.interface {
-            Interface::Cli => Origin::cli(),
-            Interface::Api => Origin::api(),
-            Interface::Console => Origin {
-                interface: "console",
-                os_user: None,
-            },
-        }
     }
 }
 

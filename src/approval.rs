@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::access::{Caller, Interface};
 use crate::config::ApprovalConfig;
 use crate::domain::ActionKind;
 use crate::domain::{Action, ActionState};
@@ -48,14 +49,30 @@ impl From<&ApprovalConfig> for ApprovalPolicy {
     }
 }
 
-/// Where a decision came from: names are self-declared (`--by`, `"by"`), so the
-/// history also keeps what the machine can tell, until a console sign-in exists.
+/// Where a decision came from: a command-line name is self-declared (`--by`), so
+/// the history also keeps what the machine can tell (the OS user); API and
+/// console names are the calling token's or signed-in person's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     /// `cli` or `api`; empty for library callers (recorded as unknown).
     pub interface: &'static str,
     /// The operating-system user who ran the CLI; `None` through the API.
     pub os_user: Option<String>,
+}
+
+// Here rather than in `access`, which stays a leaf module that config can use.
+impl Caller {
+    /// The origin a decision by this caller records.
+    pub fn origin(&self) -> Origin {
+        match self.interface {
+            Interface::Cli => Origin::cli(),
+            Interface::Api => Origin::api(),
+            Interface::Console => Origin {
+                interface: "console",
+                os_user: None,
+            },
+        }
+    }
 }
 
 impl Origin {
@@ -67,7 +84,7 @@ impl Origin {
         }
     }
 
-    /// A decision made through the daemon's HTTP API (bearer token holder).
+    /// A decision made through the daemon's HTTP API (recorded as `token:NAME`).
     pub fn api() -> Origin {
         Origin {
             interface: "api",

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use axum::Extension;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,9 +14,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::body::JsonBody;
+use super::caller::{refuse_typed_name, require, typed_name};
 use super::error::{ApiError, ApiResult};
 use super::{ApiState, DaemonRequest, Shared};
-use crate::approval::{ApprovalError, ApprovalPolicy, Decision, Origin, check_approver};
+use crate::access::{Caller, Role};
+use crate::approval::{ApprovalError, ApprovalPolicy, Decision, check_approver};
 use crate::domain::{Action, ActionState};
 use crate::output::{action_json, detail_json};
 use crate::service::approvals::{self, DecisionRequest};
@@ -71,14 +74,24 @@ pub(super) async fn show_action(
     Ok(axum::Json(detail_json(&detail)))
 }
 
-/// The body of an approval or rejection: who decides, and why.
+/// The body of an approval or rejection: why. Who decides is the calling
+/// token; a `"by"` is refused, never recorded.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DecideBody {
-    #[serde(default)]
-    by: Option<String>,
+    #[serde(default, deserialize_with = "typed_name")]
+    by: Option<()>,
     #[serde(default)]
     comment: Option<String>,
+}
+
+impl DecideBody {
+    /// The comment, once the caller may decide and the body typed no name.
+    fn checked(self, caller: &Caller) -> ApiResult<Option<String>> {
+        require(caller, Role::Approver, "approve or reject actions")?;
+        refuse_typed_name(self.by)?;
+        Ok(self.comment)
+    }
 }
 
 /// Asks the daemon to execute the tenants whose actions just became approved.
@@ -109,10 +122,12 @@ fn request_execution(s: &ApiState, rows: &[Action]) {
 
 async fn decide_one(
     s: &Shared,
+    caller: &Caller,
     id: i64,
     body: DecideBody,
     decision: Decision,
 ) -> ApiResult<axum::Json<Value>> {
+    let comment = body.checked(caller)?;
     let cfg = s.api.config();
     let policy = ApprovalPolicy::from(&cfg.approvals);
     let now = Utc::now();
@@ -121,11 +136,11 @@ async fn decide_one(
     let req = DecisionRequest {
         ids: vec![id],
         decision,
-        by: body.by.unwrap_or_default(),
-        comment: body.comment,
+        by: caller.name.clone(),
+        comment,
         bulk: false,
         now,
-        origin: Origin::api(),
+        origin: caller.origin(),
     };
     let rows = approvals::decide(store, &req, &policy).await?;
     request_execution(&s.api, &rows);
@@ -149,19 +164,21 @@ async fn decide_one(
 /// `POST /v1/actions/{id}/approve`.
 pub(super) async fn approve_action(
     State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, PathRejection>,
     JsonBody(body): JsonBody<DecideBody>,
 ) -> ApiResult<axum::Json<Value>> {
-    decide_one(&s, path_id(id)?, body, Decision::Approve).await
+    decide_one(&s, &caller, path_id(id)?, body, Decision::Approve).await
 }
 
 /// `POST /v1/actions/{id}/reject`.
 pub(super) async fn reject_action(
     State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, PathRejection>,
     JsonBody(body): JsonBody<DecideBody>,
 ) -> ApiResult<axum::Json<Value>> {
-    decide_one(&s, path_id(id)?, body, Decision::Reject).await
+    decide_one(&s, &caller, path_id(id)?, body, Decision::Reject).await
 }
 
 impl From<RunDecisionError> for ApiError {
@@ -180,15 +197,17 @@ impl From<RunDecisionError> for ApiError {
 /// that may be approved in bulk and lists the single-identity ones it skipped.
 pub(super) async fn approve_run(
     State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
     run: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody<DecideBody>,
 ) -> ApiResult<axum::Json<RunApproved>> {
+    let comment = body.checked(&caller)?;
     let Path(run) = run.map_err(|e| ApiError::bad_request("invalid_run", e.body_text()))?;
     let cfg = s.api.config();
     let policy = ApprovalPolicy::from(&cfg.approvals);
     let now = Utc::now();
     let store = s.api.store.as_ref();
-    let by = body.by.unwrap_or_default();
+    let by = caller.name.clone();
     // Refuse a wrong approver before revealing anything about the run.
     check_approver(&policy, &by)?;
     let selection = run_decision::select(store, &run, Decision::Approve, now).await?;
@@ -208,10 +227,10 @@ pub(super) async fn approve_run(
         ids: selection.ids,
         decision: Decision::Approve,
         by,
-        comment: body.comment,
+        comment,
         bulk: true,
         now,
-        origin: Origin::api(),
+        origin: caller.origin(),
     };
     let rows = approvals::decide(store, &req, &policy).await?;
     request_execution(&s.api, &rows);

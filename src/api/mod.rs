@@ -8,6 +8,7 @@
 
 mod approvals;
 mod body;
+mod caller;
 mod error;
 mod runs;
 mod serve;
@@ -25,13 +26,12 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::access::{Caller, Interface, Role, Roles};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use error::ApiError;
 pub use serve::{Bound, ServeLimits, bind, serve, serve_with};
-pub use token::{Token, load_token};
+pub use token::{NamedToken, Tokens, load_tokens};
 
 /// What the daemon asks of its scheduler on behalf of an API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum DaemonRequest {
         tenant: Option<String>,
         /// Process the scan even if it was processed before.
         force: bool,
-        /// Who asked (`api`, or `api:NAME` when the body names someone).
+        /// Who asked: the calling token's recorded name, `token:NAME`.
         by: String,
     },
     /// Execute the tenant's approved actions now rather than at the next tick.
@@ -59,8 +59,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The current config (reloaded on SIGHUP); clone the `Arc` out, never hold the lock.
     pub config: Arc<RwLock<Arc<Config>>>,
-    /// The bearer token every route but the health checks requires.
-    pub token: Token,
+    /// The named bearer tokens; every route but the health checks needs one.
+    pub tokens: Tokens,
     /// The daemon's counters.
     pub metrics: Arc<Metrics>,
     /// True once the daemon is ready to serve (false while starting or stopping).
@@ -115,23 +115,24 @@ fn is_public(path: &str) -> bool {
 
 async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     if is_public(req.uri().path()) {
-        next.run(req).await
-    } else if token::authorized(req.headers(), &s.api.token.get()) {
+        return next.run(req).await;
+    }
+    match token::caller(req.headers(), &s.api.tokens.current()) {
         // Handlers read who calls from this extension, never from the body.
-        req.extensions_mut().insert(Caller {
-            name: "api".into(),
-            interface: Interface::Api,
-            roles: Roles::of(&[Role::Operator, Role::Approver]),
-        });
-        next.run(req).await
-    } else {
-        tracing::debug!(method = %req.method(), path = %req.uri().path(), "API request without a valid bearer token");
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this route needs the API bearer token: Authorization: Bearer <token>",
-        )
-        .into_response()
+        // Every token holds a role, and any role may read.
+        Some(caller) if !caller.roles.is_empty() => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        _ => {
+            tracing::debug!(method = %req.method(), path = %req.uri().path(), "API request without a valid bearer token");
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this route needs an API bearer token: Authorization: Bearer <token>",
+            )
+            .into_response()
+        }
     }
 }
 

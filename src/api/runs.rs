@@ -1,5 +1,6 @@
 //! `POST /v1/runs`: asks the daemon's scheduler for a run now.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,10 +9,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::body::JsonBody;
+use super::caller::{refuse_typed_name, require, typed_name};
 use super::error::{ApiError, ApiResult};
 use super::{DaemonRequest, Shared};
+use crate::access::{Caller, Role};
 
-/// The body of `POST /v1/runs`: which tenant, whether to force, who asks.
+/// The body of `POST /v1/runs`: which tenant, whether to force. Who asks is
+/// the calling token; a `"by"` is refused, never recorded.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RunBody {
@@ -19,15 +23,18 @@ pub(super) struct RunBody {
     tenant: Option<String>,
     #[serde(default)]
     force: bool,
-    #[serde(default)]
-    by: Option<String>,
+    #[serde(default, deserialize_with = "typed_name")]
+    by: Option<()>,
 }
 
 /// `POST /v1/runs`: queues a run for the daemon's scheduler (202), or says why not.
 pub(super) async fn trigger_run(
     State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<RunBody>,
 ) -> ApiResult<Response> {
+    require(&caller, Role::Operator, "request runs")?;
+    refuse_typed_name(body.by)?;
     let cfg = s.api.config();
     if let Some(t) = &body.tenant
         && cfg.tenant(t).is_none()
@@ -43,10 +50,7 @@ pub(super) async fn trigger_run(
             "no [[tenant]] is configured",
         ));
     }
-    let by = match body.by.as_deref().map(str::trim) {
-        Some(name) if !name.is_empty() => format!("api:{name}"),
-        _ => "api".to_string(),
-    };
+    let by = caller.name.clone();
     let req = DaemonRequest::Run {
         tenant: body.tenant.clone(),
         force: body.force,

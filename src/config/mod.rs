@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-pub use api::ApiConfig;
+pub use api::{ApiConfig, ApiTokenConfig, LEGACY_TOKEN_NAME};
 pub use console::ConsoleConfig;
 pub use daemon::{DaemonConfig, LogFormat};
 pub use duration::HumanDuration;
@@ -172,6 +172,9 @@ impl Config {
             .client_secret_file
             .as_ref()
             .map(|p| resolve(base, p));
+        for t in &mut self.api.tokens {
+            t.file = t.file.as_ref().map(|p| resolve(base, p));
+        }
         for w in &mut self.notify.webhooks {
             w.url_file = w.url_file.as_ref().map(|p| resolve(base, p));
         }

@@ -79,9 +79,9 @@ async fn load(config_path: &Path) -> Result<(Arc<Shared>, Arc<Metrics>), DaemonE
         let metrics = metrics.clone();
         notifier.on_result(Arc::new(move |name, ok| metrics.webhook(name, ok)));
     }
-    let api_token = if cfg.api.enabled {
-        Some(api::Token::new(
-            &api::load_token(&cfg.api).map_err(startup)?,
+    let api_tokens = if cfg.api.enabled {
+        Some(api::Tokens::new(
+            api::load_tokens(&cfg.api).map_err(startup)?,
         ))
     } else {
         None
@@ -99,7 +99,7 @@ async fn load(config_path: &Path) -> Result<(Arc<Shared>, Arc<Metrics>), DaemonE
         store,
         metrics: metrics.clone(),
         notifier: RwLock::new(Arc::new(notifier)),
-        api_token,
+        api_tokens,
         busy: Mutex::new(HashSet::new()),
         tracker: TaskTracker::new(),
         stopping: CancellationToken::new(),
@@ -150,14 +150,14 @@ async fn serve_api(
     ready: &Arc<AtomicBool>,
     requests: mpsc::Sender<DaemonRequest>,
 ) -> Result<Option<JoinHandle<()>>, DaemonError> {
-    let Some(token) = shared.api_token.clone() else {
+    let Some(tokens) = shared.api_tokens.clone() else {
         return Ok(None);
     };
     let api_cfg = read(shared.config.as_ref()).api.clone();
     let state = ApiState {
         store: shared.store.clone(),
         config: shared.config.clone(),
-        token,
+        tokens,
         metrics,
         ready: ready.clone(),
         requests,

@@ -126,7 +126,7 @@ impl Shared {
     }
 
     /// SIGHUP: the new config replaces the old only if it is valid and changes
-    /// no setting that needs a restart; the API token is read again.
+    /// no setting that needs a restart; the API tokens are read again.
     pub(super) async fn reload_config(&self) -> bool {
         match Config::load(&self.config_path) {
             Ok(new) => {
@@ -145,8 +145,8 @@ impl Shared {
                     .await;
                     return false;
                 }
-                let token = match (&self.api_token, new.api.enabled) {
-                    (Some(_), true) => match api::load_token(&new.api) {
+                let tokens = match (&self.api_tokens, new.api.enabled) {
+                    (Some(_), true) => match api::load_tokens(&new.api) {
                         Ok(t) => Some(t),
                         Err(e) => {
                             self.refuse_config(&e).await;
@@ -166,17 +166,16 @@ impl Shared {
                         return false;
                     }
                 }
-                let mut token_changed = false;
-                if let (Some(slot), Some(t)) = (&self.api_token, token) {
-                    token_changed = *slot.get() != *t;
-                    slot.set(&t);
+                let mut tokens_changed = false;
+                if let (Some(slot), Some(t)) = (&self.api_tokens, tokens) {
+                    tokens_changed = slot.replace(t);
                 }
                 write(&self.config, Arc::new(new));
-                tracing::info!(path = %self.config_path.display(), api_token_changed = token_changed, "configuration reloaded");
+                tracing::info!(path = %self.config_path.display(), api_tokens_changed = tokens_changed, "configuration reloaded");
                 self.record(self.event(
                     "config_reloaded",
                     None,
-                    json!({"path": self.config_path.display().to_string(), "api_token_changed": token_changed}),
+                    json!({"path": self.config_path.display().to_string(), "api_tokens_changed": tokens_changed}),
                 ))
                 .await;
                 self.reload_rules("config reload", true).await;

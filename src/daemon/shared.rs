@@ -38,8 +38,8 @@ pub(super) struct Shared {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub notifier: RwLock<Arc<Notifier>>,
-    /// The API's bearer token (when the API is on), re-read on SIGHUP.
-    pub api_token: Option<api::Token>,
+    /// The API's named bearer tokens (when the API is on), re-read on SIGHUP.
+    pub api_tokens: Option<api::Tokens>,
     /// Tenants with a run or execution in progress here.
     pub busy: Mutex<HashSet<String>>,
     pub tracker: TaskTracker,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::{Duration, Utc};
+use entra_remediator::access::{Role, Roles};
 use entra_remediator::api::{self, ApiState, DaemonRequest};
 use entra_remediator::config::Config;
 use entra_remediator::domain::Reason;
@@ -15,13 +16,36 @@ use tokio::sync::mpsc;
 
 use crate::common::{guid, run_bin};
 
+/// The operator token "ci": reads and requests runs, approves nothing.
 const TOKEN: &str = "api-test-token-7f3a9c";
+
+/// The secret of the approver token named `who`.
+fn secret(who: &str) -> String {
+    format!("api-test-token-{who}-51d0")
+}
+
+/// The API's tokens: "ci" (operator), "viewer", and the approver tokens alice,
+/// bob, carol (in approvals.approvers) and mallory (not in it).
+fn tokens() -> Vec<api::NamedToken> {
+    let mut set = vec![
+        api::NamedToken::new("ci", TOKEN, Roles::of(&[Role::Operator])),
+        api::NamedToken::new("viewer", &secret("viewer"), Roles::of(&[Role::Viewer])),
+    ];
+    for who in ["alice", "bob", "carol", "mallory"] {
+        set.push(api::NamedToken::new(
+            who,
+            &secret(who),
+            Roles::of(&[Role::Approver]),
+        ));
+    }
+    set
+}
 
 const CONFIG: &str = r#"
 [store]
 url = "sqlite://h.db"
 [approvals]
-approvers = ["alice", "bob", "carol"]
+approvers = ["token:alice", "token:bob", "token:carol"]
 four_eyes = ["disable_user"]
 [[tenant]]
 name = "test"
@@ -124,7 +148,7 @@ impl Harness {
         let state = ApiState {
             store: store.clone(),
             config: Arc::new(RwLock::new(Arc::new(cfg))),
-            token: api::Token::new(TOKEN),
+            tokens: api::Tokens::new(tokens()),
             metrics: metrics.clone(),
             ready: ready.clone(),
             requests: tx,
@@ -161,10 +185,19 @@ impl Harness {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_with(TOKEN, path, body).await
+    }
+
+    /// Posts with the approver token named `who`.
+    async fn post_as(&self, who: &str, path: &str, body: Value) -> (u16, Value) {
+        self.post_with(&secret(who), path, body).await
+    }
+
+    async fn post_with(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
             .post(self.url(path))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
@@ -283,12 +316,13 @@ async fn every_other_route_refuses_a_missing_or_wrong_token_with_401() {
             assert_eq!(code(&v), "unauthorized");
         }
     }
-    // A token that is a prefix of the real one is still wrong.
+    // A token that is a prefix of a real one is still wrong.
+    let alice = secret("alice");
     let r = h
         .http
         .post(h.url(&approve))
-        .bearer_auth(&TOKEN[..TOKEN.len() - 1])
-        .json(&json!({"by": "alice"}))
+        .bearer_auth(&alice[..alice.len() - 1])
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
@@ -393,9 +427,10 @@ async fn show_returns_one_action_with_its_approvals_and_history() {
     let h = Harness::start().await;
     let id = h.seeded.revoke;
     let (status, _) = h
-        .post(
+        .post_as(
+            "alice",
             &format!("/v1/actions/{id}/approve"),
-            json!({"by": "alice", "comment": "ok by me"}),
+            json!({"comment": "ok by me"}),
         )
         .await;
     assert_eq!(status, 200);
@@ -405,7 +440,7 @@ async fn show_returns_one_action_with_its_approvals_and_history() {
     assert_eq!(body["action"], "revoke_sessions");
     assert_eq!(body["state"], "approved");
     assert_eq!(body["approvals"].as_array().unwrap().len(), 1);
-    assert_eq!(body["approvals"][0]["approver"], "alice");
+    assert_eq!(body["approvals"][0]["approver"], "token:alice");
     assert_eq!(body["approvals"][0]["comment"], "ok by me");
     let history = body["history"].as_array().unwrap();
     assert!(history.iter().all(|e| e["action_id"] == id));
@@ -426,18 +461,18 @@ async fn approving_an_action_approves_it_once_and_asks_the_daemon_to_execute_it(
     let mut h = Harness::start().await;
     let id = h.seeded.revoke;
     let (status, body) = h
-        .post(&format!("/v1/actions/{id}/approve"), json!({"by": "alice"}))
+        .post_as("alice", &format!("/v1/actions/{id}/approve"), json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], id);
     assert_eq!(body["state"], "approved");
-    assert_eq!(body["state_reason"], "approve by alice");
+    assert_eq!(body["state_reason"], "approve by token:alice");
     assert_eq!(h.drain(), vec![execute("test")]);
 
     // A second approval is refused and changes nothing.
     let events = h.event_count().await;
     let (status, body) = h
-        .post(&format!("/v1/actions/{id}/approve"), json!({"by": "bob"}))
+        .post_as("bob", &format!("/v1/actions/{id}/approve"), json!({}))
         .await;
     assert_eq!(status, 409);
     assert_eq!(code(&body), "not_pending");
@@ -452,9 +487,10 @@ async fn rejecting_an_action_rejects_it_and_requests_no_execution() {
     let mut h = Harness::start().await;
     let id = h.seeded.mfa;
     let (status, body) = h
-        .post(
+        .post_as(
+            "bob",
             &format!("/v1/actions/{id}/reject"),
-            json!({"by": "bob", "comment": "false positive"}),
+            json!({"comment": "false positive"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -466,12 +502,12 @@ async fn rejecting_an_action_rejects_it_and_requests_no_execution() {
     assert_eq!(h.drain(), vec![]);
 
     let (status, body) = h
-        .post(&format!("/v1/actions/{id}/reject"), json!({"by": "bob"}))
+        .post_as("bob", &format!("/v1/actions/{id}/reject"), json!({}))
         .await;
     assert_eq!(status, 409);
     assert_eq!(code(&body), "not_pending");
     let (status, _) = h
-        .post(&format!("/v1/actions/{id}/approve"), json!({"by": "carol"}))
+        .post_as("carol", &format!("/v1/actions/{id}/approve"), json!({}))
         .await;
     assert_eq!(status, 409);
     assert_eq!(h.state_of(id).await, "rejected");
@@ -485,33 +521,46 @@ async fn refused_decisions_answer_404_403_or_400_and_change_nothing() {
     let approve = format!("/v1/actions/{id}/approve");
 
     let (status, body) = h
-        .post("/v1/actions/424242/approve", json!({"by": "alice"}))
+        .post_as("alice", "/v1/actions/424242/approve", json!({}))
         .await;
     assert_eq!((status, code(&body)), (404, "not_found"));
     assert_eq!(message(&body), "action 424242 does not exist");
 
-    let (status, body) = h.post(&approve, json!({"by": "mallory"})).await;
+    let (status, body) = h.post_as("mallory", &approve, json!({})).await;
     assert_eq!((status, code(&body)), (403, "not_an_approver"));
-    assert!(message(&body).contains("\"mallory\" is not in approvals.approvers"));
+    assert!(message(&body).contains("\"token:mallory\" is not in approvals.approvers"));
     let (status, _) = h
-        .post(
-            &format!("/v1/actions/{id}/reject"),
-            json!({"by": "mallory"}),
-        )
+        .post_as("mallory", &format!("/v1/actions/{id}/reject"), json!({}))
         .await;
     assert_eq!(status, 403);
 
-    for body in [json!({}), json!({"by": ""}), json!({"by": "  "})] {
-        let (status, resp) = h.post(&approve, body).await;
-        assert_eq!((status, code(&resp)), (400, "missing_approver"));
-        assert!(message(&resp).contains("\"by\""));
+    // A typed name is refused whatever it says, even the caller's own.
+    for body in [
+        json!({"by": "alice"}),
+        json!({"by": "token:alice", "comment": "me"}),
+        json!({"by": ""}),
+        json!({"by": null}),
+        json!({"by": 5}),
+    ] {
+        let (status, resp) = h.post_as("alice", &approve, body).await;
+        assert_eq!((status, code(&resp)), (400, "by_not_accepted"));
+        assert_eq!(
+            message(&resp),
+            "the API records the calling token's name; remove \"by\""
+        );
+    }
+    // Tokens without the approver role may not decide, with or without a body.
+    for token in [TOKEN.to_string(), secret("viewer")] {
+        for path in [&approve, &format!("/v1/actions/{id}/reject")] {
+            let (status, resp) = h.post_with(&token, path, json!({})).await;
+            assert_eq!((status, code(&resp)), (403, "forbidden"));
+            assert!(message(&resp).contains("needs the approver role"), "{resp}");
+        }
     }
     let (status, body) = h.post_raw(&approve, "application/json", "").await;
-    assert_eq!((status, code(&body)), (400, "missing_approver"));
+    assert_eq!((status, code(&body)), (403, "forbidden"));
 
-    let (status, body) = h
-        .post(&approve, json!({"by": "alice", "comit": "typo"}))
-        .await;
+    let (status, body) = h.post_as("alice", &approve, json!({"comit": "typo"})).await;
     assert_eq!((status, code(&body)), (400, "invalid_json"));
     assert!(message(&body).contains("comit"), "{body}");
 
@@ -526,19 +575,50 @@ async fn a_four_eyes_action_needs_two_different_approvers() {
     let mut h = Harness::start().await;
     let id = h.seeded.disable;
     let approve = format!("/v1/actions/{id}/approve");
-    let (status, body) = h.post(&approve, json!({"by": "alice"})).await;
+    let (status, body) = h.post_as("alice", &approve, json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(body["state"], "pending");
     assert_eq!(h.drain(), vec![]);
 
-    let (status, body) = h.post(&approve, json!({"by": "alice"})).await;
+    let (status, body) = h.post_as("alice", &approve, json!({})).await;
     assert_eq!((status, code(&body)), (409, "already_approved"));
 
-    let (status, body) = h.post(&approve, json!({"by": "bob"})).await;
+    let (status, body) = h.post_as("bob", &approve, json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(body["state"], "approved");
     assert_eq!(h.drain(), vec![execute("test")]);
-    assert_eq!(h.store.approvals(id).await.unwrap().len(), 2);
+    let approvals = h.store.approvals(id).await.unwrap();
+    let names: Vec<&str> = approvals.iter().map(|a| a.approver.as_str()).collect();
+    assert_eq!(names, vec!["token:alice", "token:bob"]);
+    // History records each token's name as the actor, from the API.
+    let events = h
+        .store
+        .events(&Filter {
+            action_id: Some(id),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    let decided: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.actor.starts_with("token:"))
+        .map(|e| (e.actor.as_str(), e.state.as_deref()))
+        .collect();
+    assert_eq!(
+        decided,
+        vec![
+            ("token:alice", Some("pending")),
+            ("token:bob", Some("approved"))
+        ],
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.actor.starts_with("token:"))
+            .all(|e| e.detail.contains("\"interface\":\"api\"")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -548,11 +628,11 @@ async fn bulk_run_approval_skips_single_identity_actions_and_lists_them() {
     let (revoke, mfa, removal, disable) = (s.revoke, s.mfa, s.removal, s.disable);
     let path = format!("/v1/runs/{}/approve", s.run_id);
 
-    let (status, body) = h.post(&path, json!({"by": "mallory"})).await;
+    let (status, body) = h.post_as("mallory", &path, json!({})).await;
     assert_eq!((status, code(&body)), (403, "not_an_approver"));
 
     let (status, body) = h
-        .post(&path, json!({"by": "alice", "comment": "weekly review"}))
+        .post_as("alice", &path, json!({"comment": "weekly review"}))
         .await;
     assert_eq!(status, 200, "{body}");
     let decided: Vec<(i64, String)> = body["decided"]
@@ -586,24 +666,25 @@ async fn bulk_run_approval_skips_single_identity_actions_and_lists_them() {
 
     // The same person again: the four-eyes action refuses, so nothing changes.
     let events = h.event_count().await;
-    let (status, body) = h.post(&path, json!({"by": "alice"})).await;
+    let (status, body) = h.post_as("alice", &path, json!({})).await;
     assert_eq!((status, code(&body)), (409, "already_approved"));
     assert_eq!(h.event_count().await, events);
 
-    let (status, body) = h.post(&path, json!({"by": "bob"})).await;
+    let (status, body) = h.post_as("bob", &path, json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(body["decided"][0]["id"], disable);
     assert_eq!(body["decided"][0]["state"], "approved");
 
     // Only the removal is left, and it cannot go in bulk.
-    let (status, body) = h.post(&path, json!({"by": "carol"})).await;
+    let (status, body) = h.post_as("carol", &path, json!({})).await;
     assert_eq!((status, code(&body)), (409, "nothing_to_decide"));
     assert!(message(&body).contains("single-identity"));
 
     let (status, body) = h
-        .post(
+        .post_as(
+            "alice",
             &format!("/v1/runs/{}/approve", guid(77)),
-            json!({"by": "alice"}),
+            json!({}),
         )
         .await;
     assert_eq!((status, code(&body)), (404, "not_found"));
@@ -622,28 +703,30 @@ async fn triggering_a_run_queues_it_for_the_daemon() {
         vec![DaemonRequest::Run {
             tenant: Some("test".into()),
             force: true,
-            by: "api".into()
+            by: "token:ci".into()
         }]
     );
 
     let (status, _) = h.post_raw("/v1/runs", "application/json", "").await;
     assert_eq!(status, 202);
-    let (status, _) = h.post("/v1/runs", json!({"by": "alice"})).await;
-    assert_eq!(status, 202);
+    let (status, body) = h.post("/v1/runs", json!({"by": "alice"})).await;
+    assert_eq!((status, code(&body)), (400, "by_not_accepted"));
+    // An approver-only token may not ask for runs; a viewer neither.
+    let (status, body) = h.post_as("alice", "/v1/runs", json!({})).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+    assert!(
+        message(&body).contains("token:alice may not request runs"),
+        "{body}"
+    );
+    let (status, _) = h.post_as("viewer", "/v1/runs", json!({})).await;
+    assert_eq!(status, 403);
     assert_eq!(
         h.drain(),
-        vec![
-            DaemonRequest::Run {
-                tenant: None,
-                force: false,
-                by: "api".into()
-            },
-            DaemonRequest::Run {
-                tenant: None,
-                force: false,
-                by: "api:alice".into()
-            }
-        ]
+        vec![DaemonRequest::Run {
+            tenant: None,
+            force: false,
+            by: "token:ci".into()
+        }]
     );
 
     let (status, body) = h.post("/v1/runs", json!({"tenant": "nope"})).await;
@@ -672,9 +755,10 @@ async fn a_full_request_queue_refuses_runs_but_not_approvals() {
     assert_eq!(r.headers()["retry-after"], "5");
     // The approval itself succeeded; the periodic executor will pick it up.
     let (status, body) = h
-        .post(
+        .post_as(
+            "alice",
             &format!("/v1/actions/{}/approve", h.seeded.revoke),
-            json!({"by": "alice"}),
+            json!({}),
         )
         .await;
     assert_eq!(status, 200);
@@ -712,9 +796,10 @@ async fn oversized_bodies_are_refused_with_413_and_change_nothing() {
     let id = h.seeded.revoke;
     let comment = "x".repeat(4096);
     let (status, body) = h
-        .post(
+        .post_as(
+            "alice",
             &format!("/v1/actions/{id}/approve"),
-            json!({"by": "alice", "comment": comment}),
+            json!({"comment": comment}),
         )
         .await;
     assert_eq!((status, code(&body)), (413, "body_too_large"));
@@ -722,9 +807,10 @@ async fn oversized_bodies_are_refused_with_413_and_change_nothing() {
     assert_eq!(h.state_of(id).await, "pending");
     // Just under the limit is fine.
     let (status, _) = h
-        .post(
+        .post_as(
+            "alice",
             &format!("/v1/actions/{id}/approve"),
-            json!({"by": "alice", "comment": "y".repeat(900)}),
+            json!({"comment": "y".repeat(900)}),
         )
         .await;
     assert_eq!(status, 200);
@@ -735,24 +821,26 @@ async fn malformed_json_is_refused_with_400_naming_the_problem() {
     let h = Harness::start().await;
     let path = format!("/v1/actions/{}/approve", h.seeded.revoke);
     let (status, body) = h
-        .post_raw(&path, "application/json", r#"{"by": "alice","#)
+        .post_raw(&path, "application/json", r#"{"comment": "x","#)
         .await;
     assert_eq!((status, code(&body)), (400, "invalid_json"));
     assert!(message(&body).contains("EOF"), "{body}");
 
-    let (status, body) = h.post_raw(&path, "application/json", r#"{"by": 5}"#).await;
+    let (status, body) = h
+        .post_raw(&path, "application/json", r#"{"comment": 5}"#)
+        .await;
     assert_eq!((status, code(&body)), (400, "invalid_json"));
     assert!(
-        message(&body).starts_with("invalid JSON body: by: invalid type"),
+        message(&body).starts_with("invalid JSON body: comment: invalid type"),
         "{body}"
     );
 
     let (status, body) = h
-        .post_raw(&path, "application/json", r#"{"by": "alice"} trailing"#)
+        .post_raw(&path, "application/json", r#"{"comment": "x"} trailing"#)
         .await;
     assert_eq!((status, code(&body)), (400, "invalid_json"));
 
-    let (status, body) = h.post_raw(&path, "text/plain", r#"{"by": "alice"}"#).await;
+    let (status, body) = h.post_raw(&path, "text/plain", r#"{"comment": "x"}"#).await;
     assert_eq!((status, code(&body)), (415, "unsupported_media_type"));
 
     assert_eq!(h.state_of(h.seeded.revoke).await, "pending");
@@ -773,8 +861,8 @@ async fn concurrent_approvals(h: &Harness, id: i64, n: usize, by: &[&str]) -> Ve
             barrier.wait().await;
             let r = http
                 .post(url)
-                .bearer_auth(TOKEN)
-                .json(&json!({"by": who}))
+                .bearer_auth(secret(&who))
+                .json(&json!({}))
                 .send()
                 .await
                 .unwrap();
@@ -846,7 +934,7 @@ async fn twenty_concurrent_four_eyes_approvals_record_exactly_two_different_appr
         .map(|a| a.approver)
         .collect();
     approvers.sort();
-    assert_eq!(approvers, vec!["alice", "bob"]);
+    assert_eq!(approvers, vec!["token:alice", "token:bob"]);
     assert_eq!(h.state_of(id).await, "approved");
     assert_eq!(h.drain(), vec![execute("test")]);
 }
@@ -875,7 +963,7 @@ async fn the_api_serves_on_a_unix_socket_and_removes_it_on_shutdown() {
         config: Arc::new(RwLock::new(Arc::new(
             Config::load(&h.dir.path().join("config.toml")).unwrap(),
         ))),
-        token: api::Token::new(TOKEN),
+        tokens: api::Tokens::new(tokens()),
         metrics: h.metrics.clone(),
         ready: h.ready.clone(),
         requests: mpsc::channel(1).0,

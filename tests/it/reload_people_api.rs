@@ -275,26 +275,46 @@ async fn an_edit_of_the_exceptions_file_alone_is_reloaded_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_api_token_and_refuses_a_change_that_needs_a_restart() {
     let port = free_port();
-    let ws = quiet_ws(&api_table(port, ""));
+    let approver = "[[api.tokens]]\nname = \"lead\"\nfile = \"lead-token\"\nroles = [\"approver\"]";
+    let ws = quiet_ws(&api_table(port, approver));
     ws.write("api-token", "old-token-1234\n");
+    ws.write("lead-token", "lead-token-1\n");
     ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"x\")"));
     let d = Daemon::start(&ws);
     wait_history(&ws, "start", |e| count(e, "daemon_started") == 1).await;
     wait_healthy(port).await;
     let url = format!("http://127.0.0.1:{port}/v1/approvals");
     assert_eq!(get_status(&url, "old-token-1234").await, 200);
+    assert_eq!(get_status(&url, "lead-token-1").await, 200);
 
-    // The token is rotated: after SIGHUP the new one works and the old one is refused.
+    // Both tokens are rotated and a third is added: after SIGHUP the new ones
+    // work and the old ones are refused.
     ws.write("api-token", "new-token-5678\n");
+    ws.write("lead-token", "lead-token-2\n");
+    ws.write("audit-token", "audit-token-1\n");
+    let text = std::fs::read_to_string(ws.config_path()).unwrap();
+    std::fs::write(
+        ws.config_path(),
+        text.replace(
+            approver,
+            &format!(
+                "{approver}\n[[api.tokens]]\nname = \"audit\"\nfile = \"audit-token\"\nroles = [\"viewer\"]"
+            ),
+        ),
+    )
+    .unwrap();
     d.signal("HUP");
     let events = wait_history(&ws, "the reload", |e| count(e, "config_reloaded") == 1).await;
     let reloaded = events
         .iter()
         .find(|e| e["kind"] == "config_reloaded")
         .unwrap();
-    assert_eq!(detail(reloaded)["api_token_changed"], true);
+    assert_eq!(detail(reloaded)["api_tokens_changed"], true);
     assert_eq!(get_status(&url, "new-token-5678").await, 200);
+    assert_eq!(get_status(&url, "lead-token-2").await, 200);
+    assert_eq!(get_status(&url, "audit-token-1").await, 200);
     assert_eq!(get_status(&url, "old-token-1234").await, 401);
+    assert_eq!(get_status(&url, "lead-token-1").await, 401);
 
     // A new listen address needs a restart: the reload is refused, loudly, and
     // nothing of it applies (the API stays where it was, with the same token).
@@ -356,10 +376,14 @@ async fn four_eyes_needs_two_os_users_on_the_cli_and_api_decisions_are_marked() 
     let port = free_port();
     let mut ws = quiet_ws(&format!(
         "[approvals]\nfour_eyes = [\"disable_user\"]\n{}",
-        api_table(port, "")
+        api_table(
+            port,
+            "[[api.tokens]]\nname = \"bob\"\nfile = \"bob-token\"\nroles = [\"approver\"]"
+        )
     ));
     ws.set_top("mode = \"approval\"");
     ws.write("api-token", "tok-15\n");
+    ws.write("bob-token", "tok-15-bob\n");
     ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));
     ws.add_scan(
         "s.json",
@@ -415,8 +439,8 @@ async fn four_eyes_needs_two_os_users_on_the_cli_and_api_decisions_are_marked() 
     wait_healthy(port).await;
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/actions/1/approve"))
-        .bearer_auth("tok-15")
-        .json(&json!({"by": "bob"}))
+        .bearer_auth("tok-15-bob")
+        .json(&json!({}))
         .timeout(Duration::from_secs(20))
         .send()
         .await
@@ -427,7 +451,7 @@ async fn four_eyes_needs_two_os_users_on_the_cli_and_api_decisions_are_marked() 
     assert_eq!(d.stop(), 0);
     let a = show(&ws, 1);
     let second = &a["approvals"][1];
-    assert_eq!(second["approver"], "bob");
+    assert_eq!(second["approver"], "token:bob");
     assert_eq!(second["interface"], "api");
     assert_eq!(second["os_user"], Value::Null);
     let changed = a["history"]

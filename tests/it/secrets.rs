@@ -270,7 +270,8 @@ async fn secret_workspace(fake: &FakeTenant, mode: &str, tables: &str) -> (Works
     ws.set_top(&format!("mode = \"{mode}\""));
     ws.set_tables(&format!(
         "[guardrails]\nmax_actions_percent = 100.0\n\
-         [api]\nenabled = true\ntoken_file = \"api.token\"\n\
+         [api]\nenabled = true\n\
+         [[api.tokens]]\nname = \"alice\"\nfile = \"api.token\"\nroles = [\"operator\", \"approver\"]\n\
          [[notify.webhook]]\nname = \"alive\"\nurl_file = \"hook.url\"\nformat = \"slack\"\n\
          [[notify.webhook]]\nname = \"dead\"\nurl_file = \"dead-hook.url\"\nmax_attempts = 1\n\
          {tables}"
@@ -581,12 +582,12 @@ async fn a_daemon_with_the_api_and_webhooks_leaks_no_token_secret_or_webhook_url
     let (ws, got) = secret_workspace(
         &fake,
         "approval",
-        "[daemon]\nschedule = \"0 0 0 1 1 *\"\nexecute_interval_secs = 1\nshutdown_grace_secs = 10\nlog_format = \"json\"\n[approvals]\napprovers = [\"alice\"]\n",
+        "[daemon]\nschedule = \"0 0 0 1 1 *\"\nexecute_interval_secs = 1\nshutdown_grace_secs = 10\nlog_format = \"json\"\n[approvals]\napprovers = [\"token:alice\"]\n",
     )
     .await;
     let cfg = std::fs::read_to_string(ws.config_path()).unwrap().replace(
-        "token_file = \"api.token\"",
-        &format!("token_file = \"api.token\"\nlisten = \"127.0.0.1:{port}\""),
+        "[api]\nenabled = true\n",
+        &format!("[api]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"),
     );
     std::fs::write(ws.config_path(), cfg).unwrap();
     let stdout_path = ws.path().join("daemon.stdout");
@@ -648,7 +649,7 @@ async fn a_daemon_with_the_api_and_webhooks_leaks_no_token_secret_or_webhook_url
     let r = http
         .post(format!("{base}/v1/actions/{id}/approve"))
         .bearer_auth(API_TOKEN)
-        .json(&json!({"by": "alice"}))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
@@ -675,7 +676,7 @@ async fn a_daemon_with_the_api_and_webhooks_leaks_no_token_secret_or_webhook_url
             "run trigger",
             http.post(format!("{base}/v1/runs"))
                 .bearer_auth(API_TOKEN)
-                .json(&json!({"by": "alice", "force": true})),
+                .json(&json!({"force": true})),
         ),
     ] {
         let r = req.send().await.unwrap();

@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+mod api;
 mod console;
 mod tenant;
 
-use super::api::ApiConfig;
 use super::daemon::DaemonConfig;
 use super::notify::NotifyConfig;
 use super::safety::{Guardrails, RuleLimits};
@@ -19,11 +19,6 @@ use super::{Config, ConfigError, parse_schedule};
 const MAX_APPROVAL_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Longest `daemon.lease_secs` accepted.
 const MAX_LEASE_SECS: u64 = 365 * 24 * 3600;
-/// The longest API timeout accepted: longer ones would let connections pile up.
-const MAX_API_TIMEOUT: Duration = Duration::from_secs(3600);
-/// The most API connections accepted: each holds a file descriptor
-/// (systemd/entra-remediator.service sets LimitNOFILE well above the default).
-const MAX_API_CONNECTIONS: usize = 16_384;
 
 /// A broken rule: the dotted key at fault and what is wrong with it.
 #[derive(Debug)]
@@ -71,7 +66,7 @@ fn check(cfg: &Config) -> Checked {
     check_guardrails(&cfg.guardrails)?;
     check_rules(&cfg.rules)?;
     check_durations(cfg)?;
-    check_api(&cfg.api)?;
+    api::check_api(&cfg.api)?;
     console::check_console(cfg)?;
     check_lease(&cfg.daemon)?;
     check_webhooks(&cfg.notify)?;
@@ -146,30 +141,6 @@ fn check_durations(cfg: &Config) -> Checked {
     // Expiry times are computed by adding it to now.
     if cfg.approval_ttl.0 > MAX_APPROVAL_TTL {
         return fault("approval_ttl", "must be at most 100 years");
-    }
-    Ok(())
-}
-
-fn check_api(a: &ApiConfig) -> Checked {
-    if a.enabled && a.token_file.is_none() && a.token_credential.is_none() {
-        return fault(
-            "api.token_file",
-            "the API needs a bearer token: set token_file or token_credential",
-        );
-    }
-    for (key, d) in [
-        ("api.header_timeout", a.header_timeout),
-        ("api.body_timeout", a.body_timeout),
-    ] {
-        if d.0.is_zero() || d.0 > MAX_API_TIMEOUT {
-            return fault(key, "must be above 0 and at most 1h");
-        }
-    }
-    if a.max_connections == 0 || a.max_connections > MAX_API_CONNECTIONS {
-        return fault(
-            "api.max_connections",
-            format!("must be at least 1 and at most {MAX_API_CONNECTIONS}"),
-        );
     }
     Ok(())
 }
@@ -265,11 +236,6 @@ mod tests {
             "[store]\nurl = \"sqlite://h.db\"\nhistory_key_file = \"k\"\nhistory_key_credential = \"k\"\n",
             "store.history_key_credential",
             "not both",
-        );
-        refused(
-            "[api]\nenabled = true\n",
-            "api.token_file",
-            "needs a bearer token",
         );
         refused(
             "[api]\nbody_timeout = \"2h\"\n",
