@@ -57,7 +57,10 @@ pub(super) async fn remediate(config: &Path, args: RemediateArgs) -> Result<i32>
         now,
     };
     if !args.yes {
-        let p = remediate::preview(&cfg, None, &scan, &req).await?;
+        // The store, when there is one, only for the circuit breaker's previous
+        // run: the preview then shows what `--yes` would record.
+        let store = open_store(&cfg, false, true).await.ok();
+        let p = remediate::preview(&cfg, store.as_deref(), &scan, &req).await?;
         print_plan(&p.plan, &[], args.format);
         eprintln!(
             "\ntenant {}: scan {} (taken {})\n  preview of {} for {} identit(ies), nothing recorded",

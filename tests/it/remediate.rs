@@ -67,7 +67,7 @@ async fn setup(ws: &mut Workspace, mode: &str) -> (Config, Box<dyn Store>, Loade
         &scan(
             &now_rfc3339(),
             vec![
-                ident(1, "a@t.com"),
+                with_group(ident(1, "a@t.com"), 70, "Finance", false, false),
                 ident(2, "b@t.com"),
                 ident(3, "bg@t.com"),
                 guest(4, "g@t.com"),
@@ -228,6 +228,22 @@ async fn guardrails_refuse_and_bad_requests_name_the_field_and_record_nothing() 
         entra_remediator::plan::Verdict::Refused(why) => assert!(why.contains("guest"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // A chosen group, named in any case, is removed as the scan spells it.
+    let group = guid(70).to_uppercase();
+    let p = remediate::preview(
+        &cfg,
+        Some(s),
+        &scan,
+        &request(
+            ActionKind::RemoveGroupMembership,
+            names(&["a@t.com"]),
+            &[&group, &group],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.plan.actions.len(), 1);
+    assert_eq!(p.plan.actions[0].targets, vec![guid(70)]);
     let cases: Vec<(RemediationRequest, &str)> = vec![
         (
             request(ActionKind::DisableUser, names(&["a@t.com"]), &["d1"]),

@@ -231,6 +231,9 @@ pub async fn submit(
         sha256,
         ..
     } = preview(cfg, Some(store), scan, req).await?;
+    // As before a rule run: an approval already overdue is expired, so the
+    // request is never carried over to an action that can no longer be approved.
+    crate::service::actions::expire_overdue(store, req.now).await?;
     let run = NewRun {
         id: uuid::Uuid::new_v4().to_string(),
         tenant: plan.tenant.clone(),

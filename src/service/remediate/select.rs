@@ -190,21 +190,30 @@ fn checked_targets(req: &RemediationRequest, id: &Identity) -> Result<Vec<String
             what(req)
         )));
     }
-    for t in &targets {
-        let known = if kind == crate::domain::ActionKind::RemoveRoleAssignment {
-            id.roles.iter().any(|r| r.assignment_id == *t)
-        } else {
-            id.groups.iter().any(|g| g.id.0.eq_ignore_ascii_case(t))
-        };
-        if !known {
-            return Err(invalid(format!(
-                "targets: {t:?} is not one of the {} of {} in the scan",
-                what(req),
-                id.label()
-            )));
-        }
-    }
-    Ok(targets)
+    // Each target as the scan spells it (a group id in any case is the group).
+    targets
+        .iter()
+        .map(|t| {
+            let known = if kind == crate::domain::ActionKind::RemoveRoleAssignment {
+                id.roles
+                    .iter()
+                    .find(|r| r.assignment_id == *t)
+                    .map(|r| r.assignment_id.clone())
+            } else {
+                id.groups
+                    .iter()
+                    .find(|g| g.id.0.eq_ignore_ascii_case(t))
+                    .map(|g| g.id.0.clone())
+            };
+            known.ok_or_else(|| {
+                invalid(format!(
+                    "targets: {t:?} is not one of the {} of {} in the scan",
+                    what(req),
+                    id.label()
+                ))
+            })
+        })
+        .collect()
 }
 
 fn what(req: &RemediationRequest) -> &'static str {
