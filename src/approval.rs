@@ -177,6 +177,15 @@ pub enum ApprovalError {
         /// The operating-system user of both.
         os_user: String,
     },
+    /// The approver asked for the action (a person's request): nobody approves
+    /// their own request; rejecting it (withdrawing) is allowed.
+    #[error("action {id} was requested by {by}, who may not approve it")]
+    OwnRequest {
+        /// The action.
+        id: i64,
+        /// Who requested it (and tried to approve it).
+        by: String,
+    },
     /// A single-identity action in a bulk request.
     #[error("action {id} ({kind}) is a single-identity action and must be approved on its own")]
     NotBulk {
@@ -209,13 +218,15 @@ pub fn check_approver(policy: &ApprovalPolicy, by: &str) -> Result<(), ApprovalE
 }
 
 /// Decides what approving or rejecting one action does, or why it is refused.
-/// `several` is true when the request names more than one action.
+/// `several` is true when the request names more than one action; `requester`
+/// is who asked for the action when a person did (never its approver).
 #[allow(clippy::too_many_arguments)] // plain data in, one decision out
 pub fn transition(
     action: &Action,
     prior: &[ApprovalRow],
     decision: Decision,
     by: &str,
+    requester: Option<&str>,
     origin: &Origin,
     several: bool,
     policy: &ApprovalPolicy,
@@ -243,6 +254,14 @@ pub fn transition(
     if decision == Decision::Reject {
         return Ok(Transition {
             new_state: Some(ActionState::Rejected),
+        });
+    }
+    if let Some(r) = requester
+        && r.trim().eq_ignore_ascii_case(by.trim())
+    {
+        return Err(ApprovalError::OwnRequest {
+            id: action.id,
+            by: r.to_string(),
         });
     }
     let approvers: std::collections::BTreeSet<&str> = prior
@@ -336,7 +355,7 @@ mod tests {
         by: &str,
         policy: &ApprovalPolicy,
     ) -> Result<Option<ActionState>, ApprovalError> {
-        transition(a, prior, d, by, &cli_as(by), false, policy, now()).map(|t| t.new_state)
+        transition(a, prior, d, by, None, &cli_as(by), false, policy, now()).map(|t| t.new_state)
     }
 
     #[test]
@@ -389,6 +408,7 @@ mod tests {
             &prior,
             Decision::Approve,
             "bob",
+            None,
             &cli_as("ops"),
             false,
             &p,
@@ -407,6 +427,7 @@ mod tests {
             &prior,
             Decision::Approve,
             "bob",
+            None,
             &Origin::api(),
             false,
             &p,
@@ -441,7 +462,7 @@ mod tests {
     fn single_identity_actions_are_not_approved_in_bulk_but_may_be_rejected() {
         let p = ApprovalPolicy::default();
         let a = action(ActionKind::RemoveGroupMembership, ActionState::Pending);
-        let bulk = |d| transition(&a, &[], d, "alice", &Origin::api(), true, &p, now());
+        let bulk = |d| transition(&a, &[], d, "alice", None, &Origin::api(), true, &p, now());
         assert_eq!(
             bulk(Decision::Approve),
             Err(ApprovalError::NotBulk {
@@ -452,6 +473,49 @@ mod tests {
         assert_eq!(
             bulk(Decision::Reject).map(|t| t.new_state),
             Ok(Some(ActionState::Rejected))
+        );
+    }
+
+    #[test]
+    fn the_requester_may_withdraw_but_not_approve_their_own_request() {
+        let p = ApprovalPolicy::default();
+        let a = action(ActionKind::DisableUser, ActionState::Pending);
+        let by_requester = |d, by| {
+            transition(
+                &a,
+                &[],
+                d,
+                by,
+                Some("Alice@Contoso.com"),
+                &Origin::api(),
+                false,
+                &p,
+                now(),
+            )
+            .map(|t| t.new_state)
+        };
+        assert_eq!(
+            by_requester(Decision::Approve, "alice@contoso.com"),
+            Err(ApprovalError::OwnRequest {
+                id: 7,
+                by: "Alice@Contoso.com".into()
+            })
+        );
+        assert_eq!(
+            ApprovalError::OwnRequest {
+                id: 7,
+                by: "alice".into()
+            }
+            .to_string(),
+            "action 7 was requested by alice, who may not approve it"
+        );
+        assert_eq!(
+            by_requester(Decision::Reject, "alice@contoso.com"),
+            Ok(Some(ActionState::Rejected))
+        );
+        assert_eq!(
+            by_requester(Decision::Approve, "bob@contoso.com"),
+            Ok(Some(ActionState::Approved))
         );
     }
 

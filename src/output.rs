@@ -39,6 +39,27 @@ pub fn action_json(a: &crate::domain::Action) -> Value {
     })
 }
 
+/// A planned action (a preview when `id` is `None`, else as recorded): its
+/// state, mode, targets, what it changes, and why it goes ahead or is refused.
+pub fn planned_json(a: &crate::plan::PlannedAction, id: Option<i64>) -> Value {
+    // The verdict as `{"decision": ..., "why": ...}`; its words are not action states.
+    let verdict = serde_json::to_value(&a.decision).unwrap_or(Value::Null);
+    serde_json::json!({
+        "id": id,
+        "state": a.state().as_str(),
+        "mode": a.mode.as_str(),
+        "action": a.kind.as_str(),
+        "identity_id": a.identity_id,
+        "upn": a.identity_upn,
+        "identity_name": a.identity_name,
+        "targets": a.targets,
+        "effect": a.kind.effect(),
+        "decision": verdict.get("decision"),
+        "why": verdict.get("why"),
+        "reasons": a.reasons,
+    })
+}
+
 /// One action with its approvals and history, as `approvals show --format json`
 /// and `GET /v1/actions/{id}` show it.
 pub fn detail_json(d: &crate::service::show::ActionDetail) -> Value {

@@ -85,6 +85,9 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::SameApprover { .. } | ApprovalError::SameOsUser { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_approved", message)
             }
+            ApprovalError::OwnRequest { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "own_request", message)
+            }
             ApprovalError::NotBulk { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_bulk", message)
             }

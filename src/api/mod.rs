@@ -1,5 +1,5 @@
-//! The daemon's local HTTP API: health, readiness, metrics, approvals and run
-//! triggers.
+//! The daemon's local HTTP API: health, readiness, metrics, approvals, run
+//! triggers and people's remediation requests.
 //!
 //! Every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`.
 //! Approvals follow exactly the rules of `approvals approve|reject` on the command
@@ -11,6 +11,7 @@ mod body;
 mod caller;
 mod error;
 mod runs;
+mod remediate;
 mod serve;
 mod token;
 
@@ -101,6 +102,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/actions/{id}/reject", post(approvals::reject_action))
         .route("/v1/runs/{run_id}/approve", post(approvals::approve_run))
         .route("/v1/runs", post(runs::trigger_run))
+        .route("/v1/remediations", post(remediate::remediate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -49,6 +49,47 @@ pub struct RunArgs {
     pub scan: ScanArgs,
 }
 
+/// Arguments of `remediate`: a person's request for one action.
+#[derive(Debug, Args)]
+pub struct RemediateArgs {
+    /// The tenant (its configured name).
+    #[arg(long)]
+    pub tenant: String,
+    /// The action: disable-user, revoke-sessions, enforce-mfa,
+    /// enforce-phishing-resistant-mfa, remove-role-assignment, remove-group-membership.
+    #[arg(long, value_name = "ACTION")]
+    pub action: String,
+    /// An identity (object id or UPN as in the scan); repeat for a bulk action.
+    #[arg(
+        long = "identity",
+        value_name = "ID_OR_UPN",
+        required_unless_present = "finding",
+        conflicts_with = "finding"
+    )]
+    pub identities: Vec<String>,
+    /// Everyone this finding (its id in the scan) affects (bulk-capable actions only).
+    #[arg(long, value_name = "FINDING")]
+    pub finding: Option<String>,
+    /// A role assignment id / group id to remove (removal actions only); repeatable.
+    #[arg(long = "target", value_name = "ID")]
+    pub targets: Vec<String>,
+    /// Why (required; recorded in history).
+    #[arg(long)]
+    pub reason: String,
+    /// Who asks (recorded in history as the requester, who may not approve it).
+    #[arg(long)]
+    pub by: String,
+    /// Use the scan taken at this time (RFC 3339); default the newest.
+    #[arg(long = "scan", alias = "scanned-at", value_name = "TIME")]
+    pub scanned_at: Option<String>,
+    /// Record the request (without it, only the preview is shown).
+    #[arg(long)]
+    pub yes: bool,
+    /// Output format of the plan.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
 /// `approvals` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCmd {

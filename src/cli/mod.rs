@@ -5,6 +5,7 @@ mod approvals;
 pub mod args;
 mod history;
 mod policy;
+mod remediate;
 mod runs;
 mod scan;
 mod undo;
@@ -17,7 +18,8 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::store::{self, Store};
 use args::{
-    ApprovalsCmd, AuditCmd, ConfigCmd, HistoryArgs, PlanArgs, PolicyCmd, RunArgs, ScanCmd, ScansCmd,
+    ApprovalsCmd, AuditCmd, ConfigCmd, HistoryArgs, PlanArgs, PolicyCmd, RemediateArgs, RunArgs,
+    ScanCmd, ScansCmd,
 };
 
 /// Policy-driven remediation for Microsoft Entra ID.
@@ -83,6 +85,10 @@ pub enum Command {
         #[arg(long)]
         by: String,
     },
+    /// Request an action for chosen identities (or everyone a finding affects)
+    /// through the same guardrails and mode as the rules; previews, and records
+    /// with --yes.
+    Remediate(RemediateArgs),
     /// List, show, approve or reject actions waiting for approval.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
@@ -183,6 +189,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Execute { tenant } => runs::execute_cmd(&cli.config, tenant).await,
         Command::Undo { id, by } => undo::undo(&cli.config, id, &by).await,
+        Command::Remediate(args) => remediate::remediate(&cli.config, args).await,
         Command::Approvals(cmd) => approvals::approvals(&cli.config, cmd).await,
         Command::History(a) => history::history(&cli.config, a).await,
         Command::Audit(AuditCmd::Verify { checkpoint }) => {

@@ -49,6 +49,29 @@ impl ActionKind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// What executing the action changes in the tenant, for people confirming a
+    /// request (the console, `remediate`, the API's preview).
+    pub fn effect(self) -> &'static str {
+        match self {
+            ActionKind::DisableUser => {
+                "sets accountEnabled to false: the user can no longer sign in"
+            }
+            ActionKind::RevokeSessions => {
+                "revokes the user's refresh tokens and session cookies: every app asks to sign in again"
+            }
+            ActionKind::EnforceMfa => {
+                "adds the user to the group of the MFA Conditional Access policy: sign-ins need MFA"
+            }
+            ActionKind::EnforcePhishingResistantMfa => {
+                "adds the user to the group of the phishing-resistant MFA Conditional Access policy"
+            }
+            ActionKind::RemoveRoleAssignment => {
+                "deletes each chosen directory role assignment of the user"
+            }
+            ActionKind::RemoveGroupMembership => "removes the user from each chosen group",
+        }
+    }
+
     /// Whether many identities' actions of this kind may be approved in bulk.
     /// The removal actions are one identity per action and per approval.
     pub fn is_bulk(self) -> bool {

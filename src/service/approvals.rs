@@ -90,11 +90,13 @@ async fn plan(
             .action(id)
             .await?
             .ok_or(ApprovalError::UnknownId(id))?;
+        let requester = requester(store, &action).await?;
         let t = approval::transition(
             &action,
             &basis.chained,
             req.decision,
             &req.by,
+            requester.as_deref(),
             &req.origin,
             several,
             policy,
@@ -103,6 +105,15 @@ async fn plan(
         writes.push(write(req, action, basis.recorded, t.new_state));
     }
     Ok(writes)
+}
+
+/// Who asked for the action: the actor of its run when a person requested it
+/// (its rules include `manual`, see `service::remediate`); rule actions have none.
+async fn requester(store: &dyn Store, action: &Action) -> Result<Option<String>, StoreError> {
+    if !action.rules.iter().any(|r| r == super::remediate::RULE) {
+        return Ok(None);
+    }
+    store.run_actor(&action.run_id).await
 }
 
 /// The rows and event that record one decided action.

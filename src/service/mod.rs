@@ -9,6 +9,7 @@ pub mod execution;
 pub mod history;
 mod plan_run;
 mod record_run;
+pub mod remediate;
 pub mod run;
 pub mod run_decision;
 pub mod scan;

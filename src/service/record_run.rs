@@ -5,7 +5,7 @@
 use crate::domain::{ActionState, WorkKind};
 use crate::plan::{Plan, PlannedAction, Verdict};
 use crate::policy::{RuleFailure, RuleSet};
-use crate::store::{Filter, NewAction, NewRuleError, NewRun, Store};
+use crate::store::{Filter, NewAction, NewRuleError, NewRun, Store, StoreError};
 
 use super::cycle::{RunError, TenantCycle};
 use super::plan_run::Planned;
@@ -21,8 +21,6 @@ pub(super) async fn record(
     let TenantCycle {
         cfg, tenant, opts, ..
     } = *cycle;
-    carry_over(store, &tenant.name, &mut planned.plan).await?;
-    let expires = cfg.approval_expiry(opts.now);
     let new_run = NewRun {
         id: run_id.to_string(),
         tenant: tenant.name.clone(),
@@ -38,14 +36,35 @@ pub(super) async fn record(
         actor: opts.actor.clone(),
         kind: "scan".into(),
     };
-    let actions: Vec<NewAction> = planned
-        .plan
+    let expires = cfg.approval_expiry(opts.now);
+    Ok(record_plan(
+        store,
+        &new_run,
+        &mut planned.plan,
+        &planned.eval.failures,
+        expires,
+    )
+    .await?)
+}
+
+/// Records `run` with the plan's actions and the rule errors: a rule run and a
+/// person's request (`service::remediate`) alike. A pending action expires at
+/// `expires`; one still pending from an earlier run is carried over.
+pub(super) async fn record_plan(
+    store: &dyn Store,
+    run: &NewRun,
+    plan: &mut Plan,
+    failures: &[RuleFailure],
+    expires: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    carry_over(store, &run.tenant, plan).await?;
+    let actions: Vec<NewAction> = plan
         .actions
         .iter()
         .map(|a| new_action(a, expires))
         .collect();
-    let errors: Vec<NewRuleError> = planned.eval.failures.iter().map(rule_error).collect();
-    Ok(store.record_run(&new_run, &actions, &errors).await?)
+    let errors: Vec<NewRuleError> = failures.iter().map(rule_error).collect();
+    store.record_run(run, &actions, &errors).await
 }
 
 /// The action to record for a planned one; a pending approval expires at `expires`.
@@ -82,7 +101,7 @@ fn rule_error(f: &RuleFailure) -> NewRuleError {
 /// Links each action that would be queued for approval again to the same action
 /// (tenant, identity, kind, targets) still pending from an earlier scan, so that
 /// hourly scans do not pile up copies for the approvers (and a webhook each).
-async fn carry_over(store: &dyn Store, tenant: &str, plan: &mut Plan) -> Result<(), RunError> {
+async fn carry_over(store: &dyn Store, tenant: &str, plan: &mut Plan) -> Result<(), StoreError> {
     if !plan
         .actions
         .iter()

@@ -119,6 +119,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn action(&self, id: i64) -> Result<Option<Action>, StoreError>;
     /// A run's `scanned_at` as stored.
     async fn run_scanned_at(&self, run_id: &str) -> Result<Option<String>, StoreError>;
+    /// See `Store::run_actor`.
+    async fn run_actor(&self, run_id: &str) -> Result<Option<String>, StoreError>;
     /// (action, count, last `at`) of retryable execution outcomes.
     async fn retry_rows(&self, ids: &[i64]) -> Result<Vec<(i64, i64, String)>, StoreError>;
     /// See `Store::events`.

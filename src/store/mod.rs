@@ -113,6 +113,9 @@ pub trait Store: Send + Sync {
     async fn action(&self, id: i64) -> Result<Option<crate::domain::Action>, StoreError>;
     /// A run's `scanned_at`: revoking sessions after it is the revoke done.
     async fn run_scanned_at(&self, run_id: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Who started a run (its `actor`): the requester of a person's request,
+    /// who may not approve its actions.
+    async fn run_actor(&self, run_id: &str) -> Result<Option<String>, StoreError>;
     /// For those of these actions that failed retryably before (execution
     /// outcomes that put them back to ready or approved): how many times, and
     /// when the last one was recorded, so that later runs retry with backoff.

@@ -490,6 +490,11 @@ impl Backend for PostgresBackend {
         )
     }
 
+    async fn run_actor(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let q = sqlx::query_scalar("SELECT actor FROM runs WHERE id = $1").bind(run_id);
+        Ok(q.fetch_optional(&self.pool).await?)
+    }
+
     async fn retry_rows(&self, ids: &[i64]) -> Result<Vec<(i64, i64, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT action_id, COUNT(*), MAX(at) FROM events \

@@ -230,6 +230,11 @@ impl<B: Backend> Store for Chained<B> {
         Ok(at.as_deref().and_then(parse_ts))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn run_actor(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        self.db.run_actor(run_id).await
+    }
+
     #[tracing::instrument(skip_all, fields(ids = ids.len()))]
     async fn retry_counts(
         &self,

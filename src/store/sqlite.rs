@@ -496,6 +496,11 @@ impl Backend for SqliteBackend {
         )
     }
 
+    async fn run_actor(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let q = sqlx::query_scalar("SELECT actor FROM runs WHERE id = ?").bind(run_id);
+        Ok(q.fetch_optional(&self.pool).await?)
+    }
+
     async fn retry_rows(&self, ids: &[i64]) -> Result<Vec<(i64, i64, String)>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {

@@ -23,6 +23,7 @@ mod notify;
 mod plan;
 mod policy;
 mod reload_people_api;
+mod remediate;
 mod scan;
 mod secrets;
 mod store;

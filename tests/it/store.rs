@@ -1386,6 +1386,23 @@ async fn undo_runs_do_not_count(s: &dyn Store, _db: &Db) {
     )
     .await
     .unwrap();
+    // Nor does a person's request (kind `manual`), even of a scan; its actor
+    // is the requester.
+    let manual: Vec<NewAction> = (10..16)
+        .map(|n| pending(n, ActionKind::DisableUser))
+        .collect();
+    let run = NewRun {
+        actor: "alice@contoso.com".into(),
+        ..new_run("m1", "t", "sha-m", "manual", t0() + hours(6))
+    };
+    s.record_run(&run, &manual, &[]).await.unwrap();
+    assert!(!s.scan_processed("t", "sha-m").await.unwrap());
+    assert_eq!(
+        s.run_actor("m1").await.unwrap().as_deref(),
+        Some("alice@contoso.com")
+    );
+    assert_eq!(s.run_actor("s1").await.unwrap().as_deref(), Some("system"));
+    assert_eq!(s.run_actor("no-such-run").await.unwrap(), None);
     assert!(s.scan_processed("t", "sha-1").await.unwrap());
     assert!(!s.scan_processed("t", "sha-undo").await.unwrap());
     assert!(!s.scan_processed("t2", "sha-1").await.unwrap());
