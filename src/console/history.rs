@@ -14,7 +14,7 @@ use crate::domain::Action;
 use crate::store::Filter;
 
 /// Rows per history page.
-const PER_PAGE: i64 = 100;
+const PER_PAGE: usize = 100;
 
 /// The history filters, as the form sends them (empty means any).
 #[derive(Debug, Default, Deserialize)]
@@ -115,7 +115,8 @@ pub async fn history(State(s): State<ConsoleState>, who: Signed, q: Query<Histor
         Err(e) => return e.into_response(),
     };
     let page = q.page.unwrap_or(1).max(1);
-    let (rows, more) = match crate::service::history::actions_page(s.store.as_ref(), &filter, page, PER_PAGE).await {
+    let at = usize::try_from(page).unwrap_or(1);
+    let (rows, more) = match crate::service::history::actions_page(s.store.as_ref(), &filter, at, PER_PAGE).await {
         Ok(r) => r,
         Err(e) => return PageError::internal("reading history", &e).into_response(),
     };
@@ -138,8 +139,9 @@ pub async fn history_csv(State(s): State<ConsoleState>, _who: Signed, q: Query<H
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    match crate::service::history::actions_csv(s.store.as_ref(), &filter).await {
-        Ok(bytes) => (
+    let mut bytes = Vec::new();
+    match crate::service::history::export_actions_csv(s.store.as_ref(), &filter, Utc::now(), &mut bytes).await {
+        Ok(_) => (
             [
                 (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
                 (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"remediation-history.csv\""),
@@ -156,22 +158,20 @@ pub async fn history_csv(State(s): State<ConsoleState>, _who: Signed, q: Query<H
 struct VerifyPage {
     chrome: Chrome,
     ok: bool,
-    events: i64,
-    approvals: i64,
+    events: u64,
     problems: Vec<String>,
     checked_at: String,
 }
 
 /// `GET /console/history/verify`: re-computes the audit chain and shows the result.
 pub async fn verify(State(s): State<ConsoleState>, who: Signed) -> Response {
-    match s.store.verify().await {
+    match crate::service::history::chain_status(s.store.as_ref(), Utc::now()).await {
         Ok(r) => render(&VerifyPage {
             chrome: who.chrome(),
-            ok: r.problems.is_empty(),
+            ok: r.ok,
             events: r.events,
-            approvals: r.approvals,
             problems: r.problems,
-            checked_at: Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            checked_at: r.checked_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         }),
         Err(e) => PageError::internal("verifying the audit chain", &e).into_response(),
     }
