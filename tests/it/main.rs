@@ -7,6 +7,7 @@ mod audit_chain;
 mod batch_repack;
 mod common;
 mod config;
+mod console_data;
 mod crash;
 mod daemon;
 mod execute;
