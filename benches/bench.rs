@@ -11,8 +11,10 @@
 //! BENCH_DIR=/tmp/eb cargo bench --bench bench     # keep the generated files to rerun printed commands
 //! ```
 //!
-//! Sections: machine, gen, plan, rules, graph, daemon, scan.
+//! Sections: machine, gen, plan, rules, graph, daemon, scan, console.
 
+#[path = "bench/console.rs"]
+mod console;
 #[path = "bench/daemon.rs"]
 mod daemon;
 #[path = "bench/graph.rs"]
@@ -32,7 +34,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const SECTIONS: &[&str] = &["machine", "gen", "plan", "rules", "graph", "daemon", "scan"];
+const SECTIONS: &[&str] = &[
+    "machine", "gen", "plan", "rules", "graph", "daemon", "scan", "console",
+];
 
 /// What every section shares: options, the work directory, generated scans.
 pub struct Ctx {
@@ -218,6 +222,15 @@ fn main() {
         scan::run(&mut ctx);
         println!(
             "[scan: {}, loadavg {}]",
+            util::fmt_dur(t.elapsed()),
+            util::loadavg()
+        );
+    }
+    if run("console") {
+        let t = Instant::now();
+        console::run(&mut ctx);
+        println!(
+            "[console: {}, loadavg {}]",
             util::fmt_dur(t.elapsed()),
             util::loadavg()
         );

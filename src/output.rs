@@ -77,14 +77,12 @@ fn cell(v: Option<&Value>) -> String {
     }
 }
 
-/// A CSV cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` at
-/// the start) gets a leading `'`, the usual defence against CSV injection; the
-/// exported history is often opened in one.
+/// A CSV cell, defused against spreadsheet formulas (see `text::csv_safe`).
 fn csv_cell(v: Option<&Value>) -> String {
-    let s = cell(v);
-    match (v, s.chars().next()) {
-        (Some(Value::String(_)), Some('=' | '+' | '-' | '@')) => format!("'{s}"),
-        _ => s,
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => crate::text::csv_safe(s, true),
+        Some(other) => crate::text::csv_safe(&other.to_string(), false),
     }
 }
 

@@ -32,6 +32,18 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A CSV cell as exported: printable, and text that a spreadsheet would run
+/// as a formula (`=`, `+`, `-`, `@` at the start) gets a leading `'`, the usual
+/// defence against CSV injection (exported history is often opened in one).
+/// `text` is false for numbers, which are written as they are.
+pub fn csv_safe(s: &str, text: bool) -> String {
+    let s = printable(s);
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@') if text => format!("'{s}"),
+        _ => s.into_owned(),
+    }
+}
+
 /// Shortens a message that echoes input (one value of a hostile scan, config or
 /// rule file can be megabytes long): keeps its start and end and says how much
 /// was cut, so logs and history stay small and the message still names the

@@ -40,7 +40,7 @@ pub(super) async fn history(config: &Path, a: HistoryArgs) -> Result<i32> {
         since: date_or_time_arg("since", &a.since)?,
         until: date_or_time_arg("until", &a.until)?,
         limit: a.limit,
-        action_id: None,
+        ..Filter::default()
     };
     let events = crate::service::history::events(store.as_ref(), &filter).await?;
     let recs: Vec<Value> = events

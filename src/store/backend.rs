@@ -115,6 +115,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn previous_action_count(&self, tenant: &str) -> Result<Option<i64>, StoreError>;
     /// See `Store::actions`.
     async fn actions(&self, f: &Filter) -> Result<Vec<Action>, StoreError>;
+    /// (state, count) of the actions of the tenant's runs of the scan with this hash.
+    async fn action_counts(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
     /// See `Store::action`.
     async fn action(&self, id: i64) -> Result<Option<Action>, StoreError>;
     /// A run's `scanned_at` as stored.

@@ -11,6 +11,7 @@
 mod backend;
 mod chain;
 mod checkpoint;
+mod filter_sql;
 mod key;
 mod options;
 mod postgres;
@@ -27,6 +28,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use chain::{GENESIS, event_hash, keyed_event_hash};
 pub use checkpoint::Checkpoint;
+pub use filter_sql::events_sql as sqlite_events_sql;
 pub use key::{HistoryKey, KEYED_EVENT, KeySource};
 pub use options::OpenOptions;
 pub(crate) use records::state_event;
@@ -34,7 +36,6 @@ pub use records::{
     ApprovalBasis, ApprovalRow, DecisionWrite, EventRow, Filter, NewAction, NewEvent, NewRuleError,
     NewRun, StateChange,
 };
-pub use sqlite::events_sql as sqlite_events_sql;
 pub use verify::{VerifyReport, check_checkpoints, verify_history};
 
 /// Why the store failed.
@@ -109,6 +110,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<i64>, StoreError>;
     /// Actions matching a filter, oldest first.
     async fn actions(&self, filter: &Filter) -> Result<Vec<crate::domain::Action>, StoreError>;
+    /// How many actions of each state the tenant's runs of this scan (by
+    /// hash) recorded: the console's "what was done with this scan", counted
+    /// by the database.
+    async fn scan_action_counts(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Vec<(crate::domain::ActionState, u64)>, StoreError>;
     /// One action.
     async fn action(&self, id: i64) -> Result<Option<crate::domain::Action>, StoreError>;
     /// A run's `scanned_at`: revoking sessions after it is the revoke done.

@@ -14,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::backend::{Backend, Linked};
+use super::filter_sql::{PG_ACTION_COLUMNS as ACTION_COLUMNS, pg_actions, pg_events};
 use super::records::{ApprovalRow, EventRow, Filter, NewAction, NewRun};
 use super::{ActionRow, OpenOptions, StoreError, display_name, into_actions, ts};
 use crate::domain::{Action, ActionState};
@@ -80,66 +81,12 @@ fn first_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
-/// The columns of `ActionRow`, in table order.
-const ACTION_COLUMNS: &str = "id, run_id, tenant, identity_id, identity_upn, identity_name, kind, \
-     targets, reasons, rules, mode, state, state_reason, created_at, expires_at";
-
 const ACTION_BY_ID: &str = "SELECT id, run_id, tenant, identity_id, identity_upn, identity_name, \
      kind, targets, reasons, rules, mode, state, state_reason, created_at, expires_at \
      FROM actions WHERE id = $1";
 
 const APPROVALS_OF: &str = "SELECT action_id, approver, decision, comment, at, event_seq, \
      interface, os_user FROM approvals WHERE action_id = $1 ORDER BY ord";
-
-/// SQLite's `lower()`: ASCII letters only, so both stores match the same UPNs.
-macro_rules! ascii_lower {
-    ($x:literal) => {
-        concat!(
-            "translate(",
-            $x,
-            ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
-        )
-    };
-}
-
-/// The actions filter; NULL matches everything. `position` is an exact substring
-/// search (never a pattern), as SQLite's `instr`.
-const FILTER_SQL: &str = concat!(
-    "($1::text IS NULL OR tenant = $1::text) ",
-    "AND ($2::text IS NULL OR ",
-    ascii_lower!("identity_id"),
-    " = ",
-    ascii_lower!("$2::text"),
-    " OR ",
-    ascii_lower!("identity_upn"),
-    " = ",
-    ascii_lower!("$2::text"),
-    ") ",
-    "AND ($3::text IS NULL OR kind = $3::text) AND ($4::text IS NULL OR state = $4::text) ",
-    "AND ($5::text IS NULL OR position(',' || $5::text || ',' in rules) > 0) ",
-    "AND ($6::text IS NULL OR run_id = $6::text) ",
-    "AND ($7::text IS NULL OR created_at >= $7::text) AND ($8::text IS NULL OR created_at < $8::text)"
-);
-
-/// The events filter; NULL matches everything.
-const EVENT_FILTER_SQL: &str = concat!(
-    "($1::text IS NULL OR e.tenant = $1::text) ",
-    "AND ($2::text IS NULL OR ",
-    ascii_lower!("e.identity_id"),
-    " = ",
-    ascii_lower!("$2::text"),
-    " OR e.identity_id IN ",
-    "(SELECT a.identity_id FROM actions a WHERE ",
-    ascii_lower!("a.identity_upn"),
-    " = ",
-    ascii_lower!("$2::text"),
-    ")) ",
-    "AND ($3::text IS NULL OR e.action_kind = $3::text) AND ($4::text IS NULL OR e.state = $4::text) ",
-    "AND ($5::text IS NULL OR e.rule = $5::text OR EXISTS (SELECT 1 FROM actions a ",
-    "WHERE a.id = e.action_id AND position(',' || $5::text || ',' in a.rules) > 0)) ",
-    "AND ($6::text IS NULL OR e.run_id = $6::text) AND ($7::text IS NULL OR e.at >= $7::text) ",
-    "AND ($8::text IS NULL OR e.at < $8::text)"
-);
 
 #[async_trait]
 impl Backend for PostgresBackend {
@@ -452,12 +399,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn actions(&self, f: &Filter) -> Result<Vec<Action>, StoreError> {
-        // `LIMIT NULL` is no limit: the newest `limit` rows, returned oldest first.
-        let sql = format!(
-            "SELECT {ACTION_COLUMNS} FROM (SELECT {ACTION_COLUMNS} FROM actions WHERE {FILTER_SQL} \
-             ORDER BY id DESC LIMIT $9::bigint) AS newest ORDER BY id"
-        );
-        let rows: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(pg_actions()))
             .bind(&f.tenant)
             .bind(&f.identity)
             .bind(&f.action)
@@ -466,11 +408,28 @@ impl Backend for PostgresBackend {
             .bind(&f.run)
             .bind(f.since.map(ts))
             .bind(f.until.map(ts))
-            // A negative limit is no limit, as in SQLite (PostgreSQL would refuse it).
+            // A negative limit or offset is none, as in SQLite (PostgreSQL would refuse it).
             .bind(f.limit.filter(|n| *n >= 0))
+            .bind(&f.person)
+            .bind(f.offset.filter(|n| *n >= 0))
             .fetch_all(&self.pool)
             .await?;
         into_actions(rows)
+    }
+
+    async fn action_counts(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT a.state, COUNT(*) FROM actions a JOIN runs r ON r.id = a.run_id \
+             WHERE r.tenant = $1 AND r.scan_sha256 = $2 GROUP BY a.state",
+        )
+        .bind(tenant)
+        .bind(sha256)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn action(&self, id: i64) -> Result<Option<Action>, StoreError> {
@@ -507,19 +466,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn events(&self, f: &Filter) -> Result<Vec<EventRow>, StoreError> {
-        // One action's events are their own query, so the `events_action` index
-        // is used (`$10 IS NULL OR ...` would make a generic plan scan them all).
-        let by_action = if f.action_id.is_some() {
-            "e.action_id = $10::bigint"
-        } else {
-            "$10::bigint IS NULL"
-        };
-        // `LIMIT NULL` is no limit: the newest `limit` events, returned in order.
-        let sql = format!(
-            "SELECT * FROM (SELECT e.* FROM events e WHERE {by_action} AND {EVENT_FILTER_SQL} \
-             ORDER BY e.seq DESC LIMIT $9::bigint) AS newest ORDER BY seq"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(pg_events(f)))
             .bind(&f.tenant)
             .bind(&f.identity)
             .bind(&f.action)
@@ -528,9 +475,11 @@ impl Backend for PostgresBackend {
             .bind(&f.run)
             .bind(f.since.map(ts))
             .bind(f.until.map(ts))
-            // A negative limit is no limit, as in SQLite (PostgreSQL would refuse it).
+            // A negative limit or offset is none, as in SQLite (PostgreSQL would refuse it).
             .bind(f.limit.filter(|n| *n >= 0))
             .bind(f.action_id)
+            .bind(&f.person)
+            .bind(f.offset.filter(|n| *n >= 0))
             .fetch_all(&self.pool)
             .await?)
     }

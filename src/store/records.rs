@@ -277,6 +277,11 @@ pub struct Filter {
     pub limit: Option<i64>,
     /// Only events of this action (history only).
     pub action_id: Option<i64>,
+    /// A person, any case: actions whose run they started (the run's actor) or
+    /// that they approved or rejected; for events, the events of those actions.
+    pub person: Option<String>,
+    /// Skip this many of the newest rows (paging, newest first, with `limit`).
+    pub offset: Option<i64>,
 }
 
 /// A state change of one action with the event that records it.

@@ -220,6 +220,25 @@ impl<B: Backend> Store for Chained<B> {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn scan_action_counts(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Vec<(ActionState, u64)>, StoreError> {
+        self.db
+            .action_counts(tenant, sha256)
+            .await?
+            .into_iter()
+            .map(|(state, n)| {
+                let s = ActionState::parse(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown action state {state:?}"))
+                })?;
+                Ok((s, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn action(&self, id: i64) -> Result<Option<Action>, StoreError> {
         self.db.action(id).await
     }

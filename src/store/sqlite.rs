@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::backend::{Backend, Linked};
+use super::filter_sql::{events_sql, sqlite_actions};
 use super::records::{ApprovalRow, EventRow, Filter, NewAction, NewRun};
 use super::{ActionRow, OpenOptions, StoreError, display_name, into_actions, ts};
 use crate::domain::{Action, ActionState};
@@ -117,37 +118,6 @@ fn is_sqlite_file(path: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|()| &head == b"SQLite format 3\0")
 }
-
-/// The SQL of an events look-up. Looking up one action's events is its own
-/// query, `e.action_id = ?10`, so it uses the `events_action` index (an
-/// `?10 IS NULL OR ...` term would make SQLite scan every event).
-pub fn events_sql(f: &Filter) -> String {
-    let by_action = if f.action_id.is_some() {
-        "e.action_id = ?10"
-    } else {
-        "?10 IS NULL"
-    };
-    let cond = format!(
-        "{by_action} AND (?1 IS NULL OR e.tenant = ?1) \
-         AND (?2 IS NULL OR lower(e.identity_id) = lower(?2) OR e.identity_id IN (SELECT a.identity_id FROM actions a WHERE lower(a.identity_upn) = lower(?2))) \
-         AND (?3 IS NULL OR e.action_kind = ?3) AND (?4 IS NULL OR e.state = ?4) \
-         AND (?5 IS NULL OR e.rule = ?5 OR EXISTS (SELECT 1 FROM actions a WHERE a.id = e.action_id AND instr(a.rules, ',' || ?5 || ',') > 0)) \
-         AND (?6 IS NULL OR e.run_id = ?6) AND (?7 IS NULL OR e.at >= ?7) AND (?8 IS NULL OR e.at < ?8)"
-    );
-    if f.limit.is_some() {
-        format!(
-            "SELECT * FROM (SELECT e.* FROM events e WHERE {cond} ORDER BY e.seq DESC LIMIT ?9) ORDER BY seq"
-        )
-    } else {
-        format!("SELECT e.* FROM events e WHERE {cond} AND ?9 IS NULL ORDER BY e.seq")
-    }
-}
-
-const FILTER_SQL: &str = "(?1 IS NULL OR tenant = ?1) \
-     AND (?2 IS NULL OR lower(identity_id) = lower(?2) OR lower(identity_upn) = lower(?2)) \
-     AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR state = ?4) \
-     AND (?5 IS NULL OR instr(rules, ',' || ?5 || ',') > 0) AND (?6 IS NULL OR run_id = ?6) \
-     AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at < ?8)";
 
 #[async_trait]
 impl Backend for SqliteBackend {
@@ -458,13 +428,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn actions(&self, f: &Filter) -> Result<Vec<Action>, StoreError> {
-        let sql = if f.limit.is_some() {
-            "SELECT * FROM (SELECT * FROM actions WHERE {F} ORDER BY id DESC LIMIT ?9) ORDER BY id"
-        } else {
-            "SELECT * FROM actions WHERE {F} AND ?9 IS NULL ORDER BY id"
-        };
-        let sql = sql.replace("{F}", FILTER_SQL);
-        let rows: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ActionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sqlite_actions(f)))
             .bind(&f.tenant)
             .bind(&f.identity)
             .bind(&f.action)
@@ -474,9 +438,26 @@ impl Backend for SqliteBackend {
             .bind(f.since.map(ts))
             .bind(f.until.map(ts))
             .bind(f.limit)
+            .bind(&f.person)
+            .bind(f.offset)
             .fetch_all(&self.pool)
             .await?;
         into_actions(rows)
+    }
+
+    async fn action_counts(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT a.state, COUNT(*) FROM actions a JOIN runs r ON r.id = a.run_id \
+             WHERE r.tenant = ? AND r.scan_sha256 = ? GROUP BY a.state",
+        )
+        .bind(tenant)
+        .bind(sha256)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn action(&self, id: i64) -> Result<Option<Action>, StoreError> {
@@ -531,6 +512,8 @@ impl Backend for SqliteBackend {
             .bind(f.until.map(ts))
             .bind(f.limit)
             .bind(f.action_id)
+            .bind(&f.person)
+            .bind(f.offset)
             .fetch_all(&self.pool)
             .await?)
     }

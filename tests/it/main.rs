@@ -9,6 +9,7 @@ mod browser;
 mod common;
 mod config;
 mod console;
+mod console_data;
 mod crash;
 mod daemon;
 mod execute;

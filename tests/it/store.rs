@@ -36,9 +36,9 @@ enum Backend {
     },
 }
 
-/// A fresh store for one test.
+/// A fresh store for one test (other modules' store tests use it too).
 pub struct Db {
-    store: Box<dyn Store>,
+    pub(crate) store: Box<dyn Store>,
     /// The URL the store was opened with; `open` it again for a second instance.
     url: String,
     backend: Backend,
@@ -85,7 +85,7 @@ struct RawAction {
 }
 
 impl Db {
-    async fn sqlite() -> Db {
+    pub(crate) async fn sqlite() -> Db {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("history.db").display());
         let store = open(&url).await.unwrap();
@@ -96,7 +96,7 @@ impl Db {
         }
     }
 
-    async fn postgres() -> Option<Db> {
+    pub(crate) async fn postgres() -> Option<Db> {
         let admin_url = postgres_url()?;
         let schema = format!("er_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
@@ -184,7 +184,7 @@ impl Db {
     }
 
     /// Runs one contract test, then cleans up even when it failed.
-    async fn run<F>(self, test: F)
+    pub(crate) async fn run<F>(self, test: F)
     where
         F: for<'a> FnOnce(
                 &'a dyn Store,

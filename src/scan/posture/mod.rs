@@ -10,6 +10,7 @@ mod checks;
 mod graph_data;
 mod identities;
 mod roles;
+pub use roles::is_highly_privileged;
 #[cfg(test)]
 mod test_data;
 

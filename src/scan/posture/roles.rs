@@ -96,7 +96,7 @@ pub(super) const HIGHLY_PRIVILEGED: &[Role] = &[
 ];
 
 /// True when the role template is in [`HIGHLY_PRIVILEGED`].
-pub(super) fn is_highly_privileged(template: &str) -> bool {
+pub fn is_highly_privileged(template: &str) -> bool {
     HIGHLY_PRIVILEGED
         .iter()
         .any(|r| r.template.eq_ignore_ascii_case(template))
