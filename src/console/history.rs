@@ -36,6 +36,10 @@ pub struct HistoryQuery {
     #[serde(default)]
     until: String,
     #[serde(default)]
+    run: String,
+    #[serde(default)]
+    recorded: Option<usize>,
+    #[serde(default)]
     page: Option<i64>,
 }
 
@@ -73,6 +77,7 @@ impl HistoryQuery {
             state: some(&self.state),
             rule: some(&self.rule),
             person: some(&self.person),
+            run: some(&self.run),
             since: parse_day("since", &self.since)?,
             until: parse_day("until", &self.until)?,
             ..Filter::default()
@@ -90,6 +95,7 @@ impl HistoryQuery {
             ("person", &self.person),
             ("since", &self.since),
             ("until", &self.until),
+            ("run", &self.run),
         ])
     }
 }

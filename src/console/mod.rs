@@ -9,8 +9,11 @@
 //! a POST carrying the session's CSRF token.
 
 mod auth;
+mod history;
 mod page;
+mod posture;
 mod queue;
+mod remediate;
 pub mod session;
 pub mod oidc;
 
@@ -46,6 +49,8 @@ pub struct ConsoleState {
     pub requests: mpsc::Sender<DaemonRequest>,
     /// Cookie names and attributes.
     pub cookies: CookieNames,
+    /// The scans pages show, loaded once and kept (the two most recent).
+    pub scans: Arc<crate::service::scan_view::ScanCache>,
 }
 
 impl ConsoleState {
@@ -109,6 +114,14 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/logout", post(auth::logout))
+        .route("/t/{tenant}", get(posture::dashboard))
+        .route("/t/{tenant}/findings/{id}", get(posture::finding))
+        .route("/t/{tenant}/identities/{id}", get(posture::identity))
+        .route("/t/{tenant}/remediate", post(remediate::review))
+        .route("/t/{tenant}/remediate/confirm", post(remediate::confirm))
+        .route("/history", get(history::history))
+        .route("/history.csv", get(history::history_csv))
+        .route("/history/verify", get(history::verify))
         .route("/approvals", get(queue::approvals))
         .route("/actions/{id}", get(queue::action))
         .route("/actions/{id}/decide", post(queue::decide))

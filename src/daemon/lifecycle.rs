@@ -127,6 +127,7 @@ fn console_router(
         oidc: Arc::new(oidc),
         requests: requests.clone(),
         cookies: crate::console::session::CookieNames::new(cfg.console.secure_cookies),
+        scans: Arc::new(crate::service::scan_view::ScanCache::new(2)),
     };
     let sweeper = state.clone();
     let stop = shared.stopping.clone();

@@ -330,7 +330,7 @@ async fn decisions_need_the_role_a_csrf_token_and_four_eyes_from_two_people() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_action_cannot_be_approved() {
-    let rig = Rig::start("approval", "").await;
+    let mut rig = Rig::start("approval", "").await;
     rig.ws.set_top("mode = \"approval\"\napproval_ttl = \"1s\"");
     let ids = pending_disables(&rig).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

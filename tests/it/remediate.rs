@@ -468,7 +468,11 @@ async fn the_api_previews_records_and_refuses_with_json_errors() {
     let state = ApiState {
         store: store.clone(),
         config: Arc::new(RwLock::new(Arc::new(cfg))),
-        token: api::Token::new("remediate-token-1234"),
+        tokens: api::Tokens::new(vec![api::NamedToken::new(
+            "ops",
+            "remediate-token-1234",
+            entra_remediator::access::Roles::of(&[entra_remediator::access::Role::Operator]),
+        )]),
         metrics: Arc::new(Metrics::default()),
         ready: Arc::new(AtomicBool::new(true)),
         requests: tx,
