@@ -248,7 +248,7 @@ pub async fn home(State(s): State<ConsoleState>, who: Signed) -> Response {
                 for e in list.into_iter().take(50) {
                     if let Some(at) = e.scanned_at {
                         row.scans.push((
-                            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
                             at.format("%Y-%m-%d %H:%M UTC").to_string(),
                             e.identities,
                             e.findings,
