@@ -267,6 +267,24 @@ execute_interval_secs = 1
     }
 }
 
+/// Waits until the store shows action `id` done.
+async fn wait_done(rig: &Rig, id: i64) {
+    let started = Instant::now();
+    while !rig
+        .actions()
+        .await
+        .iter()
+        .any(|a| a["id"] == id && a["state"] == "done")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "action {id} never done: {}",
+            rig.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A scan naming u1..u3 under one finding, and a rule disabling them: run once,
 /// so that approval mode leaves three pending actions (until they expire).
 pub async fn pending_disables(rig: &Rig) -> Vec<i64> {
@@ -282,9 +300,23 @@ pub async fn pending_disables(rig: &Rig) -> Vec<i64> {
         "r.rhai",
         &rule("disable-f1", "F1", "[disable_user(\"stale\")]"),
     );
-    let out = rig.ws.cli_async(&["run", "--once"]).await;
-    assert_eq!(out.code, 0, "{}", out.all());
-    let actions = rig.actions().await;
+    // The daemon may be running its start-up catch-up cycle, holding the
+    // tenant's lease: run until the scan's actions are recorded (by either).
+    let started = Instant::now();
+    let actions = loop {
+        let out = rig.ws.cli_async(&["run", "--once"]).await;
+        assert_eq!(out.code, 0, "{}", out.all());
+        let actions = rig.actions().await;
+        if !actions.is_empty() {
+            break actions;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no run recorded: {}",
+            out.all()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     // Any state: with a short approval_ttl they may have expired already.
     let ids: Vec<i64> = actions
         .iter()
@@ -494,6 +526,60 @@ async fn decisions_need_the_role_a_csrf_token_and_four_eyes_from_two_people() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The done action can be undone from its page (an approver's decision):
+    // recorded as a new undo action, pending in approval mode.
+    wait_done(&rig, ids[0]).await;
+    let (status, page) = rig
+        .post(
+            &carol,
+            &format!("/console/actions/{}/undo", ids[0]),
+            &[("csrf", &carol.csrf)],
+        )
+        .await;
+    assert_eq!(status, 403, "{page}");
+    let (status, page) = rig
+        .post(
+            &bob,
+            &format!("/console/actions/{}/undo", ids[0]),
+            &[("csrf", &bob.csrf)],
+        )
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let undo = rig
+        .actions()
+        .await
+        .into_iter()
+        .find(|a| a["action"] == "undo")
+        .expect("an undo action");
+    assert_eq!(undo["state"], "pending");
+    assert_eq!(undo["targets"], ids[0].to_string());
+    // History: filtered by person, exported as CSV, the chain verified.
+    let (status, page) = rig.get(&carol, "/console/history?person=BOB%40t.com").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("action-{}", ids[0]))
+            && !page.contains(&format!("action-{}", ids[2])),
+        "{page}"
+    );
+    let r = rig
+        .http
+        .get(rig.url("/console/history.csv?tenant=test"))
+        .header(COOKIE, &carol.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = r.text().await.unwrap();
+    assert!(csv.starts_with("id,") && csv.lines().count() == 5, "{csv}");
+    let (status, page) = rig.get(&carol, "/console/history/verify").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Verified:"), "{page}");
     // A rejection by an approver, with a comment.
     let path = format!("/console/actions/{}/decide", ids[1]);
     let (status, _) = rig

@@ -514,7 +514,8 @@ async fn the_api_previews_records_and_refuses_with_json_errors() {
             .await
             .unwrap()
             .as_deref(),
-        Some("api")
+        Some("token:ops"),
+        "the requester is the calling token, by name"
     );
     let (code, err) = post(json!({"tenant": "test", "action": "disable_user", "identities": ["a@t.com"], "targets": ["d1"], "reason": "x"})).await;
     assert_eq!(code, 400, "{err}");
