@@ -51,6 +51,15 @@ pub enum DaemonRequest {
         /// Tenant name.
         tenant: String,
     },
+    /// A person's remediation was recorded (console or API): execute what is
+    /// ready and tell the webhooks about what waits for approval, as after a
+    /// rule run.
+    Recorded {
+        /// Tenant name.
+        tenant: String,
+        /// The run it was recorded as.
+        run_id: String,
+    },
 }
 
 /// Everything the API handlers share.

@@ -14,7 +14,7 @@ use super::body::JsonBody;
 use super::error::{ApiError, ApiResult};
 use super::{DaemonRequest, Shared};
 use crate::access::Caller;
-use crate::domain::{ActionKind, ActionState};
+use crate::domain::ActionKind;
 use crate::output::planned_json;
 use crate::plan::Plan;
 use crate::service::remediate::{self, RemediateError, RemediationRequest, Selection};
@@ -103,17 +103,12 @@ pub(super) async fn remediate(
         })));
     }
     let done = remediate::submit(&cfg, store, &scan, &req).await?;
-    if done
-        .plan
-        .actions
-        .iter()
-        .any(|a| a.state() == ActionState::Ready)
-    {
-        // A full queue is fine: the periodic executor runs them anyway.
-        let _ = s.api.requests.try_send(DaemonRequest::Execute {
-            tenant: done.plan.tenant.clone(),
-        });
-    }
+    // A full queue is fine: the periodic executor runs them anyway (the
+    // webhook notice is then not sent; history has the actions).
+    let _ = s.api.requests.try_send(DaemonRequest::Recorded {
+        tenant: done.plan.tenant.clone(),
+        run_id: done.run_id.clone(),
+    });
     Ok(axum::Json(json!({
         "recorded": true,
         "run_id": done.run_id,

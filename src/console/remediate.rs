@@ -234,8 +234,10 @@ pub async fn confirm(
         .await
         .map_err(refused)?;
     tracing::info!(tenant = %tenant, run = %done.run_id, actions = done.ids.len(), by = %who.0.caller.name, "remediation requested in the console");
-    let _ = s.requests.try_send(crate::api::DaemonRequest::Execute {
+    // A full queue is fine: the periodic executor runs them anyway.
+    let _ = s.requests.try_send(crate::api::DaemonRequest::Recorded {
         tenant: tenant.clone(),
+        run_id: done.run_id.clone(),
     });
     let q = form_urlencoded(&[
         ("run", &done.run_id),

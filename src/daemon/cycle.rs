@@ -175,6 +175,18 @@ impl Shared {
         }
     }
 
+    /// Sends the webhook notice of a person's recorded request: its actions
+    /// waiting for approval, as a rule run's are announced.
+    pub(super) async fn notify_recorded(self: Arc<Self>, tenant: &str, run_id: &str) {
+        match crate::service::remediate::pending_notice(self.store.as_ref(), tenant, run_id).await {
+            Ok(Some(notice)) => read(&self.notifier).notify(notice),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%tenant, run = %run_id, error = %e, "the pending actions of a recorded request could not be read for the webhooks")
+            }
+        }
+    }
+
     /// Executes approved actions of a tenant promptly (API approvals, interval).
     pub(super) async fn execute_tenant(self: Arc<Self>, tenant: String) {
         if self.stopping.is_cancelled() || !self.enter(&tenant) {

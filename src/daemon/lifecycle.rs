@@ -286,6 +286,13 @@ impl Daemon {
             DaemonRequest::Execute { tenant } => {
                 shared.tracker.spawn(shared.clone().execute_tenant(tenant));
             }
+            DaemonRequest::Recorded { tenant, run_id } => {
+                let me = shared.clone();
+                shared.tracker.spawn(async move {
+                    me.clone().notify_recorded(&tenant, &run_id).await;
+                    me.execute_tenant(tenant).await;
+                });
+            }
         }
     }
 

@@ -620,3 +620,80 @@ async fn an_expired_action_cannot_be_approved() {
     assert!(page.contains("expired"), "{page}");
     assert!(rig.fake.user(&guid(1)).unwrap().account_enabled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_in_the_console_is_recorded_as_the_person_and_announced_to_the_webhooks() {
+    let hook = crate::notify::start(&[], None).await;
+    let rig = Rig::start(
+        "approval",
+        &format!(
+            "[[notify.webhook]]\nname = \"ops\"\nurl = \"{}\"\n",
+            hook.url
+        ),
+    )
+    .await;
+    for n in 1..=2 {
+        rig.fake.add_user(person(n, &format!("u{n}@t.com")));
+    }
+    let ids = (1..=2).map(|n| ident(n, &format!("u{n}@t.com"))).collect();
+    rig.ws.add_scan(
+        "s.json",
+        &scan(&now_rfc3339(), ids, vec![finding("F1", "high", &[1, 2])]),
+    );
+    let alice = rig.sign_in("alice@t.com").await;
+    let carol = rig.sign_in("carol@t.com").await;
+    let form = |s: &Session| {
+        vec![
+            ("csrf", s.csrf.clone()),
+            ("scope", "finding".to_string()),
+            ("finding", "F1".to_string()),
+            ("action", "revoke_sessions".to_string()),
+            ("reason", "INC-9: token theft".to_string()),
+        ]
+    };
+    // A viewer may not even review; an operator reviews, and nothing is recorded.
+    let fc = form(&carol);
+    let f: Vec<(&str, &str)> = fc.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, page) = rig.post(&carol, "/console/t/test/remediate", &f).await;
+    assert_eq!(status, 403, "{page}");
+    let fa = form(&alice);
+    let f: Vec<(&str, &str)> = fa.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, page) = rig.post(&alice, "/console/t/test/remediate", &f).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("nothing has happened yet") && page.contains("u2@t.com"),
+        "{page}"
+    );
+    assert!(rig.actions().await.is_empty());
+    let (status, page) = rig
+        .post(&alice, "/console/t/test/remediate/confirm", &f)
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let actions = rig.actions().await;
+    assert_eq!(actions.len(), 2);
+    assert!(actions.iter().all(|a| a["state"] == "pending"));
+    let reason = actions[0]["reasons"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("INC-9") && reason.contains("alice@t.com") && reason.contains("console"),
+        "{reason}"
+    );
+    // The approvers hear of it as of a rule run's pending actions.
+    let started = Instant::now();
+    let body = loop {
+        if let Some(b) = hook
+            .bodies()
+            .into_iter()
+            .find(|b| b["event"] == "approval_pending")
+        {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no webhook: {}",
+            rig.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["details"]["actions"].as_array().unwrap().len(), 2);
+    assert_eq!(body["details"]["run_id"], actions[0]["run_id"]);
+}

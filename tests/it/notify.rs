@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 const FLUSH: Duration = Duration::from_secs(20);
 
 #[derive(Clone)]
-struct Recv {
+pub(crate) struct Recv {
     /// Bodies received, with their content type.
     bodies: Arc<Mutex<Vec<(Value, String)>>>,
     /// Statuses to answer, in order; 200 once exhausted.
@@ -28,13 +28,13 @@ struct Recv {
     gate: Option<(mpsc::UnboundedSender<()>, Arc<Semaphore>)>,
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: Recv,
 }
 
 impl Receiver {
-    fn bodies(&self) -> Vec<Value> {
+    pub(crate) fn bodies(&self) -> Vec<Value> {
         self.state
             .bodies
             .lock()
@@ -78,7 +78,7 @@ async fn handle(
     (StatusCode::from_u16(status).unwrap(), out)
 }
 
-async fn start(
+pub(crate) async fn start(
     script: &[u16],
     gate: Option<(mpsc::UnboundedSender<()>, Arc<Semaphore>)>,
 ) -> Receiver {

@@ -258,3 +258,42 @@ pub async fn submit(
         plan,
     })
 }
+
+/// The webhook notice of a recorded request: its actions waiting for
+/// approval (`None` when none waits, e.g. in enforce or dry-run mode).
+pub async fn pending_notice(
+    store: &dyn Store,
+    tenant: &str,
+    run_id: &str,
+) -> Result<Option<crate::notify::notice::Notice>, StoreError> {
+    let pending = store
+        .actions(&crate::store::Filter {
+            tenant: Some(tenant.to_string()),
+            run: Some(run_id.to_string()),
+            state: Some(crate::domain::ActionState::Pending.to_string()),
+            ..crate::store::Filter::default()
+        })
+        .await?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let actions = pending
+        .iter()
+        .map(|a| crate::notify::notice::NoticeAction {
+            id: a.id,
+            kind: a.kind.to_string(),
+            upn: a.identity_upn.clone(),
+            reason: a
+                .reasons
+                .iter()
+                .map(|r| r.reason.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+        .collect();
+    Ok(Some(crate::notify::notice::Notice::ApprovalPending {
+        tenant: tenant.to_string(),
+        run_id: run_id.to_string(),
+        actions,
+    }))
+}
