@@ -300,11 +300,14 @@ pub async fn pending_disables(rig: &Rig) -> Vec<i64> {
         "r.rhai",
         &rule("disable-f1", "F1", "[disable_user(\"stale\")]"),
     );
-    // The daemon may be running its start-up catch-up cycle, holding the
-    // tenant's lease: run until the scan's actions are recorded (by either).
+    // The daemon's start-up catch-up cycle may hold the tenant's lease, or may
+    // have processed the scan before the rule existed: run (again, forced)
+    // until the scan's actions are recorded.
     let started = Instant::now();
+    let mut args = vec!["run", "--once"];
     let actions = loop {
-        let out = rig.ws.cli_async(&["run", "--once"]).await;
+        let out = rig.ws.cli_async(&args).await;
+        args = vec!["run", "--once", "--force"];
         assert_eq!(out.code, 0, "{}", out.all());
         let actions = rig.actions().await;
         if !actions.is_empty() {
