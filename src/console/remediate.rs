@@ -164,6 +164,34 @@ struct Review {
     reason: String,
 }
 
+/// A posted request, checked (CSRF token, role), parsed and previewed on the
+/// scan it names: what both review and confirmation start from.
+struct Prepared {
+    f: RemediateForm,
+    req: RemediationRequest,
+    v: std::sync::Arc<crate::service::scan_view::ScanView>,
+    cfg: std::sync::Arc<crate::config::Config>,
+    p: remediate::Preview,
+}
+
+async fn prepare(
+    s: &ConsoleState,
+    who: &Signed,
+    tenant: &str,
+    body: &[u8],
+) -> Result<Prepared, PageError> {
+    let f = RemediateForm::parse(body);
+    who.check_csrf(f.csrf.as_deref())?;
+    remediate::authorize(&who.0.caller).map_err(refused)?;
+    let req = f.request(who, tenant)?;
+    let v = view(s, tenant, &f.scan).await?;
+    let cfg = s.config();
+    let p = remediate::preview(&cfg, Some(s.store.as_ref()), &v.loaded, &req)
+        .await
+        .map_err(refused)?;
+    Ok(Prepared { f, req, v, cfg, p })
+}
+
 /// `POST /console/t/{tenant}/remediate`: the plan the request would make;
 /// nothing is recorded.
 pub async fn review(
@@ -172,15 +200,7 @@ pub async fn review(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let f = RemediateForm::parse(&body);
-    who.check_csrf(f.csrf.as_deref())?;
-    remediate::authorize(&who.0.caller).map_err(refused)?;
-    let req = f.request(&who, &tenant)?;
-    let v = view(&s, &tenant, &f.scan).await?;
-    let cfg = s.config();
-    let p = remediate::preview(&cfg, Some(s.store.as_ref()), &v.loaded, &req)
-        .await
-        .map_err(refused)?;
+    let Prepared { f, cfg, p, .. } = prepare(&s, &who, &tenant, &body).await?;
     let (go, stop): (Vec<&PlannedAction>, Vec<&PlannedAction>) = p
         .plan
         .actions
@@ -215,15 +235,7 @@ pub async fn confirm(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let f = RemediateForm::parse(&body);
-    who.check_csrf(f.csrf.as_deref())?;
-    remediate::authorize(&who.0.caller).map_err(refused)?;
-    let req = f.request(&who, &tenant)?;
-    let v = view(&s, &tenant, &f.scan).await?;
-    let cfg = s.config();
-    let p = remediate::preview(&cfg, Some(s.store.as_ref()), &v.loaded, &req)
-        .await
-        .map_err(refused)?;
+    let Prepared { f, req, v, cfg, p } = prepare(&s, &who, &tenant, &body).await?;
     if p.identities > cfg.console.bulk_confirm_over && f.typed.trim() != p.identities.to_string() {
         return Err(PageError::bad_request(format!(
             "This request selects {} identities: type that number to confirm it. Nothing was changed.",

@@ -53,6 +53,22 @@ pub struct NoticeAction {
     pub reason: String,
 }
 
+impl NoticeAction {
+    /// The notice line of one action: its reasons joined.
+    pub fn new(id: i64, kind: &str, upn: &str, reasons: &[crate::domain::Reason]) -> NoticeAction {
+        NoticeAction {
+            id,
+            kind: kind.to_string(),
+            upn: upn.to_string(),
+            reason: reasons
+                .iter()
+                .map(|r| r.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
 impl Notice {
     /// The event kind, as used in `notify.webhook.events`.
     pub fn kind(&self) -> NoticeKind {

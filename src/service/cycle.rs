@@ -112,17 +112,7 @@ impl TenantOutcome {
             .iter()
             .zip(ids)
             .filter(|(a, _)| a.state() == ActionState::Pending)
-            .map(|(a, id)| NoticeAction {
-                id: *id,
-                kind: a.kind.to_string(),
-                upn: a.identity_upn.clone(),
-                reason: a
-                    .reasons
-                    .iter()
-                    .map(|r| r.reason.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
+            .map(|(a, id)| NoticeAction::new(*id, a.kind.as_str(), &a.identity_upn, &a.reasons))
             .collect();
         if !pending.is_empty() {
             out.push(Notice::ApprovalPending {

@@ -279,16 +279,13 @@ pub async fn pending_notice(
     }
     let actions = pending
         .iter()
-        .map(|a| crate::notify::notice::NoticeAction {
-            id: a.id,
-            kind: a.kind.to_string(),
-            upn: a.identity_upn.clone(),
-            reason: a
-                .reasons
-                .iter()
-                .map(|r| r.reason.clone())
-                .collect::<Vec<_>>()
-                .join("; "),
+        .map(|a| {
+            crate::notify::notice::NoticeAction::new(
+                a.id,
+                a.kind.as_str(),
+                &a.identity_upn,
+                &a.reasons,
+            )
         })
         .collect();
     Ok(Some(crate::notify::notice::Notice::ApprovalPending {
