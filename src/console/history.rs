@@ -59,7 +59,11 @@ fn parse_day(field: &str, s: &str) -> Result<Option<DateTime<Utc>>, PageError> {
     }
     DateTime::parse_from_rfc3339(t)
         .map(|d| Some(d.with_timezone(&Utc)))
-        .map_err(|_| PageError::bad_request(format!("{field} {t:?} is not a day (YYYY-MM-DD) or an RFC 3339 time")))
+        .map_err(|_| {
+            PageError::bad_request(format!(
+                "{field} {t:?} is not a day (YYYY-MM-DD) or an RFC 3339 time"
+            ))
+        })
 }
 
 impl HistoryQuery {
@@ -68,7 +72,9 @@ impl HistoryQuery {
         if let Some(a) = some(&self.action)
             && crate::domain::WorkKind::parse(&a).is_none()
         {
-            return Err(PageError::bad_request(format!("action {a:?} is not one of the actions")));
+            return Err(PageError::bad_request(format!(
+                "action {a:?} is not one of the actions"
+            )));
         }
         Ok(Filter {
             tenant: some(&self.tenant),
@@ -114,7 +120,11 @@ struct HistoryPage {
 }
 
 /// `GET /console/history`: the actions matching the filters, a page at a time.
-pub async fn history(State(s): State<ConsoleState>, who: Signed, q: Query<HistoryQuery>) -> Response {
+pub async fn history(
+    State(s): State<ConsoleState>,
+    who: Signed,
+    q: Query<HistoryQuery>,
+) -> Response {
     let Query(q) = q;
     let filter = match q.filter() {
         Ok(f) => f,
@@ -122,7 +132,14 @@ pub async fn history(State(s): State<ConsoleState>, who: Signed, q: Query<Histor
     };
     let page = q.page.unwrap_or(1).max(1);
     let at = usize::try_from(page).unwrap_or(1);
-    let (rows, more) = match crate::service::history::actions_page(s.store.as_ref(), &filter, at, PER_PAGE).await {
+    let (rows, more) = match crate::service::history::actions_page(
+        s.store.as_ref(),
+        &filter,
+        at,
+        PER_PAGE,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => return PageError::internal("reading history", &e).into_response(),
     };
@@ -135,22 +152,40 @@ pub async fn history(State(s): State<ConsoleState>, who: Signed, q: Query<Histor
         page,
         more,
         tenants: cfg.tenants.iter().map(|t| t.name.clone()).collect(),
-        kinds: crate::domain::ActionKind::ALL.iter().map(|k| k.as_str()).chain(["undo"]).collect(),
+        kinds: crate::domain::ActionKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .chain(["undo"])
+            .collect(),
     })
 }
 
 /// `GET /console/history.csv`: every action matching the filters, as CSV.
-pub async fn history_csv(State(s): State<ConsoleState>, _who: Signed, q: Query<HistoryQuery>) -> Response {
+pub async fn history_csv(
+    State(s): State<ConsoleState>,
+    _who: Signed,
+    q: Query<HistoryQuery>,
+) -> Response {
     let filter = match q.filter() {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
     let mut bytes = Vec::new();
-    match crate::service::history::export_actions_csv(s.store.as_ref(), &filter, Utc::now(), &mut bytes).await {
+    match crate::service::history::export_actions_csv(
+        s.store.as_ref(),
+        &filter,
+        Utc::now(),
+        &mut bytes,
+    )
+    .await
+    {
         Ok(_) => (
             [
                 (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"remediation-history.csv\""),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"remediation-history.csv\"",
+                ),
             ],
             bytes,
         )

@@ -15,9 +15,7 @@ use super::ConsoleState;
 use super::page::{Chrome, PageError, Signed, form_urlencoded, render};
 use crate::domain::{Action, ActionKind};
 use crate::scan::{AssignmentType, Identity};
-use crate::service::posture::{
-    self, AffectedQuery, Dashboard, FindingPage, IdentityRow, SortKey,
-};
+use crate::service::posture::{self, AffectedQuery, Dashboard, FindingPage, IdentityRow, SortKey};
 use crate::service::scan_view::{RANKING, ScanView};
 
 /// The scan a page shows: `scan=<scanned_at>` in the URL, the newest without.
@@ -35,20 +33,31 @@ pub fn scan_time(s: &str) -> Result<Option<DateTime<Utc>>, PageError> {
     }
     DateTime::parse_from_rfc3339(t)
         .map(|d| Some(d.with_timezone(&Utc)))
-        .map_err(|_| PageError::bad_request(format!("scan {t:?} is not an RFC 3339 time (the scan's scanned_at)")))
+        .map_err(|_| {
+            PageError::bad_request(format!(
+                "scan {t:?} is not an RFC 3339 time (the scan's scanned_at)"
+            ))
+        })
 }
 
 /// The view of the tenant's chosen scan, loaded once and kept.
 pub async fn view(s: &ConsoleState, tenant: &str, scan: &str) -> Result<Arc<ScanView>, PageError> {
     let cfg = s.config();
     if cfg.tenant(tenant).is_none() {
-        return Err(PageError::not_found(format!("No tenant named {tenant:?} is configured.")));
+        return Err(PageError::not_found(format!(
+            "No tenant named {tenant:?} is configured."
+        )));
     }
     let at = scan_time(scan)?;
     s.scans
         .get(&cfg, tenant, at, Utc::now())
         .await
-        .map_err(|e| PageError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, format!("The scan cannot be shown: {e}")))
+        .map_err(|e| {
+            PageError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                format!("The scan cannot be shown: {e}"),
+            )
+        })
 }
 
 /// What every page of one scan shows about it.
@@ -72,7 +81,12 @@ impl ScanHead {
             tenant: tenant.to_string(),
             scan: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             scanned_at: at.format("%Y-%m-%d %H:%M UTC").to_string(),
-            scanner: v.loaded.scan.scanner.clone().unwrap_or_else(|| "unknown scanner".into()),
+            scanner: v
+                .loaded
+                .scan
+                .scanner
+                .clone()
+                .unwrap_or_else(|| "unknown scanner".into()),
             source: v.loaded.source_name.clone(),
         }
     }
@@ -182,14 +196,21 @@ pub async fn finding(
         SortKey::Risk
     } else {
         SortKey::parse(&q.sort).ok_or_else(|| {
-            PageError::bad_request(format!("sort {:?} must be upn, name, risk, last_sign_in or findings", q.sort))
+            PageError::bad_request(format!(
+                "sort {:?} must be upn, name, risk, last_sign_in or findings",
+                q.sort
+            ))
         })?
     };
     let desc = match q.dir.as_str() {
         "" => sort == SortKey::Risk || sort == SortKey::Findings,
         "desc" => true,
         "asc" => false,
-        other => return Err(PageError::bad_request(format!("dir {other:?} must be asc or desc"))),
+        other => {
+            return Err(PageError::bad_request(format!(
+                "dir {other:?} must be asc or desc"
+            )));
+        }
     };
     let query = AffectedQuery {
         q: Some(q.q.trim().to_string()).filter(|t| !t.is_empty()),
@@ -220,7 +241,9 @@ pub async fn finding(
 }
 
 fn enc(s: &str) -> String {
-    form_urlencoded(&[("", s)]).trim_start_matches('=').to_string()
+    form_urlencoded(&[("", s)])
+        .trim_start_matches('=')
+        .to_string()
 }
 
 /// One role assignment on the identity page.
@@ -314,4 +337,3 @@ pub async fn identity(
         offers: bulk_offers(),
     }))
 }
-

@@ -71,16 +71,24 @@ impl RemediateForm {
     }
 
     fn request(&self, who: &Signed, tenant: &str) -> Result<RemediationRequest, PageError> {
-        let kind = ActionKind::parse(&self.action)
-            .ok_or_else(|| PageError::bad_request(format!("action {:?} is not one of the six actions", self.action)))?;
+        let kind = ActionKind::parse(&self.action).ok_or_else(|| {
+            PageError::bad_request(format!(
+                "action {:?} is not one of the six actions",
+                self.action
+            ))
+        })?;
         let selection = if self.scope == "finding" {
             if self.finding.is_empty() {
-                return Err(PageError::bad_request("Everyone a finding affects was chosen, but no finding was given."));
+                return Err(PageError::bad_request(
+                    "Everyone a finding affects was chosen, but no finding was given.",
+                ));
             }
             Selection::Finding(self.finding.clone())
         } else {
             if self.identities.is_empty() {
-                return Err(PageError::bad_request("Select at least one identity (or choose everyone the finding affects). Nothing was changed."));
+                return Err(PageError::bad_request(
+                    "Select at least one identity (or choose everyone the finding affects). Nothing was changed.",
+                ));
             }
             Selection::Identities(self.identities.clone())
         };
@@ -173,13 +181,20 @@ pub async fn review(
     let p = remediate::preview(&cfg, Some(s.store.as_ref()), &v.loaded, &req)
         .await
         .map_err(refused)?;
-    let (go, stop): (Vec<&PlannedAction>, Vec<&PlannedAction>) =
-        p.plan.actions.iter().partition(|a| a.decision == Verdict::Proceed);
+    let (go, stop): (Vec<&PlannedAction>, Vec<&PlannedAction>) = p
+        .plan
+        .actions
+        .iter()
+        .partition(|a| a.decision == Verdict::Proceed);
     let typed_needed = (p.identities > cfg.console.bulk_confirm_over).then_some(p.identities);
     Ok(render(&Review {
         chrome: who.chrome(),
         tenant,
-        scan_label: format!("{} ({})", p.scanned_at.format("%Y-%m-%d %H:%M UTC"), p.scan_source),
+        scan_label: format!(
+            "{} ({})",
+            p.scanned_at.format("%Y-%m-%d %H:%M UTC"),
+            p.scan_source
+        ),
         mode: p.plan.mode.to_string(),
         downgrades: p.plan.downgrades.clone(),
         proceeding: go.len(),
@@ -219,7 +234,12 @@ pub async fn confirm(
         .await
         .map_err(refused)?;
     tracing::info!(tenant = %tenant, run = %done.run_id, actions = done.ids.len(), by = %who.0.caller.name, "remediation requested in the console");
-    let _ = s.requests.try_send(crate::api::DaemonRequest::Execute { tenant: tenant.clone() });
-    let q = form_urlencoded(&[("run", &done.run_id), ("recorded", &done.ids.len().to_string())]);
+    let _ = s.requests.try_send(crate::api::DaemonRequest::Execute {
+        tenant: tenant.clone(),
+    });
+    let q = form_urlencoded(&[
+        ("run", &done.run_id),
+        ("recorded", &done.ids.len().to_string()),
+    ]);
     Ok(Redirect::to(&format!("/console/history?{q}")).into_response())
 }

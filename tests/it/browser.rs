@@ -31,10 +31,13 @@ impl Drop for Browser {
 
 /// Whether the browser tests can run here; panics in CI when they cannot.
 pub fn available() -> bool {
-    let here = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+    let here =
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if !here {
         if std::env::var_os("ENTRA_REMEDIATOR_REQUIRE_BROWSER").is_some_and(|v| v == "1") {
-            panic!("ENTRA_REMEDIATOR_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing");
+            panic!(
+                "ENTRA_REMEDIATOR_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing"
+            );
         }
         eprintln!(
             "SKIPPED: browser tests need {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver); .ci/run installs them"
@@ -45,7 +48,11 @@ pub fn available() -> bool {
 
 impl Browser {
     pub async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -71,7 +78,10 @@ impl Browser {
             {
                 Ok(c) => break c,
                 Err(e) => {
-                    assert!(started.elapsed() < Duration::from_secs(30), "chromedriver: {e}");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "chromedriver: {e}"
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -84,7 +94,13 @@ impl Browser {
     }
 
     pub async fn text(&self, css: &str) -> String {
-        self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn body(&self) -> String {
@@ -92,11 +108,23 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).send_keys(text).await.unwrap();
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap();
     }
 
     /// Waits until the page's body contains `what`.
@@ -109,7 +137,11 @@ impl Browser {
             {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(15), "{what:?} never appeared: {}", self.body().await);
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{what:?} never appeared: {}",
+                self.body().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
