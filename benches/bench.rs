@@ -15,6 +15,8 @@
 
 #[path = "bench/console.rs"]
 mod console;
+#[path = "bench/console_pages.rs"]
+mod console_pages;
 #[path = "bench/daemon.rs"]
 mod daemon;
 #[path = "bench/graph.rs"]

@@ -6,7 +6,8 @@
 //! recorded in a fresh SQLite store. Then each read is called 50 times and its
 //! median and p99 printed: the dashboard, the largest finding's page 1 sorted
 //! by risk and with a search, an identity page, and history pages (first, deep,
-//! by person).
+//! by person). Then the same pages are requested whole, through the console's
+//! router (`console_pages`).
 
 use std::time::{Duration, Instant};
 
@@ -20,22 +21,23 @@ use entra_remediator::service::posture::{
 use entra_remediator::service::scan_view::{RANKING, ScanCache, ScanView};
 use entra_remediator::store::{Filter, NewAction, NewRun, Store};
 
+use crate::console_pages::{self, Subjects};
 use crate::planning::config_text;
 use crate::util::{self, fmt_dur};
 use crate::{Ctx, copy_policies, scangen};
 
-/// Calls per measured read.
-const CALLS: usize = 50;
+/// Calls per measured read (and requests per measured page).
+pub const CALLS: usize = 50;
 
 /// Median and p99 of a list of durations.
-fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
+pub fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     let p99 = v[((v.len() * 99).div_ceil(100)).saturating_sub(1)];
     (v[v.len() / 2], p99)
 }
 
 /// Microseconds below a millisecond, else milliseconds.
-fn fine(d: Duration) -> String {
+pub fn fine(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{} µs", d.as_micros())
     } else {
@@ -119,7 +121,11 @@ pub fn run(ctx: &mut Ctx) {
     std::fs::create_dir_all(ws.join("scans")).expect("scans");
     std::fs::copy(&scan_path, ws.join("scans/scan.json")).expect("copy scan");
     let cfg_path = ws.join("config.toml");
-    std::fs::write(&cfg_path, config_text("", "")).expect("config");
+    std::fs::write(
+        &cfg_path,
+        config_text("", &console_pages::config_tables(&ws)),
+    )
+    .expect("config");
     let cfg = Config::load(&cfg_path).expect("load bench config");
     let now = DateTime::parse_from_rfc3339(scangen::SCANNED_AT)
         .expect("scanned_at")
@@ -150,10 +156,11 @@ pub fn run(ctx: &mut Ctx) {
     println!("  ranking: {RANKING}");
 
     let url = format!("sqlite://{}", ws.join("history.db").display());
-    let store: Box<dyn Store> = rt
+    let shared: std::sync::Arc<dyn Store> = rt
         .block_on(entra_remediator::store::open(&url))
-        .expect("store");
-    let store = store.as_ref();
+        .expect("store")
+        .into();
+    let store = shared.as_ref();
     let t = Instant::now();
     let run = run_row(&view, now);
     rt.block_on(store.record_run(&run, &actions(&view, recorded), &[]))
@@ -245,6 +252,14 @@ pub fn run(ctx: &mut Ctx) {
                 .expect("history")
         },
     ));
+    let top_id = view.identity(view.ranked[0]).expect("top").id.0.clone();
+    let subjects = Subjects {
+        finding: largest.clone(),
+        search: (q.clone(), matched),
+        top: (top_id, top.clone()),
+        recorded,
+        actor: run.actor.clone(),
+    };
     let worst = rows.iter().map(|r| r.1).max().unwrap_or_default();
     ctx.summary.push(format!(
         "console at {n} identities: load {}, slowest read p99 {} (target under 10 ms: {})",
@@ -252,4 +267,7 @@ pub fn run(ctx: &mut Ctx) {
         fine(worst),
         util::verdict(worst < Duration::from_millis(10)),
     ));
+    // The pages load the scan into the console's own cache: free this copy.
+    drop((hit, view, cache));
+    console_pages::run(ctx, &rt, &cfg_path, shared, &subjects);
 }
