@@ -243,7 +243,7 @@ pub async fn home(State(s): State<ConsoleState>, who: Signed) -> Response {
             scans: Vec::new(),
             note: None,
         };
-        match crate::service::scan::list_scans(&cfg, &t.name) {
+        match s.scans.list(&cfg, &t.name).await {
             Ok(list) => {
                 for e in list.into_iter().take(50) {
                     if let Some(at) = e.scanned_at {

@@ -113,7 +113,10 @@ pub async fn dashboard(
     let d = posture::dashboard(s.store.as_ref(), &v)
         .await
         .map_err(|e| PageError::internal("reading the dashboard", &e))?;
-    let scans = crate::service::scan::list_scans(&s.config(), &tenant)
+    let scans = s
+        .scans
+        .list(&s.config(), &tenant)
+        .await
         .map(|list| {
             list.into_iter()
                 .filter_map(|e| e.scanned_at)

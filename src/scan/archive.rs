@@ -127,13 +127,22 @@ struct Summary {
 
 /// Every `*.json` file of `dir`, newest `scanned_at` first (unreadable files last, with why).
 pub fn list(dir: &Path) -> Result<Vec<ScanEntry>, ScanError> {
+    list_with(dir, summarise)
+}
+
+/// Like [`list`], with each file summarised by `summary` (which may remember
+/// files it has read: reading one means parsing all of it).
+pub fn list_with(
+    dir: &Path,
+    mut summary: impl FnMut(PathBuf) -> ScanEntry,
+) -> Result<Vec<ScanEntry>, ScanError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let path = entry.map_err(|e| io_err(dir, e))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") || !path.is_file() {
             continue;
         }
-        out.push(summarise(path));
+        out.push(summary(path));
     }
     out.sort_by(|a, b| {
         b.scanned_at
@@ -143,7 +152,8 @@ pub fn list(dir: &Path) -> Result<Vec<ScanEntry>, ScanError> {
     Ok(out)
 }
 
-fn summarise(path: PathBuf) -> ScanEntry {
+/// Reads one scan file's summary (the whole file is parsed to count its parts).
+pub fn summarise(path: PathBuf) -> ScanEntry {
     let mut entry = ScanEntry {
         scanned_at: None,
         path,

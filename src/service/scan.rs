@@ -334,3 +334,46 @@ pub fn list_scans(cfg: &Config, name: &str) -> Result<Vec<ScanEntry>, ScanRunErr
     let (_, dir) = scannable(cfg, name)?;
     Ok(archive::list(dir)?)
 }
+
+/// The tenant's scans, newest first, as [`list_scans`] gives them, with each
+/// file read only once while its size and modification time stay the same
+/// (the console's scan pickers ask on every page).
+pub fn list_scans_remembered(
+    cfg: &Config,
+    name: &str,
+    memo: &ScanListMemo,
+) -> Result<Vec<ScanEntry>, ScanRunError> {
+    let (_, dir) = scannable(cfg, name)?;
+    let mut seen = memo
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let listed = archive::list_with(dir, |path| {
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        match (seen.get(&path), stamp) {
+            (Some((was, entry)), Some(now)) if *was == now => entry.clone(),
+            (_, stamp) => {
+                let entry = archive::summarise(path.clone());
+                if let Some(now) = stamp {
+                    seen.insert(path, (now, entry.clone()));
+                }
+                entry
+            }
+        }
+    })?;
+    // Forget files that are gone (pruned by keep_scans).
+    seen.retain(|p, _| p.exists());
+    Ok(listed)
+}
+
+/// A file's size and modification time: while both stay, its summary stands.
+type Stamp = (u64, Option<std::time::SystemTime>);
+
+/// Scan summaries already read, by file, with the size and modification time
+/// they were read at.
+#[derive(Debug, Default)]
+pub struct ScanListMemo(
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, (Stamp, ScanEntry)>>,
+);

@@ -191,6 +191,8 @@ pub struct ScanCache {
     capacity: usize,
     /// Least recently used first.
     slots: Mutex<Vec<(Key, Slot)>>,
+    /// The scan pickers' summaries, each file read once.
+    listing: Arc<super::scan::ScanListMemo>,
 }
 
 impl ScanCache {
@@ -198,8 +200,27 @@ impl ScanCache {
     pub fn new(capacity: usize) -> Self {
         ScanCache {
             capacity: capacity.max(1),
+            listing: Arc::default(),
             slots: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The tenant's scans for a picker, newest first; each file is read once
+    /// while unchanged (off the async threads when one must be read).
+    pub async fn list(
+        &self,
+        cfg: &Arc<Config>,
+        tenant: &str,
+    ) -> Result<Vec<crate::scan::archive::ScanEntry>, super::scan::ScanRunError> {
+        let (cfg, name, memo) = (cfg.clone(), tenant.to_string(), self.listing.clone());
+        tokio::task::spawn_blocking(move || super::scan::list_scans_remembered(&cfg, &name, &memo))
+            .await
+            .map_err(|e| {
+                super::scan::ScanRunError::Archive(ScanError::Read {
+                    source_name: format!("the scans of tenant {tenant:?}"),
+                    message: format!("listing them stopped: {e}"),
+                })
+            })?
     }
 
     /// The view of the tenant's scan with this `scanned_at` (newest when None),

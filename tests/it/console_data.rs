@@ -349,3 +349,46 @@ async fn the_cache_loads_once_notices_new_scans_and_keeps_two() {
     let still = cache.get(&cfg, "test", Some(old_at), now).await.unwrap();
     assert!(Arc::ptr_eq(&old, &still));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_picker_reads_each_file_once_while_it_is_unchanged() {
+    let now = Utc::now();
+    let ws = workspace(now);
+    let cfg = Arc::new(Config::load(&ws.config_path()).unwrap());
+    let cache = ScanCache::new(2);
+    let first = cache.list(&cfg, "test").await.unwrap();
+    assert_eq!(first.len(), 1);
+    let path = first[0].path.clone();
+    let identities = first[0].identities;
+    assert!(identities > 1);
+    // Same length, same modification time, other content: still the summary
+    // read before (the file was not read again).
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let one = scan(&rfc(now), vec![ident(1, "user01@contoso.com")], vec![]);
+    let mut text = serde_json::to_string(&one).unwrap();
+    assert!(text.len() < len);
+    text.push_str(&" ".repeat(len - text.len()));
+    std::fs::write(&path, &text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(
+        cache.list(&cfg, "test").await.unwrap()[0].identities,
+        identities
+    );
+    // A new modification time: read again.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime + std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(cache.list(&cfg, "test").await.unwrap()[0].identities, 1);
+    // The listing is the one `scans list` gives.
+    let direct = entra_remediator::service::scan::list_scans(&cfg, "test").unwrap();
+    assert_eq!(direct[0].identities, 1);
+}
