@@ -91,7 +91,7 @@ fn actions(view: &ScanView, n: usize) -> Vec<NewAction> {
                 .expect("identity");
             let state = states[i % states.len()];
             NewAction {
-                identity_id: ident.id.0.clone(),
+                identity_id: ident.id.0.to_string(),
                 identity_upn: ident.label().to_string(),
                 identity_name: ident.display_name.clone(),
                 kind: ActionKind::RevokeSessions.into(),
@@ -252,7 +252,7 @@ pub fn run(ctx: &mut Ctx) {
                 .expect("history")
         },
     ));
-    let top_id = view.identity(view.ranked[0]).expect("top").id.0.clone();
+    let top_id = view.identity(view.ranked[0]).expect("top").id.0.to_string();
     let subjects = Subjects {
         finding: largest.clone(),
         search: (q.clone(), matched),

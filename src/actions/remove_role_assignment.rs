@@ -283,7 +283,7 @@ fn check_role_targets(targets: &[String], id: &Identity) -> Result<(), Refusal> 
                         "role assignment {t:?} ({}) of {} is held through group {}: removing it would strip every member of the group; remove the membership instead",
                         r.role_name,
                         id.label(),
-                        r.via_group.as_ref().map_or("", |g| g.0.as_str())
+                        r.via_group.as_ref().map_or("", |g| g.as_str())
                     ),
                 );
             }

@@ -298,7 +298,7 @@ fn lines(ident: &Identity) -> (Vec<RoleLine>, Vec<GroupLine>) {
                 AssignmentType::Active => "active",
                 AssignmentType::Eligible => "eligible",
             },
-            via_group: r.via_group.as_ref().map(|g| g.0.clone()),
+            via_group: r.via_group.as_ref().map(|g| g.0.to_string()),
             removable: r.assignment_type == AssignmentType::Active && r.via_group.is_none(),
         })
         .collect();
@@ -306,8 +306,8 @@ fn lines(ident: &Identity) -> (Vec<RoleLine>, Vec<GroupLine>) {
         .groups
         .iter()
         .map(|g| GroupLine {
-            id: g.id.0.clone(),
-            name: g.display_name.clone(),
+            id: g.id.0.to_string(),
+            name: g.display_name.to_string(),
             dynamic: g.dynamic,
         })
         .collect();

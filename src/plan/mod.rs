@@ -212,7 +212,7 @@ impl Planner<'_> {
         let decision = self.verdict(&m);
         PlannedAction {
             identity: m.identity,
-            identity_id: id.id.0.clone(),
+            identity_id: id.id.0.to_string(),
             identity_upn: id.label().to_string(),
             identity_name: id.display_name.clone(),
             kind: m.kind,

@@ -89,7 +89,7 @@ impl FindingRef {
 /// The tenant map handed to `evaluate`.
 pub(crate) fn tenant_map(scan: &Scan) -> Map {
     let mut m = Map::new();
-    m.insert("id".into(), scan.tenant_id.0.clone().into());
+    m.insert("id".into(), scan.tenant_id.0.to_string().into());
     m.insert("name".into(), scan.tenant_name.clone().into());
     m.insert("scanned_at".into(), scan.scanned_at.to_rfc3339().into());
     m
@@ -239,7 +239,7 @@ fn register_finding(engine: &mut Engine) {
 fn register_identity_properties(engine: &mut Engine) {
     engine
         .register_type_with_name::<IdentityRef>("Identity")
-        .register_get("id", |i: &mut IdentityRef| i.get().id.0.clone())
+        .register_get("id", |i: &mut IdentityRef| i.get().id.0.to_string())
         .register_get("upn", |i: &mut IdentityRef| {
             i.get()
                 .user_principal_name
@@ -338,7 +338,7 @@ fn register_identity_helpers(engine: &mut Engine) {
                 .filter(|m| {
                     m.id.0.eq_ignore_ascii_case(&g) || m.display_name.eq_ignore_ascii_case(&g)
                 })
-                .map(|m| Dynamic::from(m.id.0.clone()))
+                .map(|m| Dynamic::from(m.id.0.to_string()))
                 .collect::<Array>()
         });
 }

@@ -292,7 +292,7 @@ impl RuleSet {
             .identities
             .iter()
             .enumerate()
-            .map(|(i, id)| (id.id.0.as_str(), i))
+            .map(|(i, id)| (id.id.as_str(), i))
             .collect();
         let rules: Vec<&Rule> = self
             .rules

@@ -137,7 +137,7 @@ fn proposed(scan: &Scan, eval: &Evaluation) -> BTreeSet<Expected> {
     eval.proposals
         .iter()
         .map(|p| Expected {
-            identity: scan.identities[p.identity].id.0.clone(),
+            identity: scan.identities[p.identity].id.0.to_string(),
             action: p.kind,
             rule: p.rule.clone(),
             targets: p.targets.clone(),

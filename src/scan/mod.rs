@@ -8,12 +8,14 @@
 pub mod archive;
 mod error;
 pub mod import;
+mod intern;
 pub mod posture;
 mod source;
 
 use crate::text::is_guid;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -27,10 +29,35 @@ pub use posture::build_scan;
 /// The template id of the Global Administrator role.
 pub const GLOBAL_ADMIN_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
 
-/// A string that must be a GUID (tenant ids, object ids, role template ids).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Guid(pub String);
+/// A string that must be a GUID (tenant ids, object ids, role template ids),
+/// shared: a scan repeats the same ids many times (see `intern`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guid(pub Arc<str>);
+
+impl Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl Guid {
+    /// The GUID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Guid {
+    fn from(s: &str) -> Guid {
+        Guid(Arc::from(s))
+    }
+}
+
+impl From<String> for Guid {
+    fn from(s: String) -> Guid {
+        Guid(Arc::from(s))
+    }
+}
 
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,7 +67,7 @@ impl fmt::Display for Guid {
 
 impl<'de> Deserialize<'de> for Guid {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = intern::shared_str(d)?;
         if is_guid(&s) {
             Ok(Guid(s))
         } else {
@@ -300,8 +327,12 @@ pub struct RoleAssignment {
 pub struct GroupMembership {
     /// Group object id.
     pub id: Guid,
-    /// Group display name.
-    pub display_name: String,
+    /// Group display name (shared: see `intern`).
+    #[serde(
+        deserialize_with = "intern::shared_str",
+        serialize_with = "intern::as_str"
+    )]
+    pub display_name: Arc<str>,
     /// Dynamic-membership group (membership is computed by a rule).
     pub dynamic: bool,
     /// Synced from on-premises AD (membership is mastered there).
@@ -402,7 +433,7 @@ impl Identity {
         let groups: Vec<(&str, &str)> = self
             .groups
             .iter()
-            .map(|g| (g.id.0.as_str(), g.display_name.as_str()))
+            .map(|g| (g.id.as_str(), &*g.display_name))
             .collect();
         p.covers(&self.id.0, self.user_principal_name.as_deref(), &groups)
     }
@@ -431,6 +462,7 @@ impl Scan {
         // valid scan is parsed once without the tracking wrapper (which costs
         // on every value), an invalid one a second time with it.
         fn parse(bytes: &[u8]) -> Result<Scan, serde_json::Error> {
+            let _sharing = intern::Interning::start();
             let mut de = serde_json::Deserializer::from_slice(bytes);
             let scan = Scan::deserialize(&mut de)?;
             de.end()?;

@@ -89,7 +89,7 @@ pub async fn load_for_tenant(
             source_name,
             tenant: tenant.name.clone(),
             expected: tenant.tenant_id.clone(),
-            found: scan.tenant_id.0.clone(),
+            found: scan.tenant_id.0.to_string(),
         });
     }
     if scan.scanned_at > dates.latest {

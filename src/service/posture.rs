@@ -167,7 +167,7 @@ pub fn identity_row(view: &ScanView, index: u32) -> Option<IdentityRow> {
     let ident = view.identity(index)?;
     Some(IdentityRow {
         index,
-        id: ident.id.0.clone(),
+        id: ident.id.0.to_string(),
         upn: ident.user_principal_name.clone(),
         display_name: ident.display_name.clone(),
         user_type: ident.user_type,
@@ -470,7 +470,7 @@ pub async fn identity_page(
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
     let filter = Filter {
         tenant: Some(tenant.to_string()),
-        identity: Some(ident.id.0.clone()),
+        identity: Some(ident.id.0.to_string()),
         limit: Some(IDENTITY_ACTIONS as i64 + 1),
         ..Filter::default()
     };

@@ -41,7 +41,7 @@ fn affected(scan: &Scan, id: &str) -> Vec<String> {
     finding(scan, id)
         .affected_identities
         .iter()
-        .map(|g| g.0.clone())
+        .map(|g| g.0.to_string())
         .collect()
 }
 
@@ -72,7 +72,7 @@ fn maester_text() -> String {
 fn maester_failed_and_investigate_tests_become_findings() {
     let got = import(Format::Maester, &fixture(MAESTER), TENANT, "contoso").unwrap();
     let scan = reloads(&got);
-    assert_eq!(scan.tenant_id.0, TENANT);
+    assert_eq!(scan.tenant_id.as_str(), TENANT);
     assert_eq!(scan.tenant_name, "Contoso");
     assert_eq!(
         scan.scanned_at.to_rfc3339(),
@@ -146,7 +146,7 @@ fn maester_identities_say_only_what_the_markdown_says() {
         .iter()
         .map(|i| {
             (
-                i.id.0.as_str(),
+                i.id.as_str(),
                 i.display_name.as_str(),
                 i.user_principal_name.as_deref(),
             )
@@ -344,14 +344,14 @@ fn scubagear_identities_are_the_privileged_users_with_their_assignments() {
     let people: Vec<(&str, &str)> = scan
         .identities
         .iter()
-        .map(|i| (i.id.0.as_str(), i.display_name.as_str()))
+        .map(|i| (i.id.as_str(), i.display_name.as_str()))
         .collect();
     assert_eq!(people, [(ANN, "Ann Quinn"), (BOB, "Bob Leaf")]);
     let ann = &scan.identities[0];
     assert_eq!(ann.user_principal_name, None);
     assert_eq!(ann.roles.len(), 1);
     assert_eq!(ann.roles[0].assignment_id, "lAPpYvVpN0KRkAEhdxReEAnnQ1-1");
-    assert_eq!(ann.roles[0].role_definition_id.0, GA);
+    assert_eq!(ann.roles[0].role_definition_id.as_str(), GA);
     assert_eq!(ann.roles[0].permanent, Some(true));
     assert!(ann.is_global_admin());
     // A single assignment written as an object, not an array (PowerShell's quirk).
@@ -465,7 +465,7 @@ fn zta_ids(scan: &Scan) -> Vec<&str> {
 fn zta_tests_become_prefixed_findings_and_not_evaluated() {
     let got = import(Format::Zta, &fixture("zta"), TENANT, "contoso").unwrap();
     let scan = reloads(&got);
-    assert_eq!(scan.tenant_id.0, TENANT);
+    assert_eq!(scan.tenant_id.as_str(), TENANT);
     assert_eq!(scan.tenant_name, "Contoso");
     assert_eq!(
         scan.scanned_at.to_rfc3339(),
@@ -514,11 +514,15 @@ fn zta_tests_become_prefixed_findings_and_not_evaluated() {
 fn zta_identities_come_from_the_graph_pages() {
     let got = import(Format::Zta, &fixture("zta"), TENANT, "contoso").unwrap();
     let scan = reloads(&got);
-    let mut people: Vec<&str> = scan.identities.iter().map(|i| i.id.0.as_str()).collect();
+    let mut people: Vec<&str> = scan.identities.iter().map(|i| i.id.as_str()).collect();
     people.sort();
     // Both User pages are read.
     assert_eq!(people, [ANN, BOB, CAT]);
-    let cat = scan.identities.iter().find(|i| i.id.0 == CAT).unwrap();
+    let cat = scan
+        .identities
+        .iter()
+        .find(|i| i.id.as_str() == CAT)
+        .unwrap();
     assert_eq!(
         cat.user_principal_name.as_deref(),
         Some("cat_fabrikam.com#EXT#@contoso.onmicrosoft.com")
@@ -669,7 +673,11 @@ async fn scan_import_writes_the_scan_enriched_from_graph_and_records_it() {
     assert_eq!(written.len(), 1);
     let scan = Scan::from_slice(&std::fs::read(&written[0]).unwrap(), "written").unwrap();
     let known = &users[0];
-    let ident = scan.identities.iter().find(|i| &i.id.0 == known).unwrap();
+    let ident = scan
+        .identities
+        .iter()
+        .find(|i| i.id.as_str() == known)
+        .unwrap();
     // The file's UPN wins; what only Graph knows is filled in.
     assert!(ident.user_principal_name.is_some());
     assert_eq!(ident.account_enabled, Some(true));
@@ -678,7 +686,11 @@ async fn scan_import_writes_the_scan_enriched_from_graph_and_records_it() {
         Some(entra_remediator::scan::UserType::Member)
     );
     let gone = users.last().unwrap();
-    let ident = scan.identities.iter().find(|i| &i.id.0 == gone).unwrap();
+    let ident = scan
+        .identities
+        .iter()
+        .find(|i| i.id.as_str() == gone)
+        .unwrap();
     assert_eq!(ident.account_enabled, None, "never guessed");
     let events = ws.events();
     let ev = events.iter().find(|e| e["kind"] == "scan_written").unwrap();

@@ -134,8 +134,8 @@ impl People {
             if !p.tests.iter().any(|t| t == finding) {
                 p.tests.push(finding.to_string());
             }
-            if !ids.iter().any(|g| g.0 == link.id) {
-                ids.push(Guid(link.id));
+            if !ids.iter().any(|g| *g.0 == *link.id) {
+                ids.push(Guid::from(link.id));
             }
         }
         Ok(ids)

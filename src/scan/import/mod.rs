@@ -183,7 +183,7 @@ pub fn import_with(
         .identities
         .iter()
         .filter(|i| is_incomplete(i))
-        .map(|i| i.id.0.clone())
+        .map(|i| i.id.0.to_string())
         .collect();
     Ok(Imported { scan, incomplete })
 }
@@ -215,7 +215,7 @@ impl Tenant<'_> {
                 found: found.to_string(),
             });
         }
-        Ok(Guid(found.to_ascii_lowercase()))
+        Ok(Guid::from(found.to_ascii_lowercase()))
     }
 
     /// The file's tenant name when it gives one, else the configured name.
@@ -364,7 +364,7 @@ fn bare_identity(
     attrs: serde_json::Value,
 ) -> Identity {
     Identity {
-        id: Guid(id.to_string()),
+        id: Guid::from(id.to_string()),
         user_principal_name: upn,
         display_name: display_name.to_string(),
         user_type: None,

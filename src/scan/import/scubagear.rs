@@ -303,7 +303,7 @@ fn roles_of(id: &str, raw: &Raw, file: &str) -> Result<Vec<RoleAssignment>, Impo
             };
             out.push(RoleAssignment {
                 assignment_id: asg.id.clone(),
-                role_definition_id: Guid(role.role_template_id.to_ascii_lowercase()),
+                role_definition_id: Guid::from(role.role_template_id.to_ascii_lowercase()),
                 role_name: role.display_name.clone(),
                 directory_scope_id: scope,
                 assignment_type: AssignmentType::Active,
@@ -344,8 +344,8 @@ fn affected(control: &str, raw: &Raw, users: &BTreeMap<String, Identity>) -> Vec
     };
     let mut out: Vec<Guid> = Vec::new();
     for id in picked {
-        if users.contains_key(&id) && !out.iter().any(|g| g.0 == id) {
-            out.push(Guid(id));
+        if users.contains_key(&id) && !out.iter().any(|g| *g.0 == *id) {
+            out.push(Guid::from(id));
         }
     }
     out

@@ -131,7 +131,7 @@ pub(super) fn convert(
     let read_at = time(&report.executed_at, &file, "ExecutedAt")?;
     let data = tenant_data(
         &export,
-        tenant_id.0.clone(),
+        tenant_id.0.to_string(),
         tenant.name_or(report.tenant_name.as_deref()),
         read_at,
     )?;
@@ -350,8 +350,8 @@ fn add_tests(scan: &mut Scan, report: &Report, file: &str) -> Result<(), ImportE
         })?;
         let mut affected: Vec<Guid> = Vec::new();
         for l in links {
-            if known.contains(&l.id) && !affected.iter().any(|g| g.0 == l.id) {
-                affected.push(Guid(l.id));
+            if known.contains(&l.id) && !affected.iter().any(|g| *g.0 == *l.id) {
+                affected.push(Guid::from(l.id));
             }
         }
         scan.findings.push(Finding {

@@ -352,7 +352,7 @@ impl<'a> Builder<'a> {
             .map(str::to_string)
             .or_else(|| known_name(template).map(str::to_string))
             .unwrap_or_else(|| template.to_string());
-        Some((Guid(template.to_string()), name))
+        Some((Guid::from(template.to_string()), name))
     }
 
     /// Gives `ra` to the principal: a user, or each direct user member of a
@@ -390,7 +390,7 @@ impl<'a> Builder<'a> {
         for m in members {
             if let Some(&u) = self.user_index.get(key(m).as_ref()) {
                 let mut r = ra.clone();
-                r.via_group = Some(Guid(principal_id.to_string()));
+                r.via_group = Some(Guid::from(principal_id.to_string()));
                 self.roles[u].push(r);
             }
         }
@@ -484,7 +484,7 @@ impl<'a> Builder<'a> {
             facts.risk_level = risk.and_then(|r| r.risk_level.as_deref());
             facts.risk_state = risk.and_then(|r| r.risk_state.as_deref());
             identities.push(Identity {
-                id: Guid(u.id.clone()),
+                id: Guid::from(u.id.clone()),
                 user_principal_name: u.user_principal_name.clone().filter(|s| !s.is_empty()),
                 display_name: u.display_name.clone().unwrap_or_default(),
                 user_type: user_type(u.user_type.as_deref()),
@@ -525,8 +525,8 @@ impl<'a> Builder<'a> {
 
 fn membership(g: &GraphGroup) -> GroupMembership {
     GroupMembership {
-        id: Guid(g.id.clone()),
-        display_name: g.display_name.clone().unwrap_or_default(),
+        id: Guid::from(g.id.clone()),
+        display_name: g.display_name.as_deref().unwrap_or_default().into(),
         dynamic: g.is_dynamic(),
         on_premises_synced: g.on_premises_sync_enabled,
         role_assignable: g.is_assignable_to_role,

@@ -203,7 +203,7 @@ fn checked_targets(req: &RemediationRequest, id: &Identity) -> Result<Vec<String
                 id.groups
                     .iter()
                     .find(|g| g.id.0.eq_ignore_ascii_case(t))
-                    .map(|g| g.id.0.clone())
+                    .map(|g| g.id.0.to_string())
             };
             known.ok_or_else(|| {
                 invalid(format!(

@@ -9,7 +9,7 @@ fn at(s: &str) -> LastSignIn {
 }
 
 fn find<'p>(p: &'p People, n: u32) -> &'p Identity {
-    p.identities.iter().find(|i| i.id.0 == u(n)).unwrap()
+    p.identities.iter().find(|i| i.id.as_str() == u(n)).unwrap()
 }
 
 /// (assignment id, template, name, type, via group, permanent) of a user's roles.
@@ -30,10 +30,10 @@ fn roles(p: &People, n: u32) -> Vec<RoleRow> {
             assert_eq!(r.directory_scope_id, "/");
             (
                 r.assignment_id.clone(),
-                r.role_definition_id.0.clone(),
+                r.role_definition_id.0.to_string(),
                 r.role_name.clone(),
                 r.assignment_type,
-                r.via_group.as_ref().map(|x| x.0.clone()),
+                r.via_group.as_ref().map(|x| x.0.to_string()),
                 r.permanent,
             )
         })
@@ -246,8 +246,8 @@ fn groups_are_direct_memberships_in_graph_order() {
         .iter()
         .map(|m| {
             (
-                m.id.0.clone(),
-                m.display_name.clone(),
+                m.id.0.to_string(),
+                m.display_name.to_string(),
                 m.dynamic,
                 m.on_premises_synced,
                 m.role_assignable,
@@ -276,7 +276,11 @@ fn a_group_whose_id_is_not_a_guid_is_left_out_but_remembered() {
         m.insert("hr-group".into(), hr);
     }
     let p = build(&data);
-    let erin = p.identities.iter().position(|i| i.id.0 == u(7)).unwrap();
+    let erin = p
+        .identities
+        .iter()
+        .position(|i| i.id.as_str() == u(7))
+        .unwrap();
     assert_eq!(p.identities[erin].groups.len(), 1);
     assert_eq!(p.facts[erin].unlisted_groups, vec![("hr-group", "HR")]);
     assert!(
