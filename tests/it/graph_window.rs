@@ -153,9 +153,12 @@ async fn at_the_defaults_more_than_four_batches_fly_when_items_are_served_one_af
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_pipelined_chunks_send_nothing_twice_and_commit_each_intent_before_its_write() {
-    // 450 items (150 reads, 300 writes) against 100 items per rolling second.
-    let n = 150;
-    let (fake, ws) = two_writes_each(n, "").await;
+    // 750 items (250 reads, 500 writes) against 100 items per rolling second;
+    // at most 4 batches in flight, so that the writes make at least four
+    // chunks (about 100 writes each: a second's worth at the learned pace)
+    // whatever the machine's load does to latency.
+    let n = 250;
+    let (fake, ws) = two_writes_each(n, "max_concurrency = 4\n").await;
     fake.inject(Fault::Latency {
         matching: String::new(),
         delay: Duration::from_millis(5),
@@ -170,10 +173,11 @@ async fn throttled_pipelined_chunks_send_nothing_twice_and_commit_each_intent_be
     );
     each_write_once(&fake, &ws, n).await;
 
-    // History is in commit order: each action's intent before its outcome, and
-    // (pipelining) the intents of the next chunk were committed before the
-    // outcomes of the first chunk, so more intents precede the first outcome
-    // than that first chunk's outcomes.
+    // History is in commit order: each action's intent before its outcome.
+    // Pipelined, the intents of chunks 2 and 3 are committed before the
+    // outcomes of chunk 1, and chunk 4's right after them (I1 I2 I3 O1 I4 O2
+    // ...), so more intents precede the first outcome than there are outcomes
+    // before the next intent; one chunk at a time, both are chunk 1 (I1 O1 I2).
     let events = ws.events();
     let mut seen_intent = HashMap::new();
     for ev in &events {
@@ -204,6 +208,6 @@ async fn throttled_pipelined_chunks_send_nothing_twice_and_commit_each_intent_be
         .count();
     assert!(
         first_outcome > first_chunk,
-        "{first_outcome} intents before the first chunk's {first_chunk} outcomes: not pipelined"
+        "{first_outcome} intents before the first outcome, {first_chunk} outcomes before the next intent: not pipelined"
     );
 }
