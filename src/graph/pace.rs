@@ -4,8 +4,8 @@
 //! rate the tenant allows, and the pace goes just under it, probing slowly
 //! above while nothing is throttled. The batches in flight (one count for the
 //! whole client, whatever the number of `batch` calls) start at a few and grow
-//! by one per window of clean answers while the window is what holds sending
-//! back, up to `max_concurrency`; a 429 cuts them by a quarter, but never under
+//! while the window is what holds sending back (doubling per round of clean
+//! answers until the first 429, then one per round), up to `max_concurrency`; a 429 cuts them by a quarter, but never under
 //! what the learned rate needs; `x-ms-throttle-limit-percentage` near 1 stops
 //! growth, at 1 it slows down as a 429 does.
 
@@ -225,8 +225,15 @@ impl Pace {
             self.ceiling = f64::INFINITY;
         }
         if self.limited {
-            // Additive increase: one batch more per window of clean answers.
-            self.window = (self.window + 1.0 / self.window).min(self.max as f64);
+            // Until Graph first throttles, one batch more per clean answer
+            // (the window doubles per round: a batch served one item after
+            // another may take seconds); then one per window of clean answers.
+            let step = if self.rate.is_none() {
+                1.0
+            } else {
+                1.0 / self.window
+            };
+            self.window = (self.window + step).min(self.max as f64);
         }
         if let Some(r) = self.rate {
             let f = if r < self.ceiling * NEAR {
@@ -381,12 +388,19 @@ mod tests {
         assert_eq!(p.in_flight(), START_WINDOW);
         // Another caller finds the window full.
         assert_eq!(p.start(t0, 20, None), Start::Full);
-        // Clean answers while the window was full: one more per window of answers.
-        for k in 0..=START_WINDOW as u64 {
+        // Clean answers while the window was full and nothing was throttled
+        // yet: one more per answer (the window doubles per round).
+        for k in 0..START_WINDOW as u64 {
             p.ended();
             p.answered(ms(t0, 1000 + k), clean(20, 1000));
         }
-        assert_eq!(p.window(), START_WINDOW + 1);
+        assert_eq!(p.window(), 2 * START_WINDOW);
+        // Once a rate is learned: one more per window of answers.
+        p.rate = Some(1000.0);
+        for k in 0..=2 * START_WINDOW as u64 {
+            p.answered(ms(t0, 1100 + k), clean(20, 1000));
+        }
+        assert_eq!(p.window(), 2 * START_WINDOW + 1);
         // Nothing was waiting for the window: clean answers do not grow it.
         let mut q = Pace::new(32);
         assert_eq!(q.start(t0, 20, None), Start::Go);
