@@ -143,8 +143,9 @@ pub struct GraphConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// The most batches in flight at once: the client starts with a few
-    /// (4, or this when lower) and adds one per round of clean answers while
-    /// more would go out, up to this; fewer when Graph throttles.
+    /// (4, or this when lower) and grows while more would go out (doubling
+    /// per round of clean answers until Graph first throttles, then one per
+    /// round), up to this; fewer when Graph throttles.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
     /// Attempts per request before giving up (throttling, 5xx, timeouts).
