@@ -136,7 +136,10 @@ fn count(reqs: &[RecordedRequest]) -> Counts {
 }
 
 struct BatchedRun {
+    /// The ceiling of batches in flight (`max_concurrency`) the run had.
     concurrency: usize,
+    /// Whether that was the default (no `max_concurrency` in the config).
+    default: bool,
     /// Whether the fake served each `$batch`'s items in parallel.
     parallel: bool,
     actions: usize,
@@ -152,12 +155,13 @@ fn batched_run(
     ctx: &Ctx,
     fake: &FakeTenant,
     n: usize,
-    concurrency: usize,
+    concurrency: Option<usize>,
     parallel: bool,
     tag_base: u64,
 ) -> BatchedRun {
     let ws = ctx.subdir(&format!(
-        "graph-c{concurrency}-{}",
+        "graph-c{}-{}",
+        concurrency.map_or("default".to_string(), |c| c.to_string()),
         if parallel { "par" } else { "seq" }
     ));
     let pol = ws.join("policies");
@@ -195,13 +199,21 @@ authority = "{base}"
 graph_url = "{base}"
 client_id = "{CLIENT}"
 client_secret_file = "secret"
-max_concurrency = {concurrency}
-"#,
+{}"#,
         scangen::TENANT_ID,
+        concurrency.map_or(String::new(), |c| format!("max_concurrency = {c}\n")),
         base = fake.base_url()
     );
     let cfg_path = ws.join("config.toml");
     std::fs::write(&cfg_path, cfg).expect("config");
+    // The ceiling the run really has (the default when not configured).
+    let ceiling = entra_remediator::config::Config::load(&cfg_path)
+        .expect("bench config")
+        .tenants[0]
+        .graph
+        .as_ref()
+        .expect("graph table")
+        .max_concurrency;
     reset_faults(fake, parallel);
     println!(
         "reproduce (needs the fake running; the bench starts one in-process): {} run --once --config {}   (cwd {}, stderr in run.log)",
@@ -242,7 +254,8 @@ max_concurrency = {concurrency}
         .count();
     let revoked = ids.iter().filter(|id| fake.revocations(id) == 1).count();
     BatchedRun {
-        concurrency,
+        concurrency: ceiling,
+        default: concurrency.is_none(),
         parallel,
         actions: 2 * n,
         wall: stats.wall,
@@ -339,25 +352,47 @@ async fn send(
     }
 }
 
+/// `max_concurrency` as a run label: the ceiling, and whether it is the default.
+fn ceiling_label(r: &BatchedRun) -> String {
+    format!(
+        "{}{}",
+        r.concurrency,
+        if r.default { " (default)" } else { "" }
+    )
+}
+
 pub fn run(ctx: &mut Ctx) {
-    // (max_concurrency, the fake serves a batch's items in parallel); Graph does
-    // not say how it serves them, so both are measured. BENCH_GRAPH_RUNS picks
-    // some, e.g. "p4,s16" (s = one after another, p = in parallel).
-    let all = if ctx.quick {
-        vec![(4, false), (4, true)]
+    // (max_concurrency, None = the default settings; the fake serves a batch's
+    // items in parallel); Graph does not say how it serves them, so both are
+    // measured. BENCH_GRAPH_RUNS picks runs, e.g. "sd,pd,s4,p16" (s = one after
+    // another, p = in parallel; d = default settings, a number = that
+    // max_concurrency).
+    let all: Vec<(Option<usize>, bool)> = if ctx.quick {
+        vec![(None, false), (None, true)]
     } else {
-        vec![(4, false), (4, true), (16, false), (16, true)]
+        vec![
+            (None, false),
+            (None, true),
+            (Some(16), false),
+            (Some(16), true),
+        ]
     };
-    let pick = std::env::var("BENCH_GRAPH_RUNS").ok();
-    let concurrencies: Vec<(usize, bool)> = all
-        .into_iter()
-        .filter(|(c, p)| {
-            pick.as_deref().is_none_or(|w| {
-                w.split(',')
-                    .any(|x| x.trim() == format!("{}{c}", if *p { "p" } else { "s" }))
+    let concurrencies: Vec<(Option<usize>, bool)> = match std::env::var("BENCH_GRAPH_RUNS") {
+        Err(_) => all,
+        Ok(w) => w
+            .split(',')
+            .map(|x| {
+                let x = x.trim();
+                let parallel = x.starts_with('p');
+                let c = &x[x.len().min(1)..];
+                assert!(
+                    x.starts_with(['s', 'p']) && (c == "d" || c.parse::<usize>().is_ok()),
+                    "BENCH_GRAPH_RUNS: {x:?} is not s|p followed by d or a number"
+                );
+                (c.parse().ok(), parallel)
             })
-        })
-        .collect();
+            .collect(),
+    };
     assert!(!concurrencies.is_empty(), "BENCH_GRAPH_RUNS picked no run");
     let (n, naive_n) = if ctx.quick { (200, 20) } else { (5_000, 250) };
     println!(
@@ -377,8 +412,8 @@ pub fn run(ctx: &mut Ctx) {
     let mut runs = Vec::new();
     for (k, &(c, par)) in concurrencies.iter().enumerate() {
         println!(
-            "\n-- batched executor (release binary, run --once, enforce), max_concurrency = {c}{}, the fake serves a batch's items {}",
-            if c == 4 { " (the default)" } else { "" },
+            "\n-- batched executor (release binary, run --once, enforce), max_concurrency = {}, the fake serves a batch's items {}",
+            c.map_or("the default".to_string(), |c| c.to_string()),
             if par {
                 "in parallel"
             } else {
@@ -391,6 +426,7 @@ pub fn run(ctx: &mut Ctx) {
         let throttle_bound = useful as f64 / RATE as f64;
         // One after another, a batch of 20 takes 20 x the latency; in parallel,
         // one latency. The client keeps at most max_concurrency batches in flight.
+        let c = r.concurrency;
         let latency_bound = if par {
             useful.div_ceil(20) as f64 * LATENCY.as_secs_f64() / c as f64
         } else {
@@ -476,7 +512,7 @@ pub fn run(ctx: &mut Ctx) {
     for (r, tb, lb, reqs) in &runs {
         println!(
             "| batched (binary) | {} | {} | {} | {} | {:.4} | {} ({}) | {} | {:.1} s | {:.1} s | {:.2}x | {} | {} |",
-            r.concurrency,
+            ceiling_label(r),
             if r.parallel {
                 "in parallel"
             } else {
@@ -517,7 +553,7 @@ pub fn run(ctx: &mut Ctx) {
     let line2 = format!(
         "graph: execution {} at max_concurrency {} vs throttle bound {:.1} s ({:.2}x; the fake's per-item latency bound is {:.1} s); naive one-at-a-time {:.0} s extrapolated = {:.1}x slower",
         fmt_dur(d.exec),
-        d.concurrency,
+        ceiling_label(d),
         tb,
         d.exec.as_secs_f64() / tb,
         lb,
@@ -530,7 +566,7 @@ pub fn run(ctx: &mut Ctx) {
     for (r, tb, _, reqs) in runs.iter().skip(1) {
         let l = format!(
             "graph: at max_concurrency {}, items {}: execution {} vs throttle bound {:.1} s ({:.2}x), {:.4} requests per action ({} items throttled)",
-            r.concurrency,
+            ceiling_label(r),
             if r.parallel {
                 "in parallel"
             } else {

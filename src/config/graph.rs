@@ -142,7 +142,10 @@ pub struct GraphConfig {
     /// Requests per `$batch` (at most 20, Graph's limit).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Batches in flight at once.
+    /// The most batches in flight at once: the client starts with a few
+    /// (4, or this when lower) and grows while more would go out (doubling
+    /// per round of clean answers until Graph first throttles, then one per
+    /// round), up to this; fewer when Graph throttles.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
     /// Attempts per request before giving up (throttling, 5xx, timeouts).
@@ -174,8 +177,13 @@ fn default_action_retry_secs() -> u64 {
 fn default_batch_size() -> usize {
     20
 }
+/// The default ceiling of batches in flight: well above the 4 the client
+/// starts with, so that a tenant that serves a batch's items one after another
+/// can still be driven at its throttle limit without tuning.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
+
 fn default_concurrency() -> usize {
-    4
+    DEFAULT_MAX_CONCURRENCY
 }
 fn default_attempts() -> u32 {
     6

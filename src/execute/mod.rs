@@ -11,7 +11,7 @@ mod live;
 pub mod reconcile;
 mod undo;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use serde_json::{Value, json};
 
@@ -76,6 +76,39 @@ fn outcome_of(w: &mut Work, answers: &[(GraphRequest, Answer)]) -> Outcome {
         }
     }
     failure.unwrap_or_else(|| Outcome::Done(done_text(w)))
+}
+
+/// Chunks of writes in flight at once: the next chunk's intents are committed
+/// and its writes start while the previous chunk's last answers are awaited.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// The writes of one chunk being sent; the sending stops if this is dropped
+/// (its intents stay committed, its actions `executing`, for `reconcile`).
+struct Flight {
+    part: Vec<Work>,
+    /// Which action of `part` each request is a write of.
+    index: Vec<usize>,
+    reqs: Vec<GraphRequest>,
+    sending: tokio::task::JoinHandle<Vec<Answer>>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.sending.abort();
+    }
+}
+
+/// Takes from the front of `rest` the actions whose writes make up about
+/// `chunk` requests (at least one action).
+fn take_chunk(rest: &mut Vec<Work>, chunk: usize) -> Vec<Work> {
+    let mut take = 0;
+    let mut requests = 0;
+    while take < rest.len() && (take == 0 || requests + rest[take].writes.len() <= chunk) {
+        requests += rest[take].writes.len();
+        take += 1;
+    }
+    let later = rest.split_off(take);
+    std::mem::replace(rest, later)
 }
 
 /// Executes actions of one tenant.
@@ -182,26 +215,29 @@ impl<'a> Executor<'a> {
         }
         self.decide_all(&mut work).await;
         // Actions decided without a write are recorded now; the others go out in
-        // chunks of what Graph can take at once, each chunk's intents committed
-        // just before it is sent and its outcomes right after, so that a crash
-        // leaves at most one chunk to settle.
+        // chunks sized to what the Graph client sends at once, at most
+        // `CHUNKS_IN_FLIGHT` of them in flight: each chunk's intents are
+        // committed before any of its writes is sent (while the chunk before
+        // is still answered), and its outcomes once all its answers are in, so
+        // a crash leaves at most the chunks in flight to settle.
         let (mut rest, decided): (Vec<Work>, Vec<Work>) = work
             .into_iter()
             .partition(|w| w.outcome.is_none() && !w.writes.is_empty());
         let mut report = self.finish(decided).await?;
-        let chunk = self.cx.graph.requests_in_flight();
-        while !rest.is_empty() {
-            let mut take = 0;
-            let mut requests = 0;
-            while take < rest.len() && (take == 0 || requests + rest[take].writes.len() <= chunk) {
-                requests += rest[take].writes.len();
-                take += 1;
+        let mut flying: VecDeque<Flight> = VecDeque::new();
+        let mut landed: Option<Vec<Work>> = None;
+        loop {
+            while flying.len() < CHUNKS_IN_FLIGHT && !rest.is_empty() {
+                let part = take_chunk(&mut rest, self.cx.graph.chunk_requests());
+                flying.push_back(self.launch(part).await?);
             }
-            let later = rest.split_off(take);
-            let mut part = rest;
-            rest = later;
-            self.send_writes(&mut part).await?;
-            report.results.extend(self.finish(part).await?.results);
+            if let Some(part) = landed.take() {
+                report.results.extend(self.finish(part).await?.results);
+            }
+            let Some(flight) = flying.pop_front() else {
+                break;
+            };
+            landed = Some(self.land(flight).await);
         }
         Ok(report)
     }
@@ -246,9 +282,10 @@ impl<'a> Executor<'a> {
         self.cx.event("graph_write_intent", &w.action, detail)
     }
 
-    /// Commits intents, sends the writes in batches, maps the answers.
-    async fn send_writes(&self, work: &mut [Work]) -> Result<(), ExecError> {
-        let intents: Vec<NewEvent> = work
+    /// Commits the intents of `part`'s writes, then starts sending them
+    /// (batched) without waiting for the answers.
+    async fn launch(&self, part: Vec<Work>) -> Result<Flight, ExecError> {
+        let intents: Vec<NewEvent> = part
             .iter()
             .filter(|w| w.outcome.is_none() && !w.writes.is_empty())
             .map(|w| self.intent(w))
@@ -257,7 +294,7 @@ impl<'a> Executor<'a> {
         self.cx.store.append(intents).await?;
         let mut index = Vec::new();
         let mut reqs = Vec::new();
-        for (wi, w) in work.iter().enumerate() {
+        for (wi, w) in part.iter().enumerate() {
             if w.outcome.is_none() {
                 for r in &w.writes {
                     index.push(wi);
@@ -265,17 +302,44 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        let answers = self.cx.graph.batch(reqs.clone()).await;
+        let (graph, sent) = (self.cx.graph.clone(), reqs.clone());
+        let sending = tokio::spawn(async move { graph.batch(sent).await });
+        Ok(Flight {
+            part,
+            index,
+            reqs,
+            sending,
+        })
+    }
+
+    /// Waits for a chunk's answers and decides each of its actions from them.
+    async fn land(&self, mut flight: Flight) -> Vec<Work> {
+        let answers = match (&mut flight.sending).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("sending a chunk of writes failed: {e}");
+                Vec::new()
+            }
+        };
+        let mut answers = answers.into_iter();
         let mut per_work: HashMap<usize, Vec<(GraphRequest, Answer)>> = HashMap::new();
-        for (wi, (req, ans)) in index.into_iter().zip(reqs.into_iter().zip(answers)) {
+        let (index, reqs) = (
+            std::mem::take(&mut flight.index),
+            std::mem::take(&mut flight.reqs),
+        );
+        for (wi, req) in index.into_iter().zip(reqs) {
+            let ans = answers
+                .next()
+                .unwrap_or_else(|| Err(GraphError::Transport("batch task failed".into())));
             per_work.entry(wi).or_default().push((req, ans));
         }
+        let mut part = std::mem::take(&mut flight.part);
         for (wi, answers) in per_work {
-            let w = &mut work[wi];
+            let w = &mut part[wi];
             let outcome = outcome_of(w, &answers);
             w.decide(outcome);
         }
-        Ok(())
+        part
     }
 
     /// The state, reason and detail recorded for one decided action: a

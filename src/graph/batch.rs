@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::pace::{Answered, Start};
 use super::{
     Answer, Attempt, GraphClient, GraphError, GraphRequest, GraphResponse, retry_after, retryable,
 };
 
-/// One item's answer inside a `$batch` response.
-#[derive(Debug, PartialEq)]
+/// One item's answer inside a `$batch` response (by default: none).
+#[derive(Debug, Default, PartialEq)]
 struct ItemAnswer {
     /// Its status, 0 when it had none (or not a valid HTTP code).
     status: u16,
@@ -104,11 +105,26 @@ fn item_answers(body: &Value) -> HashMap<usize, ItemAnswer> {
 /// that retried items from many envelopes go out together in full ones.
 const FILL: Duration = Duration::from_millis(250);
 
-/// What one envelope carried and how Graph answered it.
+/// What one envelope carried, how long it was in flight, and how Graph
+/// answered it.
 struct Sent {
     items: Vec<usize>,
     crids: HashMap<usize, String>,
+    took: Duration,
     answer: Answer,
+}
+
+/// An envelope's place in the client's window: given back when its task ends,
+/// however it ends (answered, failed, or aborted with its `batch` call).
+struct InFlight(Arc<GraphClient>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.pace.lock() {
+            p.ended();
+        }
+        self.0.freed.notify_waiters();
+    }
 }
 
 /// Where the items of one `batch` call stand.
@@ -126,9 +142,10 @@ struct Book {
 
 impl GraphClient {
     /// Sends many independent requests through `$batch` (at most `batch_size`
-    /// per envelope, at most `max_concurrency` envelopes in flight, fewer when
-    /// Graph throttles). Answers come back in the order of `reqs`; failed items
-    /// (throttled, 5xx, 424) are retried, packed with other ready items.
+    /// per envelope; the envelopes in flight of every call of this client
+    /// together stay within the pace's window, at most `max_concurrency`).
+    /// Answers come back in the order of `reqs`; failed items (throttled, 5xx,
+    /// 424) are retried, packed with other ready items.
     pub async fn batch(self: &Arc<Self>, reqs: Vec<GraphRequest>) -> Vec<Answer> {
         let n = reqs.len();
         let reqs = Arc::new(reqs);
@@ -155,38 +172,44 @@ impl GraphClient {
             }
             let next_due = book.held.iter().map(|h| h.0).min();
             let mut wake = next_due;
-            if !book.ready.is_empty() && set.len() < self.pace_window() {
+            // Registered before the window is looked at, so that an envelope
+            // of another call ending in between still wakes this one.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let mut full = false;
+            if !book.ready.is_empty() {
                 let take = book.ready.len().min(self.batch_size.max(1));
                 let fill = if take < self.batch_size {
                     next_due.filter(|d| *d <= now + FILL)
                 } else {
                     None
                 };
-                let slot = self.pace_slot(now);
-                let at = fill.map_or(slot, |d| d.max(slot));
-                if at <= now {
-                    let items: Vec<usize> =
-                        (0..take).filter_map(|_| book.ready.pop_first()).collect();
-                    self.pace_take(now, items.len());
-                    for &i in &items {
-                        book.first.entry(i).or_insert(now);
+                match self.pace_start(now, take, fill) {
+                    Start::Go => {
+                        let items: Vec<usize> =
+                            (0..take).filter_map(|_| book.ready.pop_first()).collect();
+                        for &i in &items {
+                            book.first.entry(i).or_insert(now);
+                        }
+                        let (me, reqs) = (self.clone(), reqs.clone());
+                        let slot = InFlight(self.clone());
+                        set.spawn(async move {
+                            let sent = me.send_envelope(&reqs, items).await;
+                            drop(slot);
+                            sent
+                        });
+                        continue;
                     }
-                    let (me, reqs) = (self.clone(), reqs.clone());
-                    set.spawn(async move { me.send_envelope(&reqs, items).await });
-                    continue;
+                    Start::Full => full = true,
+                    Start::At(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
                 }
-                wake = Some(wake.map_or(at, |w| w.min(at)));
             }
-            let joined = match wake {
-                Some(w) if set.is_empty() => {
-                    tokio::time::sleep_until(w.into()).await;
-                    None
-                }
-                Some(w) => tokio::time::timeout_at(w.into(), set.join_next())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => set.join_next().await,
+            let joined = tokio::select! {
+                j = set.join_next(), if !set.is_empty() => j,
+                _ = &mut freed, if full => None,
+                _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => None,
+                else => None,
             };
             match joined {
                 Some(Ok(sent)) => self.settle(&mut book, sent),
@@ -200,22 +223,12 @@ impl GraphClient {
             .collect()
     }
 
-    /// Batches allowed in flight now.
-    fn pace_window(&self) -> usize {
-        self.pace
-            .lock()
-            .map_or(self.max_concurrency, |p| p.window())
-    }
-
-    /// When the next envelope may leave.
-    fn pace_slot(&self, now: Instant) -> Instant {
-        self.pace.lock().map_or(now, |p| p.slot(now))
-    }
-
-    fn pace_take(&self, now: Instant, items: usize) {
-        if let Ok(mut p) = self.pace.lock() {
-            p.take(now, items);
-        }
+    /// Whether an envelope of `items` may leave now (not before `not_before`):
+    /// room in the window, and the pace's slot.
+    fn pace_start(&self, now: Instant, items: usize, not_before: Option<Instant>) -> Start {
+        self.pace.lock().map_or(Start::At(now + FILL), |mut p| {
+            p.start(now, items, not_before)
+        })
     }
 
     /// Sends one envelope of `items` (each with a fresh `client-request-id`).
@@ -229,10 +242,12 @@ impl GraphClient {
             self.pace_ca().await;
         }
         let envelope = GraphRequest::with_body(Method::POST, "/$batch", json!({"requests": body}));
+        let left = Instant::now();
         let answer = self.call(&envelope).await;
         Sent {
             items,
             crids,
+            took: left.elapsed(),
             answer,
         }
     }
@@ -243,6 +258,7 @@ impl GraphClient {
         let Sent {
             items,
             crids,
+            took,
             answer,
         } = sent;
         let resp = match answer {
@@ -273,14 +289,9 @@ impl GraphClient {
         let mut answers = item_answers(&resp.body);
         let (mut ok, mut throttled, mut pct, mut wait) = (0, 0, None::<f64>, Duration::ZERO);
         let mut again = 0;
+        let count = items.len();
         for i in items {
-            let a = answers.remove(&i).unwrap_or(ItemAnswer {
-                status: 0,
-                body: Value::Null,
-                after: None,
-                request_id: None,
-                limit_pct: None,
-            });
+            let a = answers.remove(&i).unwrap_or_default();
             match a.status {
                 429 => throttled += 1,
                 s if s != 0 && s < 500 => ok += 1,
@@ -319,7 +330,16 @@ impl GraphClient {
             }
         }
         if let Ok(mut p) = self.pace.lock() {
-            p.answered(now, ok, throttled, pct);
+            p.answered(
+                now,
+                Answered {
+                    items: count,
+                    ok,
+                    throttled,
+                    limit_pct: pct,
+                    took,
+                },
+            );
         }
         if again > 0 {
             self.report(None, wait);

@@ -168,12 +168,15 @@ pub struct GraphClient {
     base: String,
     tokens: TokenSource,
     batch_size: usize,
-    max_concurrency: usize,
     max_attempts: u32,
     max_retry: Duration,
     ca_pace: tokio::sync::Mutex<Option<Instant>>,
-    /// How fast `batch` sends, learned across its calls.
+    /// How fast `batch` sends and how many envelopes are in flight, learned
+    /// and counted across its calls.
     pace: std::sync::Mutex<pace::Pace>,
+    /// Told when an envelope in flight ends, so that a `batch` call waiting
+    /// for room in the window (taken by other calls) goes on.
+    freed: tokio::sync::Notify,
 }
 
 impl GraphClient {
@@ -190,18 +193,26 @@ impl GraphClient {
             http,
             base: format!("{}/v1.0", cfg.graph_url()),
             batch_size: cfg.batch_size,
-            max_concurrency: cfg.max_concurrency,
             max_attempts: cfg.max_attempts,
             max_retry: Duration::from_secs(cfg.max_retry_secs),
             ca_pace: tokio::sync::Mutex::new(None),
             pace: std::sync::Mutex::new(pace::Pace::new(cfg.max_concurrency)),
+            freed: tokio::sync::Notify::new(),
             observer: std::sync::RwLock::new(None),
         }))
     }
 
-    /// How many requests `batch` has in flight at most: a chunk worth sending at once.
-    pub fn requests_in_flight(&self) -> usize {
-        self.batch_size * self.max_concurrency
+    /// How many requests a caller that hands `batch` its work in chunks
+    /// should put in one, now: full envelopes for the whole current window, or
+    /// a second's worth at the learned pace (a throttled item waits about that
+    /// long), whichever is more.
+    pub fn chunk_requests(&self) -> usize {
+        let (window, rate) = self
+            .pace
+            .lock()
+            .map_or((pace::START_WINDOW, None), |p| (p.window(), p.rate()));
+        let second = rate.map_or(0, |r| r.ceil() as usize);
+        (self.batch_size.max(1) * window).max(second)
     }
 
     /// Sets the observer that metrics are fed from.

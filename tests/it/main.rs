@@ -14,6 +14,7 @@ mod crash;
 mod daemon;
 mod execute;
 mod graph_scan;
+mod graph_window;
 mod history;
 mod import;
 mod hostile;

@@ -261,6 +261,40 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub tenant: String,
     pub base_url: String,
+    /// `$batch` envelopes being served now, and the most at once.
+    pub batches: Gauge,
+}
+
+/// A count of requests being served at once, and its peak.
+#[derive(Default)]
+pub(crate) struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    /// Counts one more until the returned guard is dropped.
+    pub(crate) fn enter(&self) -> GaugeGuard<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(n, SeqCst);
+        GaugeGuard(self)
+    }
+
+    /// The peak since the last call, which starts the next one from the count now.
+    fn take_peak(&self) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.peak.swap(self.now.load(SeqCst), SeqCst)
+    }
+}
+
+/// One request counted by a [`Gauge`].
+pub(crate) struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A running fake tenant; the server stops when this is dropped.
@@ -286,6 +320,7 @@ impl FakeTenant {
             state: Mutex::new(State::new()),
             tenant: tenant_id.to_string(),
             base_url: format!("http://{addr}"),
+            batches: Gauge::default(),
         });
         let app = server::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -641,6 +676,12 @@ impl FakeTenant {
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.st().requests.clear();
+    }
+
+    /// The most `$batch` envelopes served at once since the previous call (or
+    /// the start): how many a client kept in flight.
+    pub fn take_peak_batches_in_flight(&self) -> usize {
+        self.shared.batches.take_peak()
     }
 }
 

@@ -477,6 +477,7 @@ async fn batch(
     raw: &[u8],
     client_request_id: &str,
 ) -> Resp {
+    let _serving = shared.batches.enter();
     let body = Body::from_bytes(raw);
     let line = "POST /v1.0/$batch";
     let envelope_record = |status: u16| RecordedRequest {
