@@ -2,10 +2,13 @@
 //! and checks `[protected]` and the scan's identity against the account as the
 //! tenant has it now, before anything is written for it: every action kind,
 //! undo included. What each action then decides is its own module's business.
+//! The users are read by id, up to 1,000 per `getByIds` request, sent in the
+//! same `$batch` as the pass's other reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 
 use crate::actions::context::{Ctx, Work, call_record, map_error};
 use crate::actions::handler;
@@ -14,9 +17,20 @@ use crate::domain::Outcome;
 use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphRequest, GraphResponse};
 
-fn user_path(id: &str) -> String {
-    format!(
-        "/users/{id}?$select=id,userPrincipalName,userType,accountEnabled,signInSessionsValidFromDateTime"
+/// What protection and the actions decide by; `accountEnabled` is not in
+/// getByIds' default set for users, so every field is selected.
+const USER_SELECT: &str =
+    "id,userPrincipalName,userType,accountEnabled,signInSessionsValidFromDateTime";
+
+/// Graph's limit of ids in one getByIds request.
+const BY_IDS_MAX: usize = 1000;
+
+/// Reads these users (a read, safe to send again: no intent, no pacing).
+fn users_request(ids: &[String]) -> GraphRequest {
+    GraphRequest::with_body(
+        Method::POST,
+        format!("/directoryObjects/getByIds?$select={USER_SELECT}"),
+        json!({"ids": ids, "types": ["user"]}),
     )
 }
 
@@ -65,27 +79,82 @@ async fn live_groups(cx: &Ctx<'_>, calls: &mut Vec<Value>, first: &GraphResponse
 
 /// What one request of the users' batch reads.
 enum Read {
-    /// A user (keyed by id).
-    User,
+    /// Up to 1,000 users (by chunk of the sorted ids).
+    Users(usize),
     /// A user's groups (keyed by user id).
-    Groups,
+    Groups(String),
     /// Something an action reads with its user (keyed by path).
-    ForAction,
+    ForAction(String),
+}
+
+/// What the live read says of one user.
+enum Live {
+    /// The user as the tenant has it now.
+    Found(Value),
+    /// Not in the tenant (any more): getByIds left the id out.
+    Gone,
+    /// The read failed: the action's outcome.
+    Unread(Outcome),
 }
 
 /// What one batch read about the users of a pass.
 struct Users {
-    /// Each user's answer, with its call record.
-    users: BTreeMap<String, (Value, Answer)>,
+    /// The call record of each getByIds request, for history.
+    records: Vec<Value>,
+    /// Each user (by lower-cased id): the request that read it, and what it says.
+    users: HashMap<String, (usize, Live)>,
     /// Each user's groups, with the calls made (when protection names groups).
     memberships: BTreeMap<String, (Vec<Value>, LiveGroups)>,
+}
+
+/// Each of `ids` as one getByIds answer tells it: a failed request fails
+/// every one of its users the way a failed read of that user would.
+fn users_of(ids: &[String], ans: &Answer) -> Vec<(String, Live)> {
+    let fail_all = |o: Outcome| -> Vec<(String, Live)> {
+        ids.iter()
+            .map(|id| (id.clone(), Live::Unread(o.clone())))
+            .collect()
+    };
+    let r = match ans {
+        Ok(r) if r.ok() => r,
+        Ok(r) if r.status == 403 => {
+            return fail_all(map_error(
+                r,
+                "read users (POST /directoryObjects/getByIds needs Directory.Read.All)",
+            ));
+        }
+        Ok(r) => return fail_all(map_error(r, "read users")),
+        Err(e) => return fail_all(Outcome::retryable(format!("read user: {e}"))),
+    };
+    let Some(value) = r.body["value"].as_array() else {
+        return fail_all(Outcome::retryable(
+            "read user: Graph's answer to getByIds has no list of users",
+        ));
+    };
+    let mut found: HashMap<String, &Value> = value
+        .iter()
+        .filter(|u| {
+            u["@odata.type"]
+                .as_str()
+                .is_none_or(|t| t == "#microsoft.graph.user")
+        })
+        .filter_map(|u| Some((u["id"].as_str()?.to_ascii_lowercase(), u)))
+        .collect();
+    ids.iter()
+        .map(|id| match found.remove(id) {
+            Some(u) => (id.clone(), Live::Found(u.clone())),
+            None => (id.clone(), Live::Gone),
+        })
+        .collect()
 }
 
 /// Reads the users (their groups too when protection names groups, and what
 /// their actions read with them, kept in `reads`) through `$batch`.
 async fn read_users(cx: &Ctx<'_>, work: &[Work], reads: &mut Reads) -> Users {
     let pending = || work.iter().filter(|w| w.outcome.is_none());
-    let mut ids: Vec<String> = pending().map(|w| w.action.identity_id.clone()).collect();
+    let mut ids: Vec<String> = pending()
+        .map(|w| w.action.identity_id.to_ascii_lowercase())
+        .collect();
     ids.sort();
     ids.dedup();
     let mut extra: Vec<String> = pending()
@@ -94,72 +163,86 @@ async fn read_users(cx: &Ctx<'_>, work: &[Work], reads: &mut Reads) -> Users {
         .collect();
     extra.sort();
     extra.dedup();
-    let with_groups = !cx.cfg.protected.groups.is_empty();
-    // (what, key) of each request, in order.
-    let mut tags: Vec<(Read, String)> = ids.iter().map(|id| (Read::User, id.clone())).collect();
-    if with_groups {
-        tags.extend(ids.iter().map(|id| (Read::Groups, id.clone())));
+    let chunks: Vec<&[String]> = ids.chunks(BY_IDS_MAX).collect();
+    let mut tags: Vec<Read> = (0..chunks.len()).map(Read::Users).collect();
+    let mut reqs: Vec<GraphRequest> = chunks.iter().map(|c| users_request(c)).collect();
+    if !cx.cfg.protected.groups.is_empty() {
+        for id in &ids {
+            reqs.push(GraphRequest::get(groups_path(id)));
+            tags.push(Read::Groups(id.clone()));
+        }
     }
-    tags.extend(extra.into_iter().map(|p| (Read::ForAction, p)));
-    let reqs: Vec<GraphRequest> = tags
-        .iter()
-        .map(|(what, key)| match what {
-            Read::User => GraphRequest::get(user_path(key)),
-            Read::Groups => GraphRequest::get(groups_path(key)),
-            Read::ForAction => GraphRequest::get(key.clone()),
-        })
-        .collect();
+    for p in extra {
+        reqs.push(GraphRequest::get(p.clone()));
+        tags.push(Read::ForAction(p));
+    }
     let answers = cx.graph.batch(reqs.clone()).await;
-    let mut users = BTreeMap::new();
+    let mut read = Users {
+        records: Vec::new(),
+        users: HashMap::new(),
+        memberships: BTreeMap::new(),
+    };
     let mut groups = BTreeMap::new();
-    for ((what, key), (req, ans)) in tags.into_iter().zip(reqs.iter().zip(answers)) {
-        let rec = call_record(req, &ans);
-        match what {
-            Read::User => drop(users.insert(key, (rec, ans))),
-            Read::Groups => drop(groups.insert(key, (rec, ans))),
-            Read::ForAction => reads.keep(key, rec, ans),
+    for (tag, (req, ans)) in tags.into_iter().zip(reqs.iter().zip(answers)) {
+        let mut rec = call_record(req, &ans);
+        match tag {
+            Read::Users(c) => {
+                // The ids asked are in the request's body, not in the record.
+                rec["ids"] = json!(chunks[c].len());
+                let k = read.records.len();
+                read.records.push(rec);
+                for (id, live) in users_of(chunks[c], &ans) {
+                    read.users.insert(id, (k, live));
+                }
+            }
+            Read::Groups(uid) => drop(groups.insert(uid, (rec, ans))),
+            Read::ForAction(path) => reads.keep(path, rec, ans),
         }
     }
     // Further pages of group memberships, read once per user.
-    let mut memberships = BTreeMap::new();
     for (id, (rec, ans)) in &groups {
         let mut calls = vec![rec.clone()];
         let result = match ans {
             Ok(r) => live_groups(cx, &mut calls, r).await,
             Err(e) => Err(Outcome::retryable(format!("read the user's groups: {e}"))),
         };
-        memberships.insert(id.clone(), (calls, result));
+        read.memberships.insert(id.clone(), (calls, result));
     }
-    Users { users, memberships }
+    read
 }
 
 /// Checks one action's user: it exists, is not protected, and is the account
 /// the scan described; then keeps the live user for the action to decide by.
 fn check_one(cx: &Ctx<'_>, w: &mut Work, read: &Users) {
-    let Some((rec, ans)) = read.users.get(&w.action.identity_id) else {
+    let uid = w.action.identity_id.clone();
+    let Some((k, live)) = read.users.get(&uid.to_ascii_lowercase()) else {
         return;
     };
-    w.calls.push(rec.clone());
-    let user = match ans {
-        Ok(r) if r.ok() => r.body.clone(),
-        Ok(r) if r.status == 404 => {
+    if let Some(rec) = read.records.get(*k) {
+        w.calls.push(rec.clone());
+    }
+    let user = match live {
+        Live::Found(u) => u.clone(),
+        Live::Gone => {
             return w.decide(Outcome::failed(format!(
                 "user {} no longer exists in the tenant",
                 w.action.identity_upn
             )));
         }
-        Ok(r) => return w.decide(map_error(r, "read user")),
-        Err(e) => return w.decide(Outcome::retryable(format!("read user: {e}"))),
+        Live::Unread(o) => return w.decide(o.clone()),
     };
-    let uid = w.action.identity_id.clone();
-    let live_id = user["id"].as_str().unwrap_or(&uid).to_string();
-    let upn = user["userPrincipalName"]
-        .as_str()
-        .unwrap_or(&w.action.identity_upn)
-        .to_string();
+    // Without these there is nothing to check protection against (Graph gives
+    // only the id and type of objects the app may not read).
+    let (Some(live_id), Some(upn)) = (user["id"].as_str(), user["userPrincipalName"].as_str())
+    else {
+        return w.decide(Outcome::failed(format!(
+            "read user: Graph returned {uid} without its id and userPrincipalName, so protection cannot be checked; nothing was sent"
+        )));
+    };
+    let (live_id, upn) = (live_id.to_string(), upn.to_string());
     // Protection, against the account as the tenant has it now.
     let mut live_groups = Vec::new();
-    if let Some((calls, result)) = read.memberships.get(&w.action.identity_id) {
+    if let Some((calls, result)) = read.memberships.get(&uid.to_ascii_lowercase()) {
         w.calls.extend(calls.iter().cloned());
         match result {
             Ok(g) => live_groups.clone_from(g),

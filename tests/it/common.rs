@@ -280,6 +280,18 @@ pub fn cli_os_user() -> String {
     entra_remediator::approval::os_user()
 }
 
+/// Graph's read of up to 1,000 users by id: a POST that writes nothing.
+pub const GET_BY_IDS: &str = "/v1.0/directoryObjects/getByIds";
+
+/// Whether the fake received `r` as a write: a Graph request or `$batch` item
+/// that is not a read (a GET or getByIds), nor the token endpoint, nor an envelope.
+pub fn is_write(r: &fake_entra::RecordedRequest) -> bool {
+    r.method != "GET"
+        && r.path != GET_BY_IDS
+        && !r.path.ends_with("/$batch")
+        && !r.path.contains("/oauth2/")
+}
+
 /// The app registration the fake-tenant tests use.
 pub const CLIENT: &str = "00000000-0000-0000-0000-00000000c11e";
 /// Its client secret.

@@ -154,7 +154,7 @@ async fn scheduled_ticks_run_the_tenant_and_never_overlap() {
     fake.add_user(user(2));
     // Each run takes longer than the schedule's period.
     fake.inject(Fault::Latency {
-        matching: "GET /v1.0/users".into(),
+        matching: format!("POST {GET_BY_IDS}"),
         delay: Duration::from_millis(2500),
     });
     let ws = enforce_ws(&fake, "* * * * * *").await;
@@ -319,6 +319,11 @@ async fn two_daemons_on_one_postgres_store_execute_each_action_once() {
     fake.inject(Fault::Latency {
         matching: "GET".into(),
         delay: Duration::from_millis(300),
+    });
+    // The users' read (one getByIds for all 30) is slow too, so passes overlap.
+    fake.inject(Fault::Latency {
+        matching: format!("POST {GET_BY_IDS}"),
+        delay: Duration::from_millis(3000),
     });
     let ws = enforce_ws(&fake, "*/2 * * * * *").await;
     let cfg = std::fs::read_to_string(ws.config_path()).unwrap().replace(

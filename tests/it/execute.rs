@@ -54,13 +54,7 @@ impl Env {
     }
 
     fn writes(&self) -> Vec<RecordedRequest> {
-        self.fake
-            .requests()
-            .into_iter()
-            .filter(|r| {
-                r.method != "GET" && !r.path.ends_with("/$batch") && !r.path.contains("/oauth2/")
-            })
-            .collect()
+        self.fake.requests().into_iter().filter(is_write).collect()
     }
 
     fn states(&self) -> Vec<(String, String)> {
@@ -625,8 +619,8 @@ async fn many_actions_go_through_batches_of_twenty() {
         .filter(|r| !r.in_batch)
         .collect();
     let batches = http.iter().filter(|r| r.path == "/v1.0/$batch").count();
-    // 45 user reads (3 batches) + 90 writes (5 batches).
-    assert_eq!(batches, 8, "{:?}", paths(&http));
+    // 45 users read by one getByIds (1 batch) + 90 writes (5 batches).
+    assert_eq!(batches, 6, "{:?}", paths(&http));
     let per_action = http.len() as f64 / 90.0;
     assert!(per_action <= 0.15, "{per_action} HTTP requests per action");
 }
@@ -640,7 +634,7 @@ async fn a_token_revoked_mid_run_is_renewed_once_on_401() {
     // The read is slow; while it is in flight every token is expired, so the
     // write that follows gets 401 and the client renews its token once.
     e.fake.inject(Fault::Latency {
-        matching: "GET /v1.0/users".into(),
+        matching: format!("POST {GET_BY_IDS}"),
         delay: Duration::from_millis(800),
     });
     let dir = e.ws.path().to_path_buf();
@@ -1064,7 +1058,7 @@ async fn a_token_close_to_expiry_is_renewed_before_it_is_used() {
     // The read takes most of the token's life: the write must not go out with a
     // token about to expire, so the client renews it first (and never sees a 401).
     e.fake.inject(Fault::Latency {
-        matching: "GET /v1.0/users".into(),
+        matching: format!("POST {GET_BY_IDS}"),
         delay: Duration::from_millis(1700),
     });
     e.ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));

@@ -29,3 +29,4 @@ mod scan;
 mod secrets;
 mod store;
 mod terminal;
+mod user_reads;
