@@ -277,3 +277,84 @@ pub(super) async fn check_users(cx: &Ctx<'_>, work: &mut [Work], reads: &mut Rea
         check_one(cx, w, &read);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Ok(GraphResponse {
+            status,
+            body,
+            attempts: Vec::new(),
+        })
+    }
+
+    /// (id, "found" | "gone" | the failure), per id.
+    fn said(ids: &[&str], ans: &Answer) -> Vec<(String, String)> {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        users_of(&ids, ans)
+            .into_iter()
+            .map(|(id, live)| {
+                let s = match live {
+                    Live::Found(u) => format!("found {}", u["userPrincipalName"]),
+                    Live::Gone => "gone".into(),
+                    Live::Unread(o) => format!("{o:?}"),
+                };
+                (id, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn users_are_matched_by_id_and_anything_else_is_gone() {
+        let ans = answer(
+            200,
+            json!({"value": [
+                {"@odata.type": "#microsoft.graph.user", "id": "AA", "userPrincipalName": "a@t"},
+                {"@odata.type": "#microsoft.graph.group", "id": "bb"},
+                {"id": "cc", "userPrincipalName": "c@t"},
+            ]}),
+        );
+        assert_eq!(
+            said(&["aa", "bb", "cc", "dd"], &ans),
+            vec![
+                ("aa".to_string(), "found \"a@t\"".to_string()),
+                ("bb".into(), "gone".into()),
+                ("cc".into(), "found \"c@t\"".into()),
+                ("dd".into(), "gone".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_or_malformed_answer_fails_every_user_it_read() {
+        let retryable = |why: &str| format!("{:?}", Outcome::retryable(why));
+        let no_list = said(&["aa", "bb"], &answer(200, json!({})));
+        let want = retryable("read user: Graph's answer to getByIds has no list of users");
+        assert_eq!(
+            no_list,
+            vec![("aa".to_string(), want.clone()), ("bb".into(), want)]
+        );
+        let denied = said(
+            &["aa"],
+            &answer(
+                403,
+                json!({"error": {"code": "Authorization_RequestDenied", "message": "no"}}),
+            ),
+        );
+        assert!(
+            denied[0].1.contains("needs Directory.Read.All"),
+            "{denied:?}"
+        );
+        assert!(denied[0].1.contains("retryable: false"), "{denied:?}");
+        let unanswered = said(
+            &["aa"],
+            &Err(crate::graph::GraphError::Transport("reset".into())),
+        );
+        assert!(
+            unanswered[0].1.contains("retryable: true"),
+            "{unanswered:?}"
+        );
+    }
+}
