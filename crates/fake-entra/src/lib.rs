@@ -28,6 +28,9 @@
 //!   too; [`FakeTenant::set_ca_read_throttling`] turns that off for GETs.
 //! - `GET /users/{id}` without `$select` returns Graph's default property set,
 //!   which has neither `accountEnabled` nor `userType`: select them.
+//! - `GET /users?$filter=id in ('a','b',...)` reads users by id with
+//!   `User.Read.All` (ids of no user are left out of `value`); more than 15
+//!   values is 400 `Request_UnsupportedQuery`, Graph's default limit of `in`.
 //! - `POST /directoryObjects/getByIds` reads up to 1,000 objects by id (400
 //!   `Request_BadRequest` above), of the `types` asked for; missing ids are left
 //!   out of `value`; it needs `Directory.Read.All` when permissions are set.
@@ -118,6 +121,7 @@
 mod by_ids;
 mod details;
 mod generate;
+mod id_in;
 mod graph;
 mod limits;
 mod oidc;

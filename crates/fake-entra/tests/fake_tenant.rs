@@ -2031,3 +2031,114 @@ async fn get_by_ids_in_a_batch_is_one_item_under_faults_and_the_rate_limit() {
     assert_eq!(by_id(&v, "a")["status"], 200);
     assert_eq!(by_id(&v, "b")["status"], 429);
 }
+
+/// `GET /users?$filter=id in (...)` for these ids, encoded as a client sends it.
+fn id_in_path(ids: &[&str], select: &str) -> String {
+    let list: Vec<String> = ids
+        .iter()
+        .map(|id| format!("%27{}%27", id.replace('\'', "%27%27")))
+        .collect();
+    format!(
+        "/users?$filter=id%20in%20({})&$select={select}",
+        list.join(",")
+    )
+}
+
+#[tokio::test]
+async fn users_are_read_by_id_in_with_user_read_all_and_missing_ids_left_out() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    t.add_user(user("u2"));
+    t.add_user(user("u3"));
+    t.add_group(group("g1"));
+    let sel = "id,userPrincipalName,accountEnabled";
+    // Least privilege is enough: User.Read.All reads users.
+    t.set_permissions(Some(vec!["User.Read.All".into()]));
+    let path = id_in_path(&["U2", "missing", "g1", "u1", "o'hara"], sel);
+    let (s, _, v) = graph(&t, &tok, "GET", &path, None).await;
+    assert_eq!(s, 200, "{v}");
+    // Only users, matched whatever the case of the id; no nextLink for one page.
+    assert_eq!(value_ids(&v), vec!["u1", "u2"]);
+    assert_eq!(
+        v["value"][0],
+        json!({"id": "u1", "userPrincipalName": "u1@contoso.test", "accountEnabled": true})
+    );
+    assert!(v.get("@odata.nextLink").is_none(), "{v}");
+    // A deleted user is no longer returned.
+    t.delete_user("u2");
+    let (_, _, v) = graph(&t, &tok, "GET", &id_in_path(&["u1", "u2"], sel), None).await;
+    assert_eq!(value_ids(&v), vec!["u1"]);
+    // Without a user permission it is refused.
+    t.set_permissions(Some(vec!["GroupMember.Read.All".into()]));
+    let (s, _, v) = graph(&t, &tok, "GET", &id_in_path(&["u1"], sel), None).await;
+    assert_eq!((s, error_code(&v)), (403, "Authorization_RequestDenied"));
+}
+
+#[tokio::test]
+async fn id_in_takes_at_most_fifteen_ids_and_only_quoted_values() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let names: Vec<String> = (0..16).map(|i| format!("u{i:02}")).collect();
+    for n in &names {
+        t.add_user(user(n));
+    }
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (s, _, v) = graph(&t, &tok, "GET", &id_in_path(&ids[..15], "id"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value_ids(&v), ids[..15].to_vec());
+    let (s, _, v) = graph(&t, &tok, "GET", &id_in_path(&ids, "id"), None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (400, "Request_UnsupportedQuery"),
+        "{v}"
+    );
+    let (s, _, v) = graph(&t, &tok, "GET", "/users?$filter=id%20in%20(u01)", None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (400, "Request_UnsupportedQuery"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn id_in_as_a_batch_item_is_one_item_under_faults() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    for i in 0..3 {
+        t.add_user(user(&format!("u{i}")));
+    }
+    let url = id_in_path(&["u0", "u1", "u2", "gone"], "id,accountEnabled");
+    let item = |id: &str| json!({"id": id, "method": "GET", "url": url});
+    t.inject(Fault::Throttle {
+        matching: "GET /v1.0/users".into(),
+        count: 1,
+        retry_after: Some(2.0),
+    });
+    let batch = json!({"requests": [item("a"), item("b")]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(batch)).await;
+    assert_eq!(s, 200);
+    let by_id = |id: &str| {
+        v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("a")["status"], 429);
+    let b = by_id("b");
+    assert_eq!(b["status"], 200, "{b}");
+    assert_eq!(value_ids(&b["body"]), vec!["u0", "u1", "u2"]);
+    assert_eq!(
+        b["body"]["value"][2],
+        json!({"id": "u2", "accountEnabled": true})
+    );
+    let recorded = t
+        .requests()
+        .into_iter()
+        .filter(|r| r.in_batch && r.path == "/v1.0/users")
+        .count();
+    assert_eq!(recorded, 2);
+}
