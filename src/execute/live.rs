@@ -2,15 +2,15 @@
 //! and checks `[protected]` and the scan's identity against the account as the
 //! tenant has it now, before anything is written for it: every action kind,
 //! undo included. What each action then decides is its own module's business.
-//! The users are read by id, up to 1,000 per `getByIds` request, sent in the
-//! same `$batch` as the pass's other reads.
+//! The users are read by id, 15 per `GET /users?$filter=id in (...)` (Graph's
+//! default limit of values in `in`; it needs only `User.Read.All`), sent in
+//! the same `$batch` as the pass's other reads.
 
 use std::collections::{BTreeMap, HashMap};
 
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::actions::context::{Ctx, Work, call_record, map_error};
+use crate::actions::context::{Ctx, Work, call_record, map_error, odata_literal};
 use crate::actions::handler;
 use crate::actions::reads::Reads;
 use crate::domain::Outcome;
@@ -18,19 +18,26 @@ use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphRequest, GraphResponse};
 
 /// What protection and the actions decide by; `accountEnabled` is not in
-/// getByIds' default set for users, so every field is selected.
+/// Graph's default set for users, so every field is selected.
 const USER_SELECT: &str =
     "id,userPrincipalName,userType,accountEnabled,signInSessionsValidFromDateTime";
 
-/// Graph's limit of ids in one getByIds request.
-const BY_IDS_MAX: usize = 1000;
+/// Graph's default limit of values in one `in` expression of `$filter`.
+const IDS_PER_READ: usize = 15;
 
-/// Reads these users (a read, safe to send again: no intent, no pacing).
-fn users_request(ids: &[String]) -> GraphRequest {
-    GraphRequest::with_body(
-        Method::POST,
-        format!("/directoryObjects/getByIds?$select={USER_SELECT}"),
-        json!({"ids": ids, "types": ["user"]}),
+/// Pages one read of users may follow: 15 ids fit one page, but a further
+/// page Graph links to is read rather than dropped.
+const USER_PAGES: usize = IDS_PER_READ + 1;
+
+/// Reads these users (a GET: no intent, no pacing, safe to send again).
+fn users_path(ids: &[String]) -> String {
+    let list: Vec<String> = ids
+        .iter()
+        .map(|id| format!("%27{}%27", odata_literal(id)))
+        .collect();
+    format!(
+        "/users?$filter=id%20in%20({})&$select={USER_SELECT}",
+        list.join(",")
     )
 }
 
@@ -79,7 +86,7 @@ async fn live_groups(cx: &Ctx<'_>, calls: &mut Vec<Value>, first: &GraphResponse
 
 /// What one request of the users' batch reads.
 enum Read {
-    /// Up to 1,000 users (by chunk of the sorted ids).
+    /// Up to 15 users (by chunk of the sorted ids).
     Users(usize),
     /// A user's groups (keyed by user id).
     Groups(String),
@@ -91,7 +98,7 @@ enum Read {
 enum Live {
     /// The user as the tenant has it now.
     Found(Value),
-    /// Not in the tenant (any more): getByIds left the id out.
+    /// Not in the tenant (any more): the filter by id did not return it.
     Gone,
     /// The read failed: the action's outcome.
     Unread(Outcome),
@@ -99,40 +106,74 @@ enum Live {
 
 /// What one batch read about the users of a pass.
 struct Users {
-    /// The call record of each getByIds request, for history.
-    records: Vec<Value>,
-    /// Each user (by lower-cased id): the request that read it, and what it says.
+    /// The calls of each read of users (its pages), for history.
+    records: Vec<Vec<Value>>,
+    /// Each user (by lower-cased id): the read that asked for it, and what it says.
     users: HashMap<String, (usize, Live)>,
     /// Each user's groups, with the calls made (when protection names groups).
     memberships: BTreeMap<String, (Vec<Value>, LiveGroups)>,
 }
 
-/// Each of `ids` as one getByIds answer tells it: a failed request fails
-/// every one of its users the way a failed read of that user would.
-fn users_of(ids: &[String], ans: &Answer) -> Vec<(String, Live)> {
-    let fail_all = |o: Outcome| -> Vec<(String, Live)> {
-        ids.iter()
-            .map(|id| (id.clone(), Live::Unread(o.clone())))
-            .collect()
-    };
-    let r = match ans {
-        Ok(r) if r.ok() => r,
-        Ok(r) if r.status == 403 => {
-            return fail_all(map_error(
-                r,
-                "read users (POST /directoryObjects/getByIds needs Directory.Read.All)",
-            ));
+/// Why a read of users failed, as the outcome of each user it asked for.
+fn refused(r: &GraphResponse) -> Outcome {
+    if r.status == 403 {
+        return map_error(r, "read users (GET /users needs User.Read.All)");
+    }
+    map_error(r, "read users")
+}
+
+/// The first page of a read of users, if Graph answered it with a list.
+fn first_page(ans: &Answer) -> Result<&GraphResponse, Outcome> {
+    match ans {
+        Ok(r) if !r.ok() => Err(refused(r)),
+        Ok(r) if !r.body["value"].is_array() => Err(Outcome::retryable(
+            "read user: Graph's answer to the read by id has no list of users",
+        )),
+        Ok(r) => Ok(r),
+        Err(e) => Err(Outcome::retryable(format!("read user: {e}"))),
+    }
+}
+
+/// Why a further page of a read of users could not be read.
+fn listing_failure(e: ListingError) -> Outcome {
+    match e {
+        ListingError::Refused(page) => refused(&page),
+        ListingError::Unanswered { error, .. } => Outcome::retryable(format!("read user: {error}")),
+        ListingError::TooManyPages => Outcome::retryable(
+            "read user: Graph linked a read of 15 users to too many further pages",
+        ),
+    }
+}
+
+/// Every user one read returned: the batch's page and any page it links to
+/// (a link is followed, never ignored, so no user is taken for gone unread).
+async fn listed_users(
+    cx: &Ctx<'_>,
+    calls: &mut Vec<Value>,
+    ans: &Answer,
+) -> Result<Vec<Value>, Outcome> {
+    let first = first_page(ans)?;
+    let record = |req: &GraphRequest, ans: &Answer| calls.push(call_record(req, ans));
+    cx.graph
+        .get_rest(first, USER_PAGES, record)
+        .await
+        .map_err(listing_failure)
+}
+
+/// Each of `ids` as one read tells it: a failed read fails every one of its
+/// users the way a failed read of that user would; an id not returned is gone.
+fn users_of(ids: &[String], listed: Result<Vec<Value>, Outcome>) -> Vec<(String, Live)> {
+    let value = match listed {
+        Ok(v) => v,
+        Err(o) => {
+            return ids
+                .iter()
+                .map(|id| (id.clone(), Live::Unread(o.clone())))
+                .collect();
         }
-        Ok(r) => return fail_all(map_error(r, "read users")),
-        Err(e) => return fail_all(Outcome::retryable(format!("read user: {e}"))),
     };
-    let Some(value) = r.body["value"].as_array() else {
-        return fail_all(Outcome::retryable(
-            "read user: Graph's answer to getByIds has no list of users",
-        ));
-    };
-    let mut found: HashMap<String, &Value> = value
-        .iter()
+    let mut found: HashMap<String, Value> = value
+        .into_iter()
         .filter(|u| {
             u["@odata.type"]
                 .as_str()
@@ -142,7 +183,7 @@ fn users_of(ids: &[String], ans: &Answer) -> Vec<(String, Live)> {
         .collect();
     ids.iter()
         .map(|id| match found.remove(id) {
-            Some(u) => (id.clone(), Live::Found(u.clone())),
+            Some(u) => (id.clone(), Live::Found(u)),
             None => (id.clone(), Live::Gone),
         })
         .collect()
@@ -163,9 +204,12 @@ async fn read_users(cx: &Ctx<'_>, work: &[Work], reads: &mut Reads) -> Users {
         .collect();
     extra.sort();
     extra.dedup();
-    let chunks: Vec<&[String]> = ids.chunks(BY_IDS_MAX).collect();
+    let chunks: Vec<&[String]> = ids.chunks(IDS_PER_READ).collect();
     let mut tags: Vec<Read> = (0..chunks.len()).map(Read::Users).collect();
-    let mut reqs: Vec<GraphRequest> = chunks.iter().map(|c| users_request(c)).collect();
+    let mut reqs: Vec<GraphRequest> = chunks
+        .iter()
+        .map(|c| GraphRequest::get(users_path(c)))
+        .collect();
     if !cx.cfg.protected.groups.is_empty() {
         for id in &ids {
             reqs.push(GraphRequest::get(groups_path(id)));
@@ -184,14 +228,14 @@ async fn read_users(cx: &Ctx<'_>, work: &[Work], reads: &mut Reads) -> Users {
     };
     let mut groups = BTreeMap::new();
     for (tag, (req, ans)) in tags.into_iter().zip(reqs.iter().zip(answers)) {
-        let mut rec = call_record(req, &ans);
+        let rec = call_record(req, &ans);
         match tag {
             Read::Users(c) => {
-                // The ids asked are in the request's body, not in the record.
-                rec["ids"] = json!(chunks[c].len());
+                let mut calls = vec![rec];
+                let listed = listed_users(cx, &mut calls, &ans).await;
                 let k = read.records.len();
-                read.records.push(rec);
-                for (id, live) in users_of(chunks[c], &ans) {
+                read.records.push(calls);
+                for (id, live) in users_of(chunks[c], listed) {
                     read.users.insert(id, (k, live));
                 }
             }
@@ -218,8 +262,8 @@ fn check_one(cx: &Ctx<'_>, w: &mut Work, read: &Users) {
     let Some((k, live)) = read.users.get(&uid.to_ascii_lowercase()) else {
         return;
     };
-    if let Some(rec) = read.records.get(*k) {
-        w.calls.push(rec.clone());
+    if let Some(calls) = read.records.get(*k) {
+        w.calls.extend(calls.iter().cloned());
     }
     let user = match live {
         Live::Found(u) => u.clone(),
@@ -281,6 +325,7 @@ pub(super) async fn check_users(cx: &Ctx<'_>, work: &mut [Work], reads: &mut Rea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn answer(status: u16, body: Value) -> Answer {
         Ok(GraphResponse {
@@ -290,10 +335,12 @@ mod tests {
         })
     }
 
-    /// (id, "found" | "gone" | the failure), per id.
+    /// (id, "found" | "gone" | the failure), per id, from one page.
     fn said(ids: &[&str], ans: &Answer) -> Vec<(String, String)> {
         let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-        users_of(&ids, ans)
+        let listed =
+            first_page(ans).map(|r| r.body["value"].as_array().cloned().unwrap_or_default());
+        users_of(&ids, listed)
             .into_iter()
             .map(|(id, live)| {
                 let s = match live {
@@ -304,6 +351,15 @@ mod tests {
                 (id, s)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_filter_quotes_each_id_and_encodes_it() {
+        let ids = ["a1".to_string(), "o'b c".to_string()];
+        assert_eq!(
+            users_path(&ids),
+            format!("/users?$filter=id%20in%20(%27a1%27,%27o%27%27b%20c%27)&$select={USER_SELECT}")
+        );
     }
 
     #[test]
@@ -331,7 +387,7 @@ mod tests {
     fn a_failed_or_malformed_answer_fails_every_user_it_read() {
         let retryable = |why: &str| format!("{:?}", Outcome::retryable(why));
         let no_list = said(&["aa", "bb"], &answer(200, json!({})));
-        let want = retryable("read user: Graph's answer to getByIds has no list of users");
+        let want = retryable("read user: Graph's answer to the read by id has no list of users");
         assert_eq!(
             no_list,
             vec![("aa".to_string(), want.clone()), ("bb".into(), want)]
@@ -343,10 +399,7 @@ mod tests {
                 json!({"error": {"code": "Authorization_RequestDenied", "message": "no"}}),
             ),
         );
-        assert!(
-            denied[0].1.contains("needs Directory.Read.All"),
-            "{denied:?}"
-        );
+        assert!(denied[0].1.contains("needs User.Read.All"), "{denied:?}");
         assert!(denied[0].1.contains("retryable: false"), "{denied:?}");
         let unanswered = said(
             &["aa"],
@@ -356,5 +409,19 @@ mod tests {
             unanswered[0].1.contains("retryable: true"),
             "{unanswered:?}"
         );
+    }
+
+    #[test]
+    fn a_further_page_that_cannot_be_read_fails_the_users_never_drops_them() {
+        let many = format!("{:?}", listing_failure(ListingError::TooManyPages));
+        assert!(many.contains("retryable: true"), "{many}");
+        let reset = listing_failure(ListingError::Unanswered {
+            request: "GET /users".into(),
+            error: crate::graph::GraphError::Transport("reset".into()),
+        });
+        assert!(format!("{reset:?}").contains("retryable: true"));
+        let ids = vec!["aa".to_string()];
+        let live = users_of(&ids, Err(Outcome::retryable("read user: reset")));
+        assert!(matches!(live[0].1, Live::Unread(_)));
     }
 }

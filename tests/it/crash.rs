@@ -764,8 +764,8 @@ async fn store_breaks_mid_run(breakage: Breakage, stage: Stage) {
     let what = format!("{breakage:?} while {stage:?}");
     // Slow reads leave time to break the store before the intents are written;
     // slow writes leave time to break it before the outcomes are.
-    let read = format!("POST {GET_BY_IDS}");
-    let mut e = Env::new(60, 0, 0, &[(&read, 600), ("", 3)]).await;
+    // 60 users are read in 4 items of 15 ids.
+    let mut e = Env::new(60, 0, 0, &[("GET /v1.0/users", 150), ("", 3)]).await;
     let dir = e.store_dir();
     let mut repair = Repair {
         breakage,
@@ -793,12 +793,12 @@ async fn store_breaks_mid_run(breakage: Breakage, stage: Stage) {
     loop {
         let reqs = e.fake.requests();
         let due = match stage {
-            // The envelope is recorded before its (slow) getByIds item runs.
+            // The envelope is recorded before its (slow) reads of users run.
             Stage::Reading => reqs.iter().any(|r| {
                 r.path.ends_with("/$batch")
                     && r.body
                         .as_ref()
-                        .is_some_and(|b| b.to_string().contains("getByIds"))
+                        .is_some_and(|b| b.to_string().contains(ID_IN))
             }),
             Stage::Writing => !writes(&reqs).is_empty(),
         };
@@ -906,7 +906,7 @@ async fn a_policy_created_but_not_recorded_is_found_again_rather_than_created_tw
     let mut child = e.spawn(&["run", "--once"], true);
     let started = Instant::now();
     // The users are read first; the policy is created right after.
-    while !e.fake.requests().iter().any(|r| r.path == GET_BY_IDS) {
+    while !e.fake.requests().iter().any(is_users_read) {
         assert!(started.elapsed() < Duration::from_secs(30), "no read");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

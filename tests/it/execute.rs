@@ -619,7 +619,7 @@ async fn many_actions_go_through_batches_of_twenty() {
         .filter(|r| !r.in_batch)
         .collect();
     let batches = http.iter().filter(|r| r.path == "/v1.0/$batch").count();
-    // 45 users read by one getByIds (1 batch) + 90 writes (5 batches).
+    // 45 users read 15 at a time (3 items, 1 batch) + 90 writes (5 batches).
     assert_eq!(batches, 6, "{:?}", paths(&http));
     let per_action = http.len() as f64 / 90.0;
     assert!(per_action <= 0.15, "{per_action} HTTP requests per action");
@@ -634,7 +634,7 @@ async fn a_token_revoked_mid_run_is_renewed_once_on_401() {
     // The read is slow; while it is in flight every token is expired, so the
     // write that follows gets 401 and the client renews its token once.
     e.fake.inject(Fault::Latency {
-        matching: format!("POST {GET_BY_IDS}"),
+        matching: "GET /v1.0/users".into(),
         delay: Duration::from_millis(800),
     });
     let dir = e.ws.path().to_path_buf();
@@ -1058,7 +1058,7 @@ async fn a_token_close_to_expiry_is_renewed_before_it_is_used() {
     // The read takes most of the token's life: the write must not go out with a
     // token about to expire, so the client renews it first (and never sees a 401).
     e.fake.inject(Fault::Latency {
-        matching: format!("POST {GET_BY_IDS}"),
+        matching: "GET /v1.0/users".into(),
         delay: Duration::from_millis(1700),
     });
     e.ws.add_rule("r.rhai", &rule("r", "F1", "disable_user(\"stale\")"));

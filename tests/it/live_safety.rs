@@ -267,12 +267,12 @@ async fn a_forced_rerun_does_not_revoke_sessions_again() {
             "{a}"
         );
     }
-    // The user read (getByIds, both users at once) selects the property.
+    // The user read (by id, both users at once) selects the property.
     let reads: Vec<String> = e
         .fake
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.path == GET_BY_IDS)
+        .filter(is_users_read)
         .map(|r| r.query.unwrap_or_default())
         .collect();
     assert_eq!(reads.len(), 1, "{reads:?}");
@@ -395,7 +395,7 @@ async fn each_batched_request_has_its_own_ids_in_history() {
         .filter_map(header)
         .collect();
     let items: Vec<&fake_entra::RecordedRequest> = reqs.iter().filter(|r| r.in_batch).collect();
-    assert_eq!(items.len(), 4, "1 read (getByIds) and 3 writes");
+    assert_eq!(items.len(), 4, "1 read (both users by id) and 3 writes");
     let mut ids: Vec<String> = items
         .iter()
         .map(|r| {

@@ -1,8 +1,8 @@
-//! The users of an execution pass are read by id, up to 1,000 per
-//! `POST /directoryObjects/getByIds` inside the pass's `$batch`, never one GET
+//! The users of an execution pass are read by id, up to 15 per
+//! `GET /users?$filter=id in (...)` inside the pass's `$batch`, never one GET
 //! per user, against the fake tenant: gone users fail, protection still refuses
-//! from the live read, and a throttled or failed read is retried without
-//! anything written twice.
+//! from the live read, a throttled or failed read is retried without anything
+//! written twice, and `User.Read.All` is all the read needs.
 
 use std::collections::BTreeSet;
 
@@ -58,12 +58,12 @@ impl Env {
         );
     }
 
-    /// The getByIds requests the fake received (batch items or direct).
+    /// The reads of users by id the fake received (batch items or direct).
     fn by_ids(&self) -> Vec<RecordedRequest> {
         self.fake
             .requests()
             .into_iter()
-            .filter(|r| r.path == GET_BY_IDS)
+            .filter(is_users_read)
             .collect()
     }
 
@@ -108,18 +108,8 @@ impl Env {
     }
 }
 
-/// The ids a getByIds request asked for.
-fn asked(r: &RecordedRequest) -> Vec<String> {
-    r.body.as_ref().unwrap()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pass_reads_its_users_with_one_get_by_ids_per_thousand_and_gone_users_fail() {
+async fn a_pass_reads_its_users_fifteen_per_filter_and_gone_users_fail() {
     let e = env("", "").await;
     e.users_and_scan(1_201, "disable_user(\"x\")");
     // Deleted after the scan, before execution.
@@ -129,16 +119,15 @@ async fn a_pass_reads_its_users_with_one_get_by_ids_per_thousand_and_gone_users_
     assert_eq!(out.code, 1, "two actions failed: {}", out.all());
 
     let reads = e.by_ids();
-    assert_eq!(reads.len(), 2, "ceil(1201 / 1000) reads");
-    assert!(reads.iter().all(|r| r.in_batch && r.method == "POST"));
-    let mut sizes: Vec<usize> = reads.iter().map(|r| asked(r).len()).collect();
+    assert_eq!(reads.len(), 81, "ceil(1201 / 15) reads");
+    assert!(reads.iter().all(|r| r.in_batch));
+    let mut sizes: Vec<usize> = reads.iter().map(|r| users_read_ids(r).len()).collect();
     sizes.sort_unstable();
-    assert_eq!(sizes, vec![201, 1_000]);
-    let every: BTreeSet<String> = reads.iter().flat_map(asked).collect();
+    assert_eq!(sizes[0], 1);
+    assert!(sizes[1..].iter().all(|&n| n == 15), "{sizes:?}");
+    let every: BTreeSet<String> = reads.iter().flat_map(users_read_ids).collect();
     assert_eq!(every, (1..=1_201).map(guid).collect::<BTreeSet<_>>());
     for r in &reads {
-        let body = r.body.as_ref().unwrap();
-        assert_eq!(body["types"], serde_json::json!(["user"]));
         let q = r.query.as_deref().unwrap_or("");
         assert!(q.contains("accountEnabled"), "{q}");
         assert_eq!(r.status, 200);
@@ -175,12 +164,11 @@ async fn a_pass_reads_its_users_with_one_get_by_ids_per_thousand_and_gone_users_
             read["request"]
                 .as_str()
                 .unwrap()
-                .starts_with("POST /directoryObjects/getByIds?$select="),
+                .starts_with("GET /users?$filter=id%20in%20("),
             "{id}: {read}"
         );
         assert_eq!(read["status"], 200, "{id}: {read}");
         assert!(read.get("body").is_none(), "{id}: {read}");
-        assert!(read["ids"] == 1_000 || read["ids"] == 201, "{id}: {read}");
     }
 }
 
@@ -244,11 +232,11 @@ async fn protection_is_checked_against_the_users_read_by_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_throttled_get_by_ids_is_retried_and_nothing_is_written_twice() {
+async fn a_throttled_read_of_users_is_retried_and_nothing_is_written_twice() {
     let e = env("", "").await;
-    e.users_and_scan(30, "[disable_user(\"x\"), revoke_sessions(\"x\")]");
+    e.users_and_scan(15, "[disable_user(\"x\"), revoke_sessions(\"x\")]");
     e.fake.inject(Fault::Throttle {
-        matching: format!("POST {GET_BY_IDS}"),
+        matching: "GET /v1.0/users".into(),
         count: 2,
         retry_after: Some(0.0),
     });
@@ -258,13 +246,13 @@ async fn a_throttled_get_by_ids_is_retried_and_nothing_is_written_twice() {
     assert_eq!(statuses, vec![429, 429, 200]);
     assert!(e.states().iter().all(|s| s.1 == "done"), "{:?}", e.states());
     let writes = e.writes();
-    assert_eq!(writes.len(), 60);
+    assert_eq!(writes.len(), 30);
     let distinct: BTreeSet<String> = writes
         .iter()
         .map(|w| format!("{} {}", w.method, w.path))
         .collect();
-    assert_eq!(distinct.len(), 60, "each write sent once");
-    for n in 1..=30 {
+    assert_eq!(distinct.len(), 30, "each write sent once");
+    for n in 1..=15 {
         assert_eq!(e.fake.revocations(&guid(n)), 1);
         assert!(!e.fake.user(&guid(n)).unwrap().account_enabled);
     }
@@ -277,11 +265,11 @@ async fn a_throttled_get_by_ids_is_retried_and_nothing_is_written_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_get_by_ids_that_keeps_failing_leaves_its_users_retryable_with_nothing_sent() {
+async fn a_read_of_users_that_keeps_failing_leaves_its_users_retryable_with_nothing_sent() {
     let e = env("", "max_attempts = 2\naction_retry_secs = 0").await;
     e.users_and_scan(3, "disable_user(\"x\")");
     e.fake.inject(Fault::ServerError {
-        matching: format!("POST {GET_BY_IDS}"),
+        matching: "GET /v1.0/users".into(),
         count: 100,
         status: 503,
     });
@@ -302,17 +290,35 @@ async fn a_get_by_ids_that_keeps_failing_leaves_its_users_retryable_with_nothing
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn without_directory_read_all_every_action_fails_naming_the_permission() {
+async fn user_read_all_is_enough_to_read_the_users_and_without_it_nothing_is_sent() {
     let e = env("", "").await;
     e.users_and_scan(2, "disable_user(\"x\")");
+    // No user permission: the read is refused and nothing is written.
     e.fake
-        .set_permissions(Some(vec!["User.ReadWrite.All".into()]));
+        .set_permissions(Some(vec!["User.EnableDisableAccount.All".into()]));
     let out = e.cli(&["run", "--once"]).await;
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(e.writes().is_empty(), "{:?}", e.writes());
     for (id, state, reason) in e.states() {
         assert_eq!(state, "failed", "{id}: {reason}");
-        assert!(reason.contains("Directory.Read.All"), "{reason}");
+        assert!(reason.contains("User.Read.All"), "{reason}");
         assert!(reason.contains("forbidden"), "{reason}");
+    }
+    // Least privilege: with User.Read.All (and the write's own permission),
+    // a fresh tenant's users are read and written for.
+    let e = env("", "").await;
+    e.users_and_scan(2, "disable_user(\"x\")");
+    e.fake.set_permissions(Some(vec![
+        "User.Read.All".into(),
+        "User.EnableDisableAccount.All".into(),
+    ]));
+    let out = e.cli(&["run", "--once"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let reads = e.by_ids();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].status, 200);
+    assert!(e.states().iter().all(|s| s.1 == "done"), "{:?}", e.states());
+    for n in 1..=2 {
+        assert!(!e.fake.user(&guid(n)).unwrap().account_enabled);
     }
 }
