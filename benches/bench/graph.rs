@@ -1,7 +1,7 @@
 //! Section `graph`: execution through Microsoft Graph against the fake tenant.
 //!
 //! 5,000 identities, each with disable_user + revoke_sessions (10,000 actions),
-//! executed by the release binary (`run --once`, enforce mode) against
+//! their users read by id (15 per `GET /users?$filter=id in (...)` item), executed by the release binary (`run --once`, enforce mode) against
 //! `fake-entra` with 50 ms latency on every Graph request and batch item and a
 //! rate limit of 200 requests per rolling second (batch items counted). Measured:
 //! HTTP requests per action, the execution time against its lower bounds, and a
@@ -23,6 +23,9 @@ const SECRET: &str = "bench-secret-0123456789abcdef";
 pub const LATENCY: Duration = Duration::from_millis(50);
 /// Requests (batch items counted) per rolling second before 429.
 pub const RATE: u32 = 200;
+/// Issue 11's target of HTTP requests per action (the floor is 0.05: the
+/// 10,000 writes alone fill 500 envelopes of 20).
+const TARGET: f64 = 0.06;
 
 /// Ids of `count` users, deterministic per `tag_base`.
 fn user_ids(count: usize, tag_base: u64) -> Vec<String> {
@@ -105,8 +108,21 @@ struct Counts {
     direct: usize,
     items: usize,
     items_ok: usize,
+    /// Successful items that read (GET).
+    reads_ok: usize,
+    /// Successful reads of users by id (`$filter=id in (...)`, 15 ids each).
+    by_id_ok: usize,
     throttled: usize,
     by_method: std::collections::BTreeMap<String, usize>,
+}
+
+/// Whether `r` reads users by id (`GET /users?$filter=id in (...)`).
+fn by_id(r: &RecordedRequest) -> bool {
+    r.method == "GET"
+        && r.path == "/v1.0/users"
+        && r.query
+            .as_deref()
+            .is_some_and(|q| q.contains("$filter=id%20in%20("))
 }
 
 fn count(reqs: &[RecordedRequest]) -> Counts {
@@ -118,8 +134,19 @@ fn count(reqs: &[RecordedRequest]) -> Counts {
                 c.throttled += 1;
             } else if r.status < 400 {
                 c.items_ok += 1;
+                if r.method == "GET" {
+                    c.reads_ok += 1;
+                }
+                if by_id(r) {
+                    c.by_id_ok += 1;
+                }
             }
-            *c.by_method.entry(r.method.clone()).or_default() += 1;
+            let what = if by_id(r) {
+                "GET users by id".to_string()
+            } else {
+                r.method.clone()
+            };
+            *c.by_method.entry(what).or_default() += 1;
         } else if r.path.ends_with("/$batch") {
             c.envelopes += 1;
         } else if r.path.contains("/oauth2/") {
@@ -451,9 +478,9 @@ pub fn run(ctx: &mut Ctx) {
             r.counts.by_method
         );
         println!(
-            "HTTP requests per action: {:.4} (target <= 0.15): {}",
+            "HTTP requests per action: {:.4} (target <= {TARGET}): {}",
             http_reqs as f64 / r.actions as f64,
-            verdict(http_reqs as f64 / r.actions as f64 <= 0.15)
+            verdict(http_reqs as f64 / r.actions as f64 <= TARGET)
         );
         println!(
             "lower bounds for {useful} successful items: throttle {useful}/{RATE}/s = {throttle_bound:.1} s; fake latency {useful} x {} ms / {c} batches in flight = {latency_bound:.1} s; execution / throttle bound = {:.2}x, / max(bounds) = {:.2}x",
@@ -467,12 +494,18 @@ pub fn run(ctx: &mut Ctx) {
         );
         // Envelopes beyond the floor of full batches: what retries cost.
         let floor = r.counts.items_ok.div_ceil(20);
+        let writes_ok = r.counts.items_ok - r.counts.reads_ok;
         println!(
-            "envelopes: {} = floor {floor} (successful items / 20) + {} for retries; {:.1} items per envelope; nothing sent twice after success: {}",
+            "envelopes: {} = floor {floor} (successful items / 20: {} reads, {writes_ok} writes) + {} for retries; {:.1} items per envelope; every write sent once, none again after success: {}",
             r.counts.envelopes,
+            r.counts.reads_ok,
             r.counts.envelopes.saturating_sub(floor),
             r.counts.items as f64 / r.counts.envelopes.max(1) as f64,
-            verdict(r.counts.items_ok == 3 * n)
+            verdict(
+                writes_ok == 2 * n
+                    && r.counts.reads_ok == r.counts.by_id_ok
+                    && r.counts.by_id_ok == n.div_ceil(15)
+            )
         );
         runs.push((r, throttle_bound, latency_bound, http_reqs));
     }
@@ -544,11 +577,11 @@ pub fn run(ctx: &mut Ctx) {
     );
     let (d, tb, lb, reqs) = &runs[0];
     let line1 = format!(
-        "graph: {} HTTP requests for {} actions = {:.4} per action (target <= 0.15): {}",
+        "graph: {} HTTP requests for {} actions = {:.4} per action (target <= {TARGET}): {}",
         reqs,
         d.actions,
         *reqs as f64 / d.actions as f64,
-        verdict(*reqs as f64 / d.actions as f64 <= 0.15)
+        verdict(*reqs as f64 / d.actions as f64 <= TARGET)
     );
     let line2 = format!(
         "graph: execution {} at max_concurrency {} vs throttle bound {:.1} s ({:.2}x; the fake's per-item latency bound is {:.1} s); naive one-at-a-time {:.0} s extrapolated = {:.1}x slower",

@@ -166,6 +166,19 @@ pub(crate) fn call_record(req: &GraphRequest, resp: &Result<GraphResponse, Graph
     }
 }
 
+/// Percent-encodes a `$filter` literal (quotes doubled, as OData wants).
+pub(crate) fn odata_literal(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.replace('\'', "''").bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `$filter=field eq 'value'`, encoded for a `$batch` URL or a direct call.
 pub(crate) fn filter_eq(field: &str, value: &str) -> String {
     format!("$filter={field}%20eq%20%27{value}%27")

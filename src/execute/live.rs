@@ -2,21 +2,42 @@
 //! and checks `[protected]` and the scan's identity against the account as the
 //! tenant has it now, before anything is written for it: every action kind,
 //! undo included. What each action then decides is its own module's business.
+//! The users are read by id, 15 per `GET /users?$filter=id in (...)` (Graph's
+//! default limit of values in `in`; it needs only `User.Read.All`), sent in
+//! the same `$batch` as the pass's other reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use crate::actions::context::{Ctx, Work, call_record, map_error};
+use crate::actions::context::{Ctx, Work, call_record, map_error, odata_literal};
 use crate::actions::handler;
 use crate::actions::reads::Reads;
 use crate::domain::Outcome;
 use crate::graph::paging::ListingError;
 use crate::graph::{Answer, GraphRequest, GraphResponse};
 
-fn user_path(id: &str) -> String {
+/// What protection and the actions decide by; `accountEnabled` is not in
+/// Graph's default set for users, so every field is selected.
+const USER_SELECT: &str =
+    "id,userPrincipalName,userType,accountEnabled,signInSessionsValidFromDateTime";
+
+/// Graph's default limit of values in one `in` expression of `$filter`.
+const IDS_PER_READ: usize = 15;
+
+/// Pages one read of users may follow: 15 ids fit one page, but a further
+/// page Graph links to is read rather than dropped.
+const USER_PAGES: usize = IDS_PER_READ + 1;
+
+/// Reads these users (a GET: no intent, no pacing, safe to send again).
+fn users_path(ids: &[String]) -> String {
+    let list: Vec<String> = ids
+        .iter()
+        .map(|id| format!("%27{}%27", odata_literal(id)))
+        .collect();
     format!(
-        "/users/{id}?$select=id,userPrincipalName,userType,accountEnabled,signInSessionsValidFromDateTime"
+        "/users?$filter=id%20in%20({})&$select={USER_SELECT}",
+        list.join(",")
     )
 }
 
@@ -65,27 +86,116 @@ async fn live_groups(cx: &Ctx<'_>, calls: &mut Vec<Value>, first: &GraphResponse
 
 /// What one request of the users' batch reads.
 enum Read {
-    /// A user (keyed by id).
-    User,
+    /// Up to 15 users (by chunk of the sorted ids).
+    Users(usize),
     /// A user's groups (keyed by user id).
-    Groups,
+    Groups(String),
     /// Something an action reads with its user (keyed by path).
-    ForAction,
+    ForAction(String),
+}
+
+/// What the live read says of one user.
+enum Live {
+    /// The user as the tenant has it now.
+    Found(Value),
+    /// Not in the tenant (any more): the filter by id did not return it.
+    Gone,
+    /// The read failed: the action's outcome.
+    Unread(Outcome),
 }
 
 /// What one batch read about the users of a pass.
 struct Users {
-    /// Each user's answer, with its call record.
-    users: BTreeMap<String, (Value, Answer)>,
+    /// The calls of each read of users (its pages), for history.
+    records: Vec<Vec<Value>>,
+    /// Each user (by lower-cased id): the read that asked for it, and what it says.
+    users: HashMap<String, (usize, Live)>,
     /// Each user's groups, with the calls made (when protection names groups).
     memberships: BTreeMap<String, (Vec<Value>, LiveGroups)>,
+}
+
+/// Why a read of users failed, as the outcome of each user it asked for.
+fn refused(r: &GraphResponse) -> Outcome {
+    if r.status == 403 {
+        return map_error(r, "read users (GET /users needs User.Read.All)");
+    }
+    map_error(r, "read users")
+}
+
+/// The first page of a read of users, if Graph answered it with a list.
+fn first_page(ans: &Answer) -> Result<&GraphResponse, Outcome> {
+    match ans {
+        Ok(r) if !r.ok() => Err(refused(r)),
+        Ok(r) if !r.body["value"].is_array() => Err(Outcome::retryable(
+            "read user: Graph's answer to the read by id has no list of users",
+        )),
+        Ok(r) => Ok(r),
+        Err(e) => Err(Outcome::retryable(format!("read user: {e}"))),
+    }
+}
+
+/// Why a further page of a read of users could not be read.
+fn listing_failure(e: ListingError) -> Outcome {
+    match e {
+        ListingError::Refused(page) => refused(&page),
+        ListingError::Unanswered { error, .. } => Outcome::retryable(format!("read user: {error}")),
+        ListingError::TooManyPages => Outcome::retryable(
+            "read user: Graph linked a read of 15 users to too many further pages",
+        ),
+    }
+}
+
+/// Every user one read returned: the batch's page and any page it links to
+/// (a link is followed, never ignored, so no user is taken for gone unread).
+async fn listed_users(
+    cx: &Ctx<'_>,
+    calls: &mut Vec<Value>,
+    ans: &Answer,
+) -> Result<Vec<Value>, Outcome> {
+    let first = first_page(ans)?;
+    let record = |req: &GraphRequest, ans: &Answer| calls.push(call_record(req, ans));
+    cx.graph
+        .get_rest(first, USER_PAGES, record)
+        .await
+        .map_err(listing_failure)
+}
+
+/// Each of `ids` as one read tells it: a failed read fails every one of its
+/// users the way a failed read of that user would; an id not returned is gone.
+fn users_of(ids: &[String], listed: Result<Vec<Value>, Outcome>) -> Vec<(String, Live)> {
+    let value = match listed {
+        Ok(v) => v,
+        Err(o) => {
+            return ids
+                .iter()
+                .map(|id| (id.clone(), Live::Unread(o.clone())))
+                .collect();
+        }
+    };
+    let mut found: HashMap<String, Value> = value
+        .into_iter()
+        .filter(|u| {
+            u["@odata.type"]
+                .as_str()
+                .is_none_or(|t| t == "#microsoft.graph.user")
+        })
+        .filter_map(|u| Some((u["id"].as_str()?.to_ascii_lowercase(), u)))
+        .collect();
+    ids.iter()
+        .map(|id| match found.remove(id) {
+            Some(u) => (id.clone(), Live::Found(u)),
+            None => (id.clone(), Live::Gone),
+        })
+        .collect()
 }
 
 /// Reads the users (their groups too when protection names groups, and what
 /// their actions read with them, kept in `reads`) through `$batch`.
 async fn read_users(cx: &Ctx<'_>, work: &[Work], reads: &mut Reads) -> Users {
     let pending = || work.iter().filter(|w| w.outcome.is_none());
-    let mut ids: Vec<String> = pending().map(|w| w.action.identity_id.clone()).collect();
+    let mut ids: Vec<String> = pending()
+        .map(|w| w.action.identity_id.to_ascii_lowercase())
+        .collect();
     ids.sort();
     ids.dedup();
     let mut extra: Vec<String> = pending()
@@ -94,72 +204,89 @@ async fn read_users(cx: &Ctx<'_>, work: &[Work], reads: &mut Reads) -> Users {
         .collect();
     extra.sort();
     extra.dedup();
-    let with_groups = !cx.cfg.protected.groups.is_empty();
-    // (what, key) of each request, in order.
-    let mut tags: Vec<(Read, String)> = ids.iter().map(|id| (Read::User, id.clone())).collect();
-    if with_groups {
-        tags.extend(ids.iter().map(|id| (Read::Groups, id.clone())));
-    }
-    tags.extend(extra.into_iter().map(|p| (Read::ForAction, p)));
-    let reqs: Vec<GraphRequest> = tags
+    let chunks: Vec<&[String]> = ids.chunks(IDS_PER_READ).collect();
+    let mut tags: Vec<Read> = (0..chunks.len()).map(Read::Users).collect();
+    let mut reqs: Vec<GraphRequest> = chunks
         .iter()
-        .map(|(what, key)| match what {
-            Read::User => GraphRequest::get(user_path(key)),
-            Read::Groups => GraphRequest::get(groups_path(key)),
-            Read::ForAction => GraphRequest::get(key.clone()),
-        })
+        .map(|c| GraphRequest::get(users_path(c)))
         .collect();
+    if !cx.cfg.protected.groups.is_empty() {
+        for id in &ids {
+            reqs.push(GraphRequest::get(groups_path(id)));
+            tags.push(Read::Groups(id.clone()));
+        }
+    }
+    for p in extra {
+        reqs.push(GraphRequest::get(p.clone()));
+        tags.push(Read::ForAction(p));
+    }
     let answers = cx.graph.batch(reqs.clone()).await;
-    let mut users = BTreeMap::new();
+    let mut read = Users {
+        records: Vec::new(),
+        users: HashMap::new(),
+        memberships: BTreeMap::new(),
+    };
     let mut groups = BTreeMap::new();
-    for ((what, key), (req, ans)) in tags.into_iter().zip(reqs.iter().zip(answers)) {
+    for (tag, (req, ans)) in tags.into_iter().zip(reqs.iter().zip(answers)) {
         let rec = call_record(req, &ans);
-        match what {
-            Read::User => drop(users.insert(key, (rec, ans))),
-            Read::Groups => drop(groups.insert(key, (rec, ans))),
-            Read::ForAction => reads.keep(key, rec, ans),
+        match tag {
+            Read::Users(c) => {
+                let mut calls = vec![rec];
+                let listed = listed_users(cx, &mut calls, &ans).await;
+                let k = read.records.len();
+                read.records.push(calls);
+                for (id, live) in users_of(chunks[c], listed) {
+                    read.users.insert(id, (k, live));
+                }
+            }
+            Read::Groups(uid) => drop(groups.insert(uid, (rec, ans))),
+            Read::ForAction(path) => reads.keep(path, rec, ans),
         }
     }
     // Further pages of group memberships, read once per user.
-    let mut memberships = BTreeMap::new();
     for (id, (rec, ans)) in &groups {
         let mut calls = vec![rec.clone()];
         let result = match ans {
             Ok(r) => live_groups(cx, &mut calls, r).await,
             Err(e) => Err(Outcome::retryable(format!("read the user's groups: {e}"))),
         };
-        memberships.insert(id.clone(), (calls, result));
+        read.memberships.insert(id.clone(), (calls, result));
     }
-    Users { users, memberships }
+    read
 }
 
 /// Checks one action's user: it exists, is not protected, and is the account
 /// the scan described; then keeps the live user for the action to decide by.
 fn check_one(cx: &Ctx<'_>, w: &mut Work, read: &Users) {
-    let Some((rec, ans)) = read.users.get(&w.action.identity_id) else {
+    let uid = w.action.identity_id.clone();
+    let Some((k, live)) = read.users.get(&uid.to_ascii_lowercase()) else {
         return;
     };
-    w.calls.push(rec.clone());
-    let user = match ans {
-        Ok(r) if r.ok() => r.body.clone(),
-        Ok(r) if r.status == 404 => {
+    if let Some(calls) = read.records.get(*k) {
+        w.calls.extend(calls.iter().cloned());
+    }
+    let user = match live {
+        Live::Found(u) => u.clone(),
+        Live::Gone => {
             return w.decide(Outcome::failed(format!(
                 "user {} no longer exists in the tenant",
                 w.action.identity_upn
             )));
         }
-        Ok(r) => return w.decide(map_error(r, "read user")),
-        Err(e) => return w.decide(Outcome::retryable(format!("read user: {e}"))),
+        Live::Unread(o) => return w.decide(o.clone()),
     };
-    let uid = w.action.identity_id.clone();
-    let live_id = user["id"].as_str().unwrap_or(&uid).to_string();
-    let upn = user["userPrincipalName"]
-        .as_str()
-        .unwrap_or(&w.action.identity_upn)
-        .to_string();
+    // Without these there is nothing to check protection against (Graph gives
+    // only the id and type of objects the app may not read).
+    let (Some(live_id), Some(upn)) = (user["id"].as_str(), user["userPrincipalName"].as_str())
+    else {
+        return w.decide(Outcome::failed(format!(
+            "read user: Graph returned {uid} without its id and userPrincipalName, so protection cannot be checked; nothing was sent"
+        )));
+    };
+    let (live_id, upn) = (live_id.to_string(), upn.to_string());
     // Protection, against the account as the tenant has it now.
     let mut live_groups = Vec::new();
-    if let Some((calls, result)) = read.memberships.get(&w.action.identity_id) {
+    if let Some((calls, result)) = read.memberships.get(&uid.to_ascii_lowercase()) {
         w.calls.extend(calls.iter().cloned());
         match result {
             Ok(g) => live_groups.clone_from(g),
@@ -192,5 +319,109 @@ pub(super) async fn check_users(cx: &Ctx<'_>, work: &mut [Work], reads: &mut Rea
     let read = read_users(cx, work, reads).await;
     for w in work.iter_mut().filter(|w| w.outcome.is_none()) {
         check_one(cx, w, &read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Ok(GraphResponse {
+            status,
+            body,
+            attempts: Vec::new(),
+        })
+    }
+
+    /// (id, "found" | "gone" | the failure), per id, from one page.
+    fn said(ids: &[&str], ans: &Answer) -> Vec<(String, String)> {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let listed =
+            first_page(ans).map(|r| r.body["value"].as_array().cloned().unwrap_or_default());
+        users_of(&ids, listed)
+            .into_iter()
+            .map(|(id, live)| {
+                let s = match live {
+                    Live::Found(u) => format!("found {}", u["userPrincipalName"]),
+                    Live::Gone => "gone".into(),
+                    Live::Unread(o) => format!("{o:?}"),
+                };
+                (id, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_filter_quotes_each_id_and_encodes_it() {
+        let ids = ["a1".to_string(), "o'b c".to_string()];
+        assert_eq!(
+            users_path(&ids),
+            format!("/users?$filter=id%20in%20(%27a1%27,%27o%27%27b%20c%27)&$select={USER_SELECT}")
+        );
+    }
+
+    #[test]
+    fn users_are_matched_by_id_and_anything_else_is_gone() {
+        let ans = answer(
+            200,
+            json!({"value": [
+                {"@odata.type": "#microsoft.graph.user", "id": "AA", "userPrincipalName": "a@t"},
+                {"@odata.type": "#microsoft.graph.group", "id": "bb"},
+                {"id": "cc", "userPrincipalName": "c@t"},
+            ]}),
+        );
+        assert_eq!(
+            said(&["aa", "bb", "cc", "dd"], &ans),
+            vec![
+                ("aa".to_string(), "found \"a@t\"".to_string()),
+                ("bb".into(), "gone".into()),
+                ("cc".into(), "found \"c@t\"".into()),
+                ("dd".into(), "gone".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_or_malformed_answer_fails_every_user_it_read() {
+        let retryable = |why: &str| format!("{:?}", Outcome::retryable(why));
+        let no_list = said(&["aa", "bb"], &answer(200, json!({})));
+        let want = retryable("read user: Graph's answer to the read by id has no list of users");
+        assert_eq!(
+            no_list,
+            vec![("aa".to_string(), want.clone()), ("bb".into(), want)]
+        );
+        let denied = said(
+            &["aa"],
+            &answer(
+                403,
+                json!({"error": {"code": "Authorization_RequestDenied", "message": "no"}}),
+            ),
+        );
+        assert!(denied[0].1.contains("needs User.Read.All"), "{denied:?}");
+        assert!(denied[0].1.contains("retryable: false"), "{denied:?}");
+        let unanswered = said(
+            &["aa"],
+            &Err(crate::graph::GraphError::Transport("reset".into())),
+        );
+        assert!(
+            unanswered[0].1.contains("retryable: true"),
+            "{unanswered:?}"
+        );
+    }
+
+    #[test]
+    fn a_further_page_that_cannot_be_read_fails_the_users_never_drops_them() {
+        let many = format!("{:?}", listing_failure(ListingError::TooManyPages));
+        assert!(many.contains("retryable: true"), "{many}");
+        let reset = listing_failure(ListingError::Unanswered {
+            request: "GET /users".into(),
+            error: crate::graph::GraphError::Transport("reset".into()),
+        });
+        assert!(format!("{reset:?}").contains("retryable: true"));
+        let ids = vec!["aa".to_string()];
+        let live = users_of(&ids, Err(Outcome::retryable("read user: reset")));
+        assert!(matches!(live[0].1, Live::Unread(_)));
     }
 }

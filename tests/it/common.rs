@@ -280,6 +280,34 @@ pub fn cli_os_user() -> String {
     entra_remediator::approval::os_user()
 }
 
+/// The executor's read of users by id: `$filter=id in (...)`, as sent (encoded).
+pub const ID_IN: &str = "$filter=id%20in%20(";
+
+/// Whether `r` is the executor's read of up to 15 users by id
+/// (`GET /users?$filter=id in ('a','b',...)`).
+pub fn is_users_read(r: &fake_entra::RecordedRequest) -> bool {
+    r.method == "GET"
+        && r.path == "/v1.0/users"
+        && r.query.as_deref().is_some_and(|q| q.contains(ID_IN))
+}
+
+/// The ids a read of users by id asked for (GUIDs: nothing in them is encoded).
+pub fn users_read_ids(r: &fake_entra::RecordedRequest) -> Vec<String> {
+    let q = r.query.as_deref().unwrap_or("");
+    let list = q.split_once(ID_IN).map_or("", |(_, l)| l);
+    let list = list.split_once(')').map_or("", |(l, _)| l);
+    list.split(',')
+        .filter_map(|v| v.strip_prefix("%27")?.strip_suffix("%27"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the fake received `r` as a write: a Graph request or `$batch` item
+/// that is not a read (a GET), nor the token endpoint, nor an envelope.
+pub fn is_write(r: &fake_entra::RecordedRequest) -> bool {
+    r.method != "GET" && !r.path.ends_with("/$batch") && !r.path.contains("/oauth2/")
+}
+
 /// The app registration the fake-tenant tests use.
 pub const CLIENT: &str = "00000000-0000-0000-0000-00000000c11e";
 /// Its client secret.

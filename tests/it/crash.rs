@@ -284,11 +284,7 @@ impl Env {
 /// Writes the fake received: every non-GET Graph request and `$batch` item,
 /// without the token endpoint and the `$batch` envelope.
 fn writes(reqs: &[RecordedRequest]) -> Vec<&RecordedRequest> {
-    reqs.iter()
-        .filter(|r| {
-            r.method != "GET" && !r.path.ends_with("/$batch") && !r.path.contains("/oauth2/")
-        })
-        .collect()
+    reqs.iter().filter(|r| is_write(r)).collect()
 }
 
 /// "METHOD /path" as the intents name requests (without `/v1.0`, `$` decoded).
@@ -768,7 +764,8 @@ async fn store_breaks_mid_run(breakage: Breakage, stage: Stage) {
     let what = format!("{breakage:?} while {stage:?}");
     // Slow reads leave time to break the store before the intents are written;
     // slow writes leave time to break it before the outcomes are.
-    let mut e = Env::new(60, 0, 0, &[("GET /v1.0/users", 10), ("", 3)]).await;
+    // 60 users are read in 4 items of 15 ids.
+    let mut e = Env::new(60, 0, 0, &[("GET /v1.0/users", 150), ("", 3)]).await;
     let dir = e.store_dir();
     let mut repair = Repair {
         breakage,
@@ -796,9 +793,13 @@ async fn store_breaks_mid_run(breakage: Breakage, stage: Stage) {
     loop {
         let reqs = e.fake.requests();
         let due = match stage {
-            Stage::Reading => reqs
-                .iter()
-                .any(|r| r.method == "GET" && r.path.starts_with("/v1.0/users/")),
+            // The envelope is recorded before its (slow) reads of users run.
+            Stage::Reading => reqs.iter().any(|r| {
+                r.path.ends_with("/$batch")
+                    && r.body
+                        .as_ref()
+                        .is_some_and(|b| b.to_string().contains(ID_IN))
+            }),
             Stage::Writing => !writes(&reqs).is_empty(),
         };
         if due {
@@ -905,12 +906,7 @@ async fn a_policy_created_but_not_recorded_is_found_again_rather_than_created_tw
     let mut child = e.spawn(&["run", "--once"], true);
     let started = Instant::now();
     // The users are read first; the policy is created right after.
-    while !e
-        .fake
-        .requests()
-        .iter()
-        .any(|r| r.method == "GET" && r.path.starts_with("/v1.0/users/"))
-    {
+    while !e.fake.requests().iter().any(is_users_read) {
         assert!(started.elapsed() < Duration::from_secs(30), "no read");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -320,6 +320,11 @@ async fn two_daemons_on_one_postgres_store_execute_each_action_once() {
         matching: "GET".into(),
         delay: Duration::from_millis(300),
     });
+    // The users' reads (two, of 15 ids each, for all 30) are slow too, so passes overlap.
+    fake.inject(Fault::Latency {
+        matching: "GET /v1.0/users".into(),
+        delay: Duration::from_millis(1500),
+    });
     let ws = enforce_ws(&fake, "*/2 * * * * *").await;
     let cfg = std::fs::read_to_string(ws.config_path()).unwrap().replace(
         "url = \"sqlite://history.db\"",

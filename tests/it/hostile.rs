@@ -90,9 +90,7 @@ impl Env {
         self.fake
             .requests()
             .into_iter()
-            .filter(|r| {
-                r.method != "GET" && !r.path.ends_with("/$batch") && !r.path.contains("/oauth2/")
-            })
+            .filter(is_write)
             .map(|r| format!("{} {}", r.method, r.path))
             .collect()
     }

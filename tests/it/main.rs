@@ -30,3 +30,4 @@ mod scan;
 mod secrets;
 mod store;
 mod terminal;
+mod user_reads;

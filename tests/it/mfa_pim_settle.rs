@@ -65,10 +65,7 @@ impl Env {
     }
 
     fn writes(&self) -> Vec<RecordedRequest> {
-        self.graph_requests()
-            .into_iter()
-            .filter(|r| r.method != "GET")
-            .collect()
+        self.graph_requests().into_iter().filter(is_write).collect()
     }
 
     /// Action states by state name.

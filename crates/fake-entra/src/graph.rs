@@ -186,6 +186,15 @@ pub(crate) fn dispatch(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
                 _ => method_not_allowed(),
             }
         }
+        [d, op]
+            if is(d, "directoryObjects")
+                && (is(op, "getByIds") || is(op, "microsoft.graph.getByIds")) =>
+        {
+            match m {
+                "POST" => crate::by_ids::get_by_ids(st, req),
+                _ => method_not_allowed(),
+            }
+        }
         [o] if is(o, "organization") => match m {
             "GET" => reads::list_organization(st, req, ctx),
             _ => method_not_allowed(),
@@ -734,7 +743,8 @@ fn directory_object(
     }
 }
 
-fn member_select(req: &Req) -> Result<Option<Vec<&'static str>>, Resp> {
+/// `$select` of a directory object listing: any user or group property.
+pub(crate) fn member_select(req: &Req) -> Result<Option<Vec<&'static str>>, Resp> {
     let mut known: Vec<&'static str> = USER_PROPS.to_vec();
     known.extend(GROUP_PROPS.iter().filter(|p| !USER_PROPS.contains(p)));
     parse_select(req, &known, "microsoft.graph.directoryObject")

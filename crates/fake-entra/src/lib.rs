@@ -28,6 +28,12 @@
 //!   too; [`FakeTenant::set_ca_read_throttling`] turns that off for GETs.
 //! - `GET /users/{id}` without `$select` returns Graph's default property set,
 //!   which has neither `accountEnabled` nor `userType`: select them.
+//! - `GET /users?$filter=id in ('a','b',...)` reads users by id with
+//!   `User.Read.All` (ids of no user are left out of `value`); more than 15
+//!   values is 400 `Request_UnsupportedQuery`, Graph's default limit of `in`.
+//! - `POST /directoryObjects/getByIds` reads up to 1,000 objects by id (400
+//!   `Request_BadRequest` above), of the `types` asked for; missing ids are left
+//!   out of `value`; it needs `Directory.Read.All` when permissions are set.
 //! - `signInSessionsValidFromDateTime` (select it) is reset to the current time,
 //!   in whole seconds, by `revokeSignInSessions`; null until then.
 //! - `GET /users/{id}/memberOf` and `/transitiveMemberOf` list the groups a user
@@ -112,8 +118,10 @@
 //!   direct call and is recorded with `in_batch = true` (after the envelope).
 #![warn(missing_docs)]
 
+mod by_ids;
 mod details;
 mod generate;
+mod id_in;
 mod graph;
 mod limits;
 mod oidc;
@@ -470,6 +478,18 @@ impl FakeTenant {
     pub fn generate(&self, n_users: usize, seed: u64) -> Generated {
         let mut st = self.st();
         generate::generate(&mut st, n_users, seed)
+    }
+
+    /// Deletes a user the way Graph does: it is gone from the directory, from
+    /// every group's members and from its role assignments and eligibilities.
+    pub fn delete_user(&self, id: &str) {
+        let mut st = self.st();
+        st.users.remove(id);
+        for m in st.members.values_mut() {
+            m.retain(|x| x != id);
+        }
+        st.role_assignments.retain(|a| a.principal_id != id);
+        st.eligibilities.retain(|e| e.principal_id != id);
     }
 
     /// The user with this id, as it is now.

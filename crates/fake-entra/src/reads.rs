@@ -361,7 +361,8 @@ pub(crate) fn user_object(e: &UserEntry, props: &[&str], started: i64) -> Map<St
         .collect()
 }
 
-/// `GET /users`: key-paged (default 100, `$top` up to 999). With
+/// `GET /users`: key-paged (default 100, `$top` up to 999); `$filter` takes
+/// `eq` clauses or `id in (...)` (up to 15 ids). With
 /// `signInActivity` selected Graph documents at most 500 a page ("Requests with
 /// `$top` set higher than 500 return pages with up to 500 users"), needs
 /// `AuditLog.Read.All` and P1.
@@ -389,9 +390,14 @@ pub(crate) fn list_users(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
         Ok(t) => t,
         Err(e) => return e,
     };
-    let clauses = match filter_clauses(req, USER_PROPS) {
-        Ok(c) => c,
-        Err(e) => return e,
+    let id_in = req.param("$filter").and_then(|f| crate::id_in::ids_in(&f));
+    let (clauses, ids) = match id_in {
+        Some(Ok(ids)) => (Vec::new(), Some(ids)),
+        Some(Err(e)) => return e,
+        None => match filter_clauses(req, USER_PROPS) {
+            Ok(c) => (c, None),
+            Err(e) => return e,
+        },
     };
     let after = match after_key(req) {
         Ok(a) => a,
@@ -399,9 +405,11 @@ pub(crate) fn list_users(st: &mut State, req: &Req, ctx: &Ctx) -> Resp {
     };
     let started = st.started;
     let matching = users_after(st, after.as_deref()).filter(|e| {
-        clauses
-            .iter()
-            .all(|(p, v)| user_value(e, p, started).as_str() == Some(v.as_str()))
+        ids.as_ref()
+            .is_none_or(|ids| ids.contains(&e.user.id.to_ascii_lowercase()))
+            && clauses
+                .iter()
+                .all(|(p, v)| user_value(e, p, started).as_str() == Some(v.as_str()))
     });
     let (page, more) = take_page(matching, top);
     let props = select.as_deref().unwrap_or(USER_DEFAULT);

@@ -1850,3 +1850,295 @@ async fn resource_units_are_charged_and_throttled() {
         .unwrap();
     assert!(throttled["headers"]["Retry-After"].is_string());
 }
+
+/// The ids of a getByIds answer's `value`, in order.
+fn value_ids(v: &Value) -> Vec<&str> {
+    v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn get_by_ids_returns_the_objects_asked_for_of_the_types_asked_for() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    t.add_user(user("u2"));
+    t.add_group(group("g1"));
+    t.add_service_principal("sp1", "Payroll app");
+    let ids = json!(["u1", "missing", "g1", "u2", "sp1", "u1"]);
+    let sel = "/directoryObjects/getByIds?$select=id,userPrincipalName,accountEnabled";
+
+    // Users only: the missing id and the other types are simply left out.
+    let body = json!({"ids": ids, "types": ["user"]});
+    let (s, _, v) = graph(&t, &tok, "POST", sel, Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value_ids(&v), vec!["u1", "u2"]);
+    assert_eq!(
+        v["value"][0],
+        json!({"@odata.type": "#microsoft.graph.user", "id": "u1",
+               "userPrincipalName": "u1@contoso.test", "accountEnabled": true})
+    );
+    assert_eq!(
+        v["@odata.context"],
+        "https://graph.microsoft.com/v1.0/$metadata#directoryObjects(id,userPrincipalName,accountEnabled)"
+    );
+
+    // Every type without `types`; each object says its type; a group has no UPN.
+    let (s, _, v) = graph(&t, &tok, "POST", sel, Some(json!({"ids": ids}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value_ids(&v), vec!["u1", "g1", "u2", "sp1"]);
+    let types: Vec<&str> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["@odata.type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "#microsoft.graph.user",
+            "#microsoft.graph.group",
+            "#microsoft.graph.user",
+            "#microsoft.graph.servicePrincipal"
+        ]
+    );
+    assert_eq!(
+        v["value"][1],
+        json!({"@odata.type": "#microsoft.graph.group", "id": "g1"})
+    );
+    let body = json!({"ids": ids, "types": ["Group", "servicePrincipal"]});
+    let (s, _, v) = graph(&t, &tok, "POST", sel, Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value_ids(&v), vec!["g1", "sp1"]);
+
+    // Without $select a user has Graph's default set: no accountEnabled.
+    let body = json!({"ids": ["u1"], "types": ["user"]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/directoryObjects/getByIds", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["value"][0]["displayName"], "User u1");
+    assert!(v["value"][0].get("accountEnabled").is_none(), "{v}");
+
+    // A deleted user is no longer found, and no longer a member.
+    t.add_member("g1", "u2");
+    t.delete_user("u2");
+    let body = json!({"ids": ["u1", "u2"], "types": ["user"]});
+    let (_, _, v) = graph(&t, &tok, "POST", sel, Some(body)).await;
+    assert_eq!(value_ids(&v), vec!["u1"]);
+    assert!(t.members("g1").is_empty());
+}
+
+#[tokio::test]
+async fn get_by_ids_refuses_more_than_a_thousand_ids_and_bad_bodies() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    let path = "/directoryObjects/getByIds?$select=id";
+    let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("id{i}")).collect() };
+    let (s, _, v) = graph(&t, &tok, "POST", path, Some(json!({"ids": ids(1000)}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(value_ids(&v).is_empty());
+    for body in [
+        json!({"ids": ids(1001)}),
+        json!({"types": ["user"]}),
+        json!({"ids": "u1"}),
+        json!({"ids": ["u1"], "types": ["person"]}),
+    ] {
+        let (s, _, v) = graph(&t, &tok, "POST", path, Some(body.clone())).await;
+        assert_eq!((s, error_code(&v)), (400, "Request_BadRequest"), "{body}");
+    }
+    let (s, _, v) = graph(&t, &tok, "POST", path, None).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _, v) = graph(
+        &t,
+        &tok,
+        "POST",
+        "/directoryObjects/getByIds?$select=id,shoeSize",
+        Some(json!({"ids": ["u1"]})),
+    )
+    .await;
+    assert_eq!((s, error_code(&v)), (400, "BadRequest"));
+    let (s, _, _) = graph(&t, &tok, "GET", "/directoryObjects/getByIds", None).await;
+    assert_eq!(s, 405);
+    // It needs Directory.Read.All (User.Read.All is not enough).
+    t.set_permissions(Some(vec!["User.Read.All".into()]));
+    let (s, _, v) = graph(&t, &tok, "POST", path, Some(json!({"ids": ["u1"]}))).await;
+    assert_eq!((s, error_code(&v)), (403, "Authorization_RequestDenied"));
+    t.set_permissions(Some(vec!["Directory.Read.All".into()]));
+    let (s, _, _) = graph(&t, &tok, "POST", path, Some(json!({"ids": ["u1"]}))).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn get_by_ids_in_a_batch_is_one_item_under_faults_and_the_rate_limit() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    for i in 0..3 {
+        t.add_user(user(&format!("u{i}")));
+    }
+    let item = |id: &str| {
+        json!({"id": id, "method": "POST", "url": "/directoryObjects/getByIds?$select=id,accountEnabled",
+               "headers": {"Content-Type": "application/json"},
+               "body": {"ids": ["u0", "u1", "u2", "gone"], "types": ["user"]}})
+    };
+    t.inject(Fault::Throttle {
+        matching: "POST /v1.0/directoryObjects/getByIds".into(),
+        count: 1,
+        retry_after: Some(2.0),
+    });
+    let batch = json!({"requests": [item("a"), item("b")]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(batch.clone())).await;
+    assert_eq!(s, 200);
+    let by_id = |v: &Value, id: &str| {
+        v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    // Items run in order: the first is throttled, the second answered.
+    assert_eq!(by_id(&v, "a")["status"], 429);
+    assert_eq!(by_id(&v, "a")["headers"]["Retry-After"], "2");
+    let b = by_id(&v, "b");
+    assert_eq!(b["status"], 200);
+    assert_eq!(
+        b["body"]["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["u0", "u1", "u2"]
+    );
+    let recorded: Vec<_> = t
+        .requests()
+        .into_iter()
+        .filter(|r| r.in_batch && r.path == "/v1.0/directoryObjects/getByIds")
+        .collect();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[1].body.as_ref().unwrap()["ids"][3], "gone");
+
+    // One item counts once against the rate limit, whatever its ids.
+    t.clear_faults();
+    t.inject(Fault::RateLimit { per_second: 1 });
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(batch)).await;
+    assert_eq!(s, 200);
+    assert_eq!(by_id(&v, "a")["status"], 200);
+    assert_eq!(by_id(&v, "b")["status"], 429);
+}
+
+/// `GET /users?$filter=id in (...)` for these ids, encoded as a client sends it.
+fn id_in_path(ids: &[&str], select: &str) -> String {
+    let list: Vec<String> = ids
+        .iter()
+        .map(|id| format!("%27{}%27", id.replace('\'', "%27%27")))
+        .collect();
+    format!(
+        "/users?$filter=id%20in%20({})&$select={select}",
+        list.join(",")
+    )
+}
+
+#[tokio::test]
+async fn users_are_read_by_id_in_with_user_read_all_and_missing_ids_left_out() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    t.add_user(user("u1"));
+    t.add_user(user("u2"));
+    t.add_user(user("u3"));
+    t.add_group(group("g1"));
+    let sel = "id,userPrincipalName,accountEnabled";
+    // Least privilege is enough: User.Read.All reads users.
+    t.set_permissions(Some(vec!["User.Read.All".into()]));
+    let path = id_in_path(&["U2", "missing", "g1", "u1", "o'hara"], sel);
+    let (s, _, v) = graph(&t, &tok, "GET", &path, None).await;
+    assert_eq!(s, 200, "{v}");
+    // Only users, matched whatever the case of the id; no nextLink for one page.
+    assert_eq!(value_ids(&v), vec!["u1", "u2"]);
+    assert_eq!(
+        v["value"][0],
+        json!({"id": "u1", "userPrincipalName": "u1@contoso.test", "accountEnabled": true})
+    );
+    assert!(v.get("@odata.nextLink").is_none(), "{v}");
+    // A deleted user is no longer returned.
+    t.delete_user("u2");
+    let (_, _, v) = graph(&t, &tok, "GET", &id_in_path(&["u1", "u2"], sel), None).await;
+    assert_eq!(value_ids(&v), vec!["u1"]);
+    // Without a user permission it is refused.
+    t.set_permissions(Some(vec!["GroupMember.Read.All".into()]));
+    let (s, _, v) = graph(&t, &tok, "GET", &id_in_path(&["u1"], sel), None).await;
+    assert_eq!((s, error_code(&v)), (403, "Authorization_RequestDenied"));
+}
+
+#[tokio::test]
+async fn id_in_takes_at_most_fifteen_ids_and_only_quoted_values() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    let names: Vec<String> = (0..16).map(|i| format!("u{i:02}")).collect();
+    for n in &names {
+        t.add_user(user(n));
+    }
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (s, _, v) = graph(&t, &tok, "GET", &id_in_path(&ids[..15], "id"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(value_ids(&v), ids[..15].to_vec());
+    let (s, _, v) = graph(&t, &tok, "GET", &id_in_path(&ids, "id"), None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (400, "Request_UnsupportedQuery"),
+        "{v}"
+    );
+    let (s, _, v) = graph(&t, &tok, "GET", "/users?$filter=id%20in%20(u01)", None).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (400, "Request_UnsupportedQuery"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn id_in_as_a_batch_item_is_one_item_under_faults() {
+    let t = tenant().await;
+    let tok = token(&t).await;
+    for i in 0..3 {
+        t.add_user(user(&format!("u{i}")));
+    }
+    let url = id_in_path(&["u0", "u1", "u2", "gone"], "id,accountEnabled");
+    let item = |id: &str| json!({"id": id, "method": "GET", "url": url});
+    t.inject(Fault::Throttle {
+        matching: "GET /v1.0/users".into(),
+        count: 1,
+        retry_after: Some(2.0),
+    });
+    let batch = json!({"requests": [item("a"), item("b")]});
+    let (s, _, v) = graph(&t, &tok, "POST", "/$batch", Some(batch)).await;
+    assert_eq!(s, 200);
+    let by_id = |id: &str| {
+        v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("a")["status"], 429);
+    let b = by_id("b");
+    assert_eq!(b["status"], 200, "{b}");
+    assert_eq!(value_ids(&b["body"]), vec!["u0", "u1", "u2"]);
+    assert_eq!(
+        b["body"]["value"][2],
+        json!({"id": "u2", "accountEnabled": true})
+    );
+    let recorded = t
+        .requests()
+        .into_iter()
+        .filter(|r| r.in_batch && r.path == "/v1.0/users")
+        .count();
+    assert_eq!(recorded, 2);
+}

@@ -6,24 +6,11 @@ use serde_json::{Value, json};
 
 use super::policy::{ensure_policy, patch_policy};
 use super::{CaKind, POLICIES, array_of, display_name, excluded_groups, excluded_users, history};
-use crate::actions::context::{Ctx, Work, map_error};
+use crate::actions::context::{Ctx, Work, map_error, odata_literal};
 use crate::actions::reads::member_ids;
 use crate::config::MfaPolicyConfig;
 use crate::domain::{CaMode, Outcome, Snapshot};
 use crate::graph::GraphRequest;
-
-/// Percent-encodes a `$filter` literal (quotes doubled, as OData wants).
-fn odata_literal(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.replace('\'', "''").bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 fn group_name(k: &CaKind, s: &MfaPolicyConfig) -> String {
     format!("{} (members)", display_name(k, s))
