@@ -37,9 +37,9 @@ struct Tick {
     /// Graph writes received (all fakes), and those received more than once.
     writes: usize,
     twice: Vec<String>,
-    /// When an instance was killed: its name, runs done by then, and how long
-    /// after the kill the tick was complete.
-    killed: Option<(String, usize, Duration)>,
+    /// When an instance was killed: its name, runs recorded by then, tenant
+    /// leases it held, and how long after the kill the tick was complete.
+    killed: Option<(String, usize, usize, Duration)>,
     /// VmHWM of each live instance at the end.
     hwm: Vec<(String, u64)>,
 }
@@ -158,15 +158,26 @@ impl Run<'_> {
                 && killed.is_none()
                 && done * 3 >= total
             {
+                let holder = inst[k].name.clone();
+                let held: i64 = self
+                    .rt
+                    .block_on(
+                        sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM leases WHERE holder = $1 AND expires_at > $2",
+                        )
+                        .bind(&holder)
+                        .bind(now_ts())
+                        .fetch_one(self.pool),
+                    )
+                    .expect("leases");
                 inst[k].signal(libc::SIGKILL);
                 if let Some(mut c) = inst[k].child.take() {
                     let _ = c.wait();
                 }
                 killed_at = Some(Instant::now());
-                killed = Some((inst[k].name.clone(), runs as usize));
+                killed = Some((holder.clone(), runs as usize, held as usize));
                 println!(
-                    "  SIGKILL {} after {} with {runs} runs recorded",
-                    inst[k].name,
+                    "  SIGKILL {holder} after {} with {runs} runs recorded, holding {held} tenant leases",
                     fmt_dur(started.elapsed())
                 );
             }
@@ -198,7 +209,7 @@ impl Run<'_> {
         since: &str,
         inst: &[Instance],
         wall: Duration,
-        killed: Option<((String, usize), Duration)>,
+        killed: Option<((String, usize, usize), Duration)>,
     ) -> Tick {
         let pool = self.pool;
         let (per_tenant, split, states, span) = self.rt.block_on(async {
@@ -265,7 +276,7 @@ impl Run<'_> {
             states: states.into_iter().map(|(s, c)| (s, c as usize)).collect(),
             writes,
             twice,
-            killed: killed.map(|((name, runs), after)| (name, runs, after)),
+            killed: killed.map(|((name, runs, held), after)| (name, runs, held, after)),
             hwm,
         }
     }
@@ -297,10 +308,11 @@ fn print_tick(t: &Tick, expected_writes: usize) {
             t.twice.join("; ")
         }
     );
-    if let Some((name, runs, after)) = &t.killed {
+    if let Some((name, runs, held, after)) = &t.killed {
         println!(
-            "  killed {name} with {runs} runs recorded; tick complete {} after the kill",
-            fmt_dur(*after)
+            "  killed {name} with {runs} runs recorded, holding {held} tenant leases; tick complete {} after the kill (lease {} s)",
+            fmt_dur(*after),
+            setup::LEASE_SECS
         );
     }
     let hwm: Vec<String> = t
