@@ -376,7 +376,7 @@ pub fn run(ctx: &mut Ctx) {
         "work dir {} (store {store_url}); instances: cd {} && {} --config config-i1.toml daemon (and i2, i3); the fakes live in the bench process",
         sh(&ws),
         sh(&ws),
-        sh(&util::bin())
+        sh(&setup::daemon_bin())
     );
     let r = Run {
         rt: &rt,

@@ -222,6 +222,14 @@ pub async fn create_database(admin: &str) -> Result<String, String> {
     Ok(format!("{base}/{db}"))
 }
 
+/// The daemon binary: the one under test, or `BENCH_TENANTS_BIN` (to measure
+/// another build, e.g. the daemon before a change, with the same bench).
+pub fn daemon_bin() -> PathBuf {
+    std::env::var_os("BENCH_TENANTS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(util::bin)
+}
+
 /// A daemon instance, started from its own config in the work directory.
 pub struct Instance {
     pub name: String,
@@ -233,7 +241,7 @@ impl Instance {
     /// Starts `entra-remediator daemon` and waits for "daemon ready" in its log.
     pub fn start(ws: &Path, name: &str) -> Instance {
         let log = ws.join(format!("daemon-{name}.log"));
-        let child = Command::new(util::bin())
+        let child = Command::new(daemon_bin())
             .current_dir(ws)
             .env_remove("ENTRA_REMEDIATOR_CONFIG")
             .env_remove("NOTIFY_SOCKET")
