@@ -54,9 +54,10 @@ fn parse(s: &str) -> DateTime<Utc> {
     s.parse().expect("store time")
 }
 
-/// The next cron time of the `*/period` schedule, at least 1 s from now.
+/// The next cron time of the `*/period` schedule, at least a quarter of the
+/// period from now (time to write every tenant's scan).
 fn next_fire(period: u64) -> DateTime<Utc> {
-    let now = Utc::now().timestamp() + 1;
+    let now = Utc::now().timestamp() + (period / 4) as i64;
     let p = period as i64;
     DateTime::from_timestamp((now / p + 1) * p, 0).expect("time")
 }
