@@ -11,7 +11,8 @@
 //! BENCH_DIR=/tmp/eb cargo bench --bench bench     # keep the generated files to rerun printed commands
 //! ```
 //!
-//! Sections: machine, gen, plan, rules, graph, daemon, scan, console.
+//! Sections: machine, gen, plan, rules, graph, daemon, scan, console, tenants
+//! (tenants needs PostgreSQL: 127.0.0.1:5432 user postgres, or BENCH_POSTGRES_URL).
 
 #[path = "bench/console.rs"]
 mod console;
@@ -29,6 +30,10 @@ mod rules;
 mod scan;
 #[path = "bench/scangen.rs"]
 mod scangen;
+#[path = "bench/tenants.rs"]
+mod tenants;
+#[path = "bench/tenants_setup.rs"]
+mod tenants_setup;
 #[path = "bench/util.rs"]
 mod util;
 
@@ -37,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const SECTIONS: &[&str] = &[
-    "machine", "gen", "plan", "rules", "graph", "daemon", "scan", "console",
+    "machine", "gen", "plan", "rules", "graph", "daemon", "scan", "console", "tenants",
 ];
 
 /// What every section shares: options, the work directory, generated scans.
@@ -233,6 +238,15 @@ fn main() {
         console::run(&mut ctx);
         println!(
             "[console: {}, loadavg {}]",
+            util::fmt_dur(t.elapsed()),
+            util::loadavg()
+        );
+    }
+    if run("tenants") {
+        let t = Instant::now();
+        tenants::run(&mut ctx);
+        println!(
+            "[tenants: {}, loadavg {}]",
             util::fmt_dur(t.elapsed()),
             util::loadavg()
         );

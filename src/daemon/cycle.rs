@@ -3,11 +3,13 @@
 //! of the service layer and logs, counts and notifies what it did.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::shared::{Shared, give_back_memory, read, sd};
+use super::shared::{Leased, Shared, give_back_memory, read, sd};
 use crate::config::Config;
 use crate::domain::ExecReport;
 use crate::metrics::RunOutcome;
@@ -16,28 +18,86 @@ use crate::service::cycle::{RunOptions, TenantOutcome};
 use crate::service::execution::{self, OnSettleError, Pass};
 
 impl Shared {
-    /// One scheduled (or requested) cycle for a tenant: scan, plan, record, execute.
+    /// One scheduled (or requested) cycle for a tenant: scan, plan, record,
+    /// execute. When another instance holds the tenant's lease, tries again
+    /// until the lease is given back or expires (its holder died), unless a run
+    /// of the tenant started meanwhile: a tick is not lost to a busy or dead peer.
     pub(super) async fn tick(self: Arc<Self>, tenant: String, force: bool, why: &str) {
-        if self.stopping.is_cancelled() {
-            return;
+        let fired = Utc::now();
+        let mut again = false;
+        loop {
+            let Some(slot) = self.slot().await else {
+                return;
+            };
+            match self.enter(&tenant, true) {
+                Ok(()) => {}
+                // An execution pass is short: the run waits for it.
+                Err(false) => {
+                    drop(slot);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(true) => {
+                    if !again {
+                        self.skipped(&tenant, why).await;
+                    }
+                    return;
+                }
+            }
+            let leased = self.clone().cycle(&tenant, force, why).await;
+            self.leave(&tenant);
+            drop(slot);
+            if leased != Leased::Held || !self.retry_held(&tenant, fired, again).await {
+                return;
+            }
+            again = true;
         }
-        if !self.enter(&tenant) {
-            tracing::warn!(%tenant, "previous run still going; this tick is skipped");
-            self.metrics
-                .run_finished(&tenant, RunOutcome::Skipped, Utc::now());
-            self.record(self.event(
-                "tick_skipped",
-                Some(&tenant),
-                json!({"why": "the previous run of this tenant is still going", "trigger": why}),
-            ))
-            .await;
-            return;
-        }
-        self.clone().cycle(&tenant, force, why).await;
-        self.leave(&tenant);
     }
 
-    async fn cycle(self: Arc<Self>, tenant: &str, force: bool, why: &str) {
+    /// A place among the runs and passes in progress here; none once stopping.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok().filter(|_| !self.stopping.is_cancelled()),
+            () = self.stopping.cancelled() => None,
+        }
+    }
+
+    async fn skipped(&self, tenant: &str, why: &str) {
+        tracing::warn!(%tenant, "previous run still going; this tick is skipped");
+        self.metrics
+            .run_finished(tenant, RunOutcome::Skipped, Utc::now());
+        self.record(self.event(
+            "tick_skipped",
+            Some(tenant),
+            json!({"why": "the previous run of this tenant is still going", "trigger": why}),
+        ))
+        .await;
+    }
+
+    /// After the lease was found held: waits a third of the lease time (the
+    /// holder renews at that pace, so a dead holder's lease has expired within
+    /// three waits), then says whether to try again: not when stopping, nor
+    /// when a run of the tenant started since the tick fired (the holder's).
+    async fn retry_held(&self, tenant: &str, fired: DateTime<Utc>, again: bool) -> bool {
+        if !again {
+            tracing::info!(%tenant, "trying again until the lease is given back or expires");
+        }
+        let ttl = Duration::from_secs(read(&self.config).daemon.lease_secs);
+        tokio::select! {
+            () = tokio::time::sleep(ttl / 3) => {}
+            () = self.stopping.cancelled() => return false,
+        }
+        match self.store.last_run_at(tenant).await {
+            Ok(Some(last)) => last < fired,
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "cannot read the last run time");
+                true
+            }
+        }
+    }
+
+    async fn cycle(self: Arc<Self>, tenant: &str, force: bool, why: &str) -> Leased {
         let me = self.clone();
         self.with_lease(tenant, || async move {
             let cfg = read(&me.config);
@@ -83,7 +143,7 @@ impl Shared {
                 Utc::now().to_rfc3339()
             ))]);
         })
-        .await;
+        .await
     }
 
     fn after_run(&self, o: &TenantOutcome) {
@@ -189,7 +249,10 @@ impl Shared {
 
     /// Executes approved actions of a tenant promptly (API approvals, interval).
     pub(super) async fn execute_tenant(self: Arc<Self>, tenant: String) {
-        if self.stopping.is_cancelled() || !self.enter(&tenant) {
+        let Some(_slot) = self.slot().await else {
+            return;
+        };
+        if self.enter(&tenant, false).is_err() {
             return;
         }
         let me = self.clone();
@@ -204,17 +267,33 @@ impl Shared {
 
     /// The execution timer: overdue approvals expire (so that reads, by the API
     /// or the CLI, need no write transaction to see them), then every tenant
-    /// gets an execution pass.
+    /// gets an execution pass, unless the previous round is still going (with
+    /// many tenants, rounds would otherwise pile up behind each other).
     pub(super) async fn on_execution_timer(self: &Arc<Self>) {
         match crate::service::actions::expire_overdue(self.store.as_ref(), Utc::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "pending approvals expired"),
             Err(e) => tracing::warn!(error = %e, "expiring overdue approvals failed"),
         }
-        let cfg = read(&self.config);
-        for t in &cfg.tenants {
-            self.tracker
-                .spawn(self.clone().execute_tenant(t.name.clone()));
+        if self.exec_round.swap(true, Ordering::SeqCst) {
+            tracing::debug!("the previous execution round is still going");
+            return;
         }
+        let cfg = read(&self.config);
+        let passes: Vec<_> = cfg
+            .tenants
+            .iter()
+            .map(|t| {
+                self.tracker
+                    .spawn(self.clone().execute_tenant(t.name.clone()))
+            })
+            .collect();
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            for p in passes {
+                let _ = p.await;
+            }
+            me.exec_round.store(false, Ordering::SeqCst);
+        });
     }
 }

@@ -2,7 +2,7 @@
 //! schedule the tenants and tell systemd; on SIGTERM or SIGINT, stop taking work
 //! and let in-flight work finish within the grace period.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -100,7 +100,9 @@ async fn load(config_path: &Path) -> Result<(Arc<Shared>, Arc<Metrics>), DaemonE
         metrics: metrics.clone(),
         notifier: RwLock::new(Arc::new(notifier)),
         api_tokens,
-        busy: Mutex::new(HashSet::new()),
+        busy: Mutex::new(HashMap::new()),
+        slots: Arc::new(tokio::sync::Semaphore::new(super::shared::MAX_CONCURRENT)),
+        exec_round: AtomicBool::new(false),
         tracker: TaskTracker::new(),
         stopping: CancellationToken::new(),
     });

@@ -2,7 +2,7 @@
 //! current config, rules and notifier (swapped whole on reload), the store, the
 //! metrics, which tenants are busy here, and the tenant leases.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -28,6 +28,28 @@ pub(super) struct Rules {
     pub sources: String,
 }
 
+/// How many tenant runs and execution passes one instance works on at once.
+/// The PostgreSQL store's pool has 5 connections (acquired for at most
+/// `connect_timeout`): with hundreds of tenants on one schedule, every tick
+/// firing at once made most of them time out taking the lease and skip the
+/// tick. One connection is left for lease renewals and the API.
+pub(super) const MAX_CONCURRENT: usize = 4;
+
+/// What became of work that needed a tenant's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Leased {
+    /// The work ran here, holding the lease to its end.
+    Ran,
+    /// Another instance holds the lease: nothing ran here.
+    Held,
+    /// The lease could not be taken (store error): nothing ran here.
+    Failed,
+    /// The lease was lost while the work ran (renewals failed long enough for
+    /// it to expire and another instance took it): the work was stopped at
+    /// once, as if this instance had crashed, and the new holder settles it.
+    Lost,
+}
+
 /// State shared by the scheduler jobs, the API and the main loop.
 pub(super) struct Shared {
     pub config_path: PathBuf,
@@ -40,8 +62,12 @@ pub(super) struct Shared {
     pub notifier: RwLock<Arc<Notifier>>,
     /// The API's named bearer tokens (when the API is on), re-read on SIGHUP.
     pub api_tokens: Option<api::Tokens>,
-    /// Tenants with a run or execution in progress here.
-    pub busy: Mutex<HashSet<String>>,
+    /// Tenants with a run (true) or an execution pass (false) in progress here.
+    pub busy: Mutex<HashMap<String, bool>>,
+    /// Bounds the runs and execution passes in progress here ([`MAX_CONCURRENT`]).
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// An execution round (a pass for every tenant) is going.
+    pub exec_round: std::sync::atomic::AtomicBool,
     pub tracker: TaskTracker,
     pub stopping: CancellationToken,
     pub instance: String,
@@ -130,11 +156,19 @@ impl Shared {
         }
     }
 
-    /// Marks a tenant busy; false when it already is (runs never overlap).
-    pub(super) fn enter(&self, tenant: &str) -> bool {
-        match self.busy.lock() {
-            Ok(mut b) => b.insert(tenant.to_string()),
-            Err(p) => p.into_inner().insert(tenant.to_string()),
+    /// Marks a tenant busy with a run (`run`) or an execution pass; when it
+    /// already is, says with which (true: a run), and changes nothing.
+    pub(super) fn enter(&self, tenant: &str, run: bool) -> Result<(), bool> {
+        let mut b = match self.busy.lock() {
+            Ok(b) => b,
+            Err(p) => p.into_inner(),
+        };
+        match b.get(tenant) {
+            Some(other) => Err(*other),
+            None => {
+                b.insert(tenant.to_string(), run);
+                Ok(())
+            }
         }
     }
 
@@ -146,9 +180,9 @@ impl Shared {
         };
     }
 
-    /// Runs `f` holding the tenant's lease (renewed meanwhile); false when
-    /// another instance holds it or it cannot be taken.
-    pub(super) async fn with_lease<F, Fut>(self: &Arc<Self>, tenant: &str, f: F) -> bool
+    /// Runs `f` holding the tenant's lease, renewed meanwhile; when a renewal
+    /// finds that another instance took the lease, `f` is stopped (dropped).
+    pub(super) async fn with_lease<F, Fut>(self: &Arc<Self>, tenant: &str, f: F) -> Leased
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -160,31 +194,45 @@ impl Shared {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(%tenant, "another instance holds this tenant's lease; not running here");
-                return false;
+                return Leased::Held;
             }
             Err(e) => {
                 tracing::error!(%tenant, error = %e, "cannot take the tenant lease");
-                return false;
+                return Leased::Failed;
             }
         }
-        // Renew the lease while working, so a long run keeps it.
-        let renew = {
+        // Renew the lease while working, so a long run keeps it; the renewal
+        // ends only when another holder has it.
+        let mut renew = {
             let me = self.clone();
             let lease = lease.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    if let Err(e) = me.store.try_lease(&lease, &me.instance, ttl).await {
-                        tracing::warn!(error = %e, "cannot renew the tenant lease");
+                    match me.store.try_lease(&lease, &me.instance, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => tracing::warn!(error = %e, "cannot renew the tenant lease"),
                     }
                 }
             })
         };
-        f().await;
+        let outcome = tokio::select! {
+            () = f() => Leased::Ran,
+            _ = &mut renew => Leased::Lost,
+        };
         renew.abort();
-        if let Err(e) = self.store.release_lease(&lease, &self.instance).await {
-            tracing::warn!(%tenant, error = %e, "cannot release the tenant lease");
+        match outcome {
+            Leased::Lost => tracing::error!(
+                %tenant,
+                "the tenant lease expired and another instance took it: this instance's work on the tenant stopped"
+            ),
+            _ => {
+                if let Err(e) = self.store.release_lease(&lease, &self.instance).await {
+                    tracing::warn!(%tenant, error = %e, "cannot release the tenant lease");
+                }
+            }
         }
-        true
+        outcome
     }
 }

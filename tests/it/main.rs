@@ -12,6 +12,7 @@ mod console;
 mod console_data;
 mod crash;
 mod daemon;
+mod daemon_leases;
 mod execute;
 mod graph_scan;
 mod graph_window;
