@@ -28,4 +28,5 @@ mod remediate;
 mod scan;
 mod secrets;
 mod store;
+mod store_reads;
 mod terminal;
