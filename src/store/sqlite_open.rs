@@ -101,6 +101,11 @@ pub(crate) async fn connect(path: &Path, create: bool, name: &str) -> Result<Poo
 
 /// The write pool: one connection, kept open for the pool's life (so the WAL
 /// and its index stay in place for the read-only connections).
+///
+/// Neither pool pings a connection before handing it out: a connection to a
+/// local file cannot be lost the way a network one can (sqlx still pings it
+/// when it comes back to the pool), and each ping is one more round trip to
+/// the connection's thread on every query.
 async fn open_writer(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
     let opts = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
@@ -114,6 +119,7 @@ async fn open_writer(path: &Path, create: bool) -> Result<SqlitePool, StoreError
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
+        .test_before_acquire(false)
         .connect_with(opts)
         .await?)
 }
@@ -127,6 +133,7 @@ async fn open_readers(path: &Path) -> Result<SqlitePool, StoreError> {
         .busy_timeout(BUSY_TIMEOUT);
     Ok(SqlitePoolOptions::new()
         .max_connections(READERS)
+        .test_before_acquire(false)
         .connect_with(opts)
         .await?)
 }
