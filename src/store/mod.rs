@@ -19,6 +19,7 @@ mod records;
 mod rows;
 mod scripts;
 mod sqlite;
+mod sqlite_open;
 mod verify;
 
 pub(crate) use rows::{ActionRow, into_actions};

@@ -1,23 +1,26 @@
 //! The embedded SQLite store's SQL: WAL mode, a busy timeout, and `BEGIN
-//! IMMEDIATE` for every write transaction, which holds the chain's lock.
+//! IMMEDIATE` for every write transaction, which holds the chain's lock. Write
+//! transactions and leases go to the one write connection, every other query
+//! to the read-only pool (see `sqlite_open`).
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::backend::{Backend, Linked};
 use super::filter_sql::{events_sql, sqlite_actions};
 use super::records::{ApprovalRow, EventRow, Filter, NewAction, NewRun};
+use super::sqlite_open::{Pools, connect};
 use super::{ActionRow, OpenOptions, StoreError, display_name, into_actions, ts};
 use crate::domain::{Action, ActionState};
 
 /// History kept in a local SQLite file.
 pub(crate) struct SqliteBackend {
-    pool: SqlitePool,
+    /// The one write connection.
+    write: SqlitePool,
+    /// Read-only connections, for queries outside a write transaction.
+    read: SqlitePool,
 }
 
 type Tx = Transaction<'static, Sqlite>;
@@ -31,92 +34,9 @@ impl SqliteBackend {
         if !opts.create && !path.is_file() {
             return Err(StoreError::Missing(display_name(&opts.url)));
         }
-        let pool = Self::connect(path, opts.create, &display_name(&opts.url)).await?;
-        Ok(SqliteBackend { pool })
+        let Pools { write, read } = connect(path, opts.create, &display_name(&opts.url)).await?;
+        Ok(SqliteBackend { write, read })
     }
-
-    /// Opens the pool (serialized with other openers) and applies migrations;
-    /// without `create`, a file that holds no history is refused untouched.
-    async fn connect(path: &Path, create: bool, name: &str) -> Result<SqlitePool, StoreError> {
-        if create
-            && let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Db(sqlx::Error::Configuration(
-                    format!("cannot create {}: {e}", dir.display()).into(),
-                ))
-            })?;
-        }
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        // Two processes opening the store at once (the daemon and a CLI command)
-        // must not both switch it to WAL or apply migrations: SQLite has no
-        // advisory lock for that, and the WAL switch ignores the busy timeout, so
-        // opening is serialized with a lock file.
-        let lock_path = path.with_extension("migrate.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Db(sqlx::Error::Configuration(
-                    format!("cannot open {}: {e}", lock_path.display()).into(),
-                ))
-            })?;
-        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        let opened = async {
-            // Checked under the lock: a store another process is creating right
-            // now is complete once the lock is ours.
-            if !create && !is_sqlite_file(path) {
-                return Err(StoreError::Open {
-                    store: name.to_string(),
-                    message: "it is not an SQLite database, so it holds no history (not an entra-remediator store); nothing was changed".into(),
-                });
-            }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts)
-                .await?;
-            if !create {
-                let tables: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-                )
-                .fetch_one(&pool)
-                .await?;
-                if tables == 0 {
-                    return Err(StoreError::Open {
-                        store: path.display().to_string(),
-                        message: "it holds no history (not an entra-remediator store); nothing was changed".into(),
-                    });
-                }
-            }
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            Ok::<_, StoreError>(pool)
-        }
-        .await;
-        drop(lock);
-        opened
-    }
-}
-
-/// True when the file starts with SQLite's header (an empty file does not).
-fn is_sqlite_file(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 16];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| &head == b"SQLite format 3\0")
 }
 
 #[async_trait]
@@ -124,7 +44,7 @@ impl Backend for SqliteBackend {
     type Tx = Tx;
 
     async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
@@ -377,7 +297,7 @@ impl Backend for SqliteBackend {
         sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
             .bind(name)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -386,7 +306,7 @@ impl Backend for SqliteBackend {
         Ok(
             sqlx::query_as("SELECT seq, detail FROM events WHERE kind = ? ORDER BY seq LIMIT 1")
                 .bind(kind)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -395,7 +315,7 @@ impl Backend for SqliteBackend {
         Ok(
             sqlx::query_as("SELECT * FROM approvals WHERE action_id = ? ORDER BY rowid")
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -403,7 +323,7 @@ impl Backend for SqliteBackend {
     async fn event_at(&self, seq: i64) -> Result<Option<EventRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM events WHERE seq = ?")
             .bind(seq)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -413,7 +333,7 @@ impl Backend for SqliteBackend {
         )
         .bind(tenant)
         .bind(sha256)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await?;
         Ok(n > 0)
     }
@@ -423,7 +343,7 @@ impl Backend for SqliteBackend {
             "SELECT actionable FROM runs WHERE tenant = ? AND kind = 'scan' ORDER BY started_at DESC, rowid DESC LIMIT 1",
         )
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?)
     }
 
@@ -440,7 +360,7 @@ impl Backend for SqliteBackend {
             .bind(f.limit)
             .bind(&f.person)
             .bind(f.offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         into_actions(rows)
     }
@@ -456,14 +376,14 @@ impl Backend for SqliteBackend {
         )
         .bind(tenant)
         .bind(sha256)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 
     async fn action(&self, id: i64) -> Result<Option<Action>, StoreError> {
         let row: Option<ActionRow> = sqlx::query_as("SELECT * FROM actions WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         row.map(ActionRow::into_action).transpose()
     }
@@ -472,14 +392,14 @@ impl Backend for SqliteBackend {
         Ok(
             sqlx::query_scalar("SELECT scanned_at FROM runs WHERE id = ?")
                 .bind(run_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
 
     async fn run_actor(&self, run_id: &str) -> Result<Option<String>, StoreError> {
         let q = sqlx::query_scalar("SELECT actor FROM runs WHERE id = ?").bind(run_id);
-        Ok(q.fetch_optional(&self.pool).await?)
+        Ok(q.fetch_optional(&self.read).await?)
     }
 
     async fn retry_rows(&self, ids: &[i64]) -> Result<Vec<(i64, i64, String)>, StoreError> {
@@ -495,7 +415,7 @@ impl Backend for SqliteBackend {
             for id in chunk {
                 q = q.bind(id);
             }
-            out.extend(q.fetch_all(&self.pool).await?);
+            out.extend(q.fetch_all(&self.read).await?);
         }
         Ok(out)
     }
@@ -514,30 +434,33 @@ impl Backend for SqliteBackend {
             .bind(f.action_id)
             .bind(&f.person)
             .bind(f.offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?)
     }
 
     async fn everything(
         &self,
     ) -> Result<(Vec<EventRow>, Vec<(i64, String)>, Vec<ApprovalRow>), StoreError> {
+        // One read transaction: the three reads see one snapshot.
+        let mut tx = self.read.begin().await?;
         let events: Vec<EventRow> = sqlx::query_as("SELECT * FROM events ORDER BY seq")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
         let actions: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, state FROM actions ORDER BY id")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
         let approvals: Vec<ApprovalRow> = sqlx::query_as("SELECT * FROM approvals ORDER BY rowid")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok((events, actions, approvals))
     }
 
     async fn event_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT hash FROM events WHERE seq = ?")
             .bind(seq)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -546,7 +469,7 @@ impl Backend for SqliteBackend {
             sqlx::query_scalar("SELECT value FROM tenant_state WHERE tenant = ? AND key = ?")
                 .bind(tenant)
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -556,7 +479,7 @@ impl Backend for SqliteBackend {
             "SELECT MAX(started_at) FROM runs WHERE tenant = ? AND kind = 'scan'",
         )
         .bind(tenant)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await?)
     }
 
@@ -566,7 +489,7 @@ impl Backend for SqliteBackend {
              ORDER BY started_at DESC, rowid DESC LIMIT 1",
         )
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?)
     }
 }

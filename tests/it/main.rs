@@ -30,5 +30,6 @@ mod remediate;
 mod scan;
 mod secrets;
 mod store;
+mod store_reads;
 mod terminal;
 mod user_reads;
