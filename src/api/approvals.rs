@@ -132,9 +132,7 @@ async fn decide_one(
     let policy = ApprovalPolicy::from(&cfg.approvals);
     let now = Utc::now();
     let store = s.api.store.as_ref();
-    // Expires this action first if it is overdue (a read, unless it is): the
-    // others are expired by the daemon's timer.
-    actions::get(store, id, now).await?;
+    actions::expire_overdue(store, now).await?;
     let req = DecisionRequest {
         ids: vec![id],
         decision,
