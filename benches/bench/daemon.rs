@@ -148,7 +148,7 @@ pub fn run(ctx: &mut Ctx) {
         kib_mib(idle_hwm)
     );
 
-    let body = r#"{"tenant":"bench","by":"bench"}"#;
+    let body = r#"{"tenant":"bench"}"#;
     let t = Instant::now();
     let (status, resp) =
         util::http(port, "POST", "/v1/runs", Some(TOKEN), Some(body)).expect("POST /v1/runs");
