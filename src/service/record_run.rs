@@ -37,25 +37,31 @@ pub(super) async fn record(
         kind: "scan".into(),
     };
     let expires = cfg.approval_expiry(opts.now);
+    // Unless forced, the scan is recorded once: checked again in the store's
+    // transaction, since another instance may have run it meanwhile.
     Ok(record_plan(
         store,
         &new_run,
         &mut planned.plan,
         &planned.eval.failures,
         expires,
+        !opts.force,
     )
     .await?)
 }
 
 /// Records `run` with the plan's actions and the rule errors: a rule run and a
 /// person's request (`service::remediate`) alike. A pending action expires at
-/// `expires`; one still pending from an earlier run is carried over.
+/// `expires`; one still pending from an earlier run is carried over. With
+/// `once`, nothing is recorded when a run of this scan is already
+/// (`StoreError::AlreadyRecorded`).
 pub(super) async fn record_plan(
     store: &dyn Store,
     run: &NewRun,
     plan: &mut Plan,
     failures: &[RuleFailure],
     expires: chrono::DateTime<chrono::Utc>,
+    once: bool,
 ) -> Result<Vec<i64>, StoreError> {
     carry_over(store, &run.tenant, plan).await?;
     let actions: Vec<NewAction> = plan
@@ -64,7 +70,11 @@ pub(super) async fn record_plan(
         .map(|a| new_action(a, expires))
         .collect();
     let errors: Vec<NewRuleError> = failures.iter().map(rule_error).collect();
-    store.record_run(run, &actions, &errors).await
+    if once {
+        store.record_run_once(run, &actions, &errors).await
+    } else {
+        store.record_run(run, &actions, &errors).await
+    }
 }
 
 /// The action to record for a planned one; a pending approval expires at `expires`.

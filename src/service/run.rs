@@ -9,7 +9,7 @@ use crate::config::{Config, TenantConfig};
 use crate::exceptions::{Exceptions, ExceptionsSource};
 use crate::policy::RuleSet;
 use crate::scan::ScanError;
-use crate::store::{NewEvent, Store};
+use crate::store::{NewEvent, Store, StoreError};
 
 use super::cycle::{RunError, RunOptions, TenantCycle, TenantOutcome};
 use super::plan_run::{self, ScanLoad};
@@ -134,7 +134,17 @@ async fn run_tenant(
     let mut planned = plan_run::plan(cycle, rules, exceptions, loaded).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let ids = match cycle.store {
-        Some(store) => record_run::record(store, cycle, rules, &mut planned, &run_id).await?,
+        Some(store) => match record_run::record(store, cycle, rules, &mut planned, &run_id).await {
+            Ok(ids) => ids,
+            // Another instance recorded this scan after the check above.
+            Err(RunError::Store(StoreError::AlreadyRecorded { .. })) => {
+                return Ok(TenantOutcome::AlreadyProcessed {
+                    tenant,
+                    scan_source: planned.source_name,
+                });
+            }
+            Err(e) => return Err(e),
+        },
         None => Vec::new(),
     };
     Ok(TenantOutcome::Planned {

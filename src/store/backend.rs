@@ -42,6 +42,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn first_seq_in(&self, tx: &mut Self::Tx, kind: &str) -> Result<Option<i64>, StoreError>;
     /// Inserts a linked event.
     async fn insert_event(&self, tx: &mut Self::Tx, e: Linked<'_>) -> Result<(), StoreError>;
+    /// True when a scan run of this tenant and scan is recorded, inside the transaction.
+    async fn scan_processed_in(
+        &self,
+        tx: &mut Self::Tx,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<bool, StoreError>;
     /// Inserts a run row.
     async fn insert_run(
         &self,

@@ -74,6 +74,18 @@ pub enum StoreError {
     /// A write was attempted through a store opened only for reading.
     #[error("the history store was opened read-only")]
     ReadOnly,
+    /// A run of this scan of the tenant was recorded meanwhile (by another
+    /// instance that held the tenant's lease after this one's expired):
+    /// nothing was recorded.
+    #[error(
+        "a run of scan {scan_sha256} of tenant {tenant:?} is already recorded; nothing was recorded"
+    )]
+    AlreadyRecorded {
+        /// The tenant.
+        tenant: String,
+        /// The scan's SHA-256.
+        scan_sha256: String,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -104,6 +116,16 @@ pub trait Store: Send + Sync {
     async fn record_event(&self, event: NewEvent) -> Result<(), StoreError>;
     /// Records a run, its actions and rule errors in one transaction.
     async fn record_run(
+        &self,
+        run: &NewRun,
+        actions: &[NewAction],
+        rule_errors: &[NewRuleError],
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Records a scan run as `record_run` does, unless a scan run of the same
+    /// tenant and scan is recorded already, checked in the same transaction
+    /// (`StoreError::AlreadyRecorded`, nothing written): a scan is run once,
+    /// however many instances reach it.
+    async fn record_run_once(
         &self,
         run: &NewRun,
         actions: &[NewAction],

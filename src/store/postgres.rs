@@ -150,6 +150,22 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 
+    async fn scan_processed_in(
+        &self,
+        tx: &mut Tx,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE tenant = $1 AND scan_sha256 = $2 AND kind = 'scan'",
+        )
+        .bind(tenant)
+        .bind(sha256)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(n > 0)
+    }
+
     async fn insert_run(
         &self,
         tx: &mut Tx,

@@ -101,6 +101,44 @@ impl<B: Backend> Chained<B> {
         Ok(())
     }
 
+    /// Records a run, its actions and rule errors in one transaction; with
+    /// `once`, only when no scan run of the tenant's scan is recorded yet.
+    async fn record(
+        &self,
+        run: &NewRun,
+        actions: &[NewAction],
+        rule_errors: &[NewRuleError],
+        once: bool,
+    ) -> Result<Vec<i64>, StoreError> {
+        let at = ts(run.started_at);
+        let actionable = actionable(actions);
+        let mut w = self.begin().await?;
+        if once
+            && self
+                .db
+                .scan_processed_in(&mut w.tx, &run.tenant, &run.scan_sha256)
+                .await?
+        {
+            return Err(StoreError::AlreadyRecorded {
+                tenant: run.tenant.clone(),
+                scan_sha256: run.scan_sha256.clone(),
+            });
+        }
+        self.db.insert_run(&mut w.tx, run, actionable).await?;
+        for ev in run_events(run, actions.len(), actionable, rule_errors) {
+            self.append_in(&mut w, &at, &ev).await?;
+        }
+        let mut ids = Vec::with_capacity(actions.len());
+        for a in actions {
+            let id = self.db.insert_action(&mut w.tx, run, a, &at).await?;
+            self.append_in(&mut w, &at, &action_event(run, id, a))
+                .await?;
+            ids.push(id);
+        }
+        self.commit(w).await?;
+        Ok(ids)
+    }
+
     /// Links an event into the chain and inserts it.
     async fn append_in(
         &self,
@@ -196,22 +234,17 @@ impl<B: Backend> Store for Chained<B> {
         actions: &[NewAction],
         rule_errors: &[NewRuleError],
     ) -> Result<Vec<i64>, StoreError> {
-        let at = ts(run.started_at);
-        let actionable = actionable(actions);
-        let mut w = self.begin().await?;
-        self.db.insert_run(&mut w.tx, run, actionable).await?;
-        for ev in run_events(run, actions.len(), actionable, rule_errors) {
-            self.append_in(&mut w, &at, &ev).await?;
-        }
-        let mut ids = Vec::with_capacity(actions.len());
-        for a in actions {
-            let id = self.db.insert_action(&mut w.tx, run, a, &at).await?;
-            self.append_in(&mut w, &at, &action_event(run, id, a))
-                .await?;
-            ids.push(id);
-        }
-        self.commit(w).await?;
-        Ok(ids)
+        self.record(run, actions, rule_errors, false).await
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run.id, actions = actions.len()))]
+    async fn record_run_once(
+        &self,
+        run: &NewRun,
+        actions: &[NewAction],
+        rule_errors: &[NewRuleError],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.record(run, actions, rule_errors, true).await
     }
 
     #[tracing::instrument(skip_all)]

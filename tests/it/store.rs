@@ -15,7 +15,7 @@ use entra_remediator::domain::Reason;
 use entra_remediator::service::approvals::{DecideError, DecisionRequest, decide};
 use entra_remediator::store::{
     EventRow, Filter, GENESIS, NewAction, NewEvent, NewRuleError, NewRun, StateChange, Store,
-    event_hash, open, ts,
+    StoreError, event_hash, open, ts,
 };
 use sqlx::Connection;
 
@@ -245,6 +245,7 @@ contract!(
     tenant_state_round_trip,
     leases,
     undo_runs_do_not_count,
+    a_scan_is_recorded_once_per_tenant,
 );
 
 // ---------------------------------------------------------------- builders
@@ -1341,6 +1342,71 @@ async fn leases(s: &dyn Store, db: &Db) {
     assert!(!other.try_lease("tenant:u", "a", long).await.unwrap());
     // Leases are not history.
     assert!(all_events(s).await.is_empty());
+}
+
+/// `record_run_once` records a scan run only when no scan run of the same
+/// tenant and scan is recorded (checked in its own transaction): the second of
+/// two instances that reach one scan records nothing; `record_run` (a forced
+/// run) still records again.
+async fn a_scan_is_recorded_once_per_tenant(s: &dyn Store, _db: &Db) {
+    let first = s
+        .record_run_once(
+            &new_run("r1", "t", "sha-a", "scan", t0()),
+            &[pending(1, ActionKind::DisableUser)],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let before = all_events(s).await.len();
+    let again = s
+        .record_run_once(
+            &new_run("r2", "t", "sha-a", "scan", t0() + hours(1)),
+            &[pending(2, ActionKind::DisableUser)],
+            &[],
+        )
+        .await;
+    match again {
+        Err(StoreError::AlreadyRecorded {
+            tenant,
+            scan_sha256,
+        }) => {
+            assert_eq!((tenant.as_str(), scan_sha256.as_str()), ("t", "sha-a"));
+        }
+        other => panic!("expected AlreadyRecorded, got {other:?}"),
+    }
+    assert_eq!(all_events(s).await.len(), before, "nothing recorded");
+    let actions = s.actions(&Filter::default()).await.unwrap();
+    assert_eq!(
+        ids(&actions, |a| a.id),
+        first,
+        "only the first run's action"
+    );
+    // Another scan of the tenant, and the same scan of another tenant, record.
+    s.record_run_once(
+        &new_run("r3", "t", "sha-b", "scan", t0() + hours(2)),
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
+    s.record_run_once(
+        &new_run("r4", "u", "sha-a", "scan", t0() + hours(3)),
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
+    // A forced run records the same scan again.
+    s.record_run(
+        &new_run("r5", "t", "sha-a", "scan", t0() + hours(4)),
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(all_events(s).await.len() > before);
+    assert_verified(s).await;
 }
 
 async fn undo_runs_do_not_count(s: &dyn Store, _db: &Db) {

@@ -250,7 +250,8 @@ pub async fn submit(
         kind: RUN_KIND.into(),
     };
     let expires = cfg.approval_expiry(req.now);
-    let ids = crate::service::record_run::record_plan(store, &run, &mut plan, &[], expires).await?;
+    let ids = crate::service::record_run::record_plan(store, &run, &mut plan, &[], expires, false)
+        .await?;
     tracing::info!(run = %run.id, tenant = %run.tenant, by = %run.actor, actions = ids.len(), "manual remediation recorded");
     Ok(Submitted {
         run_id: run.id,
