@@ -364,7 +364,7 @@ fn bare_identity(
     attrs: serde_json::Value,
 ) -> Identity {
     Identity {
-        id: Guid::from(id.to_string()),
+        id: Guid::from(id),
         user_principal_name: upn,
         display_name: display_name.to_string(),
         user_type: None,

@@ -42,6 +42,7 @@ use super::graph_data::{
     SignInActivity, TenantData,
 };
 use super::roles::known_name;
+use crate::scan::intern;
 use crate::scan::{
     AssignmentType, GroupMembership, Guid, Identity, LastSignIn, RoleAssignment, UserType,
 };
@@ -352,7 +353,7 @@ impl<'a> Builder<'a> {
             .map(str::to_string)
             .or_else(|| known_name(template).map(str::to_string))
             .unwrap_or_else(|| template.to_string());
-        Some((Guid::from(template.to_string()), name))
+        Some((Guid::from(template), name))
     }
 
     /// Gives `ra` to the principal: a user, or each direct user member of a
@@ -390,7 +391,7 @@ impl<'a> Builder<'a> {
         for m in members {
             if let Some(&u) = self.user_index.get(key(m).as_ref()) {
                 let mut r = ra.clone();
-                r.via_group = Some(Guid::from(principal_id.to_string()));
+                r.via_group = Some(Guid::from(principal_id));
                 self.roles[u].push(r);
             }
         }
@@ -484,7 +485,7 @@ impl<'a> Builder<'a> {
             facts.risk_level = risk.and_then(|r| r.risk_level.as_deref());
             facts.risk_state = risk.and_then(|r| r.risk_state.as_deref());
             identities.push(Identity {
-                id: Guid::from(u.id.clone()),
+                id: Guid::from(u.id.as_str()),
                 user_principal_name: u.user_principal_name.clone().filter(|s| !s.is_empty()),
                 display_name: u.display_name.clone().unwrap_or_default(),
                 user_type: user_type(u.user_type.as_deref()),
@@ -523,10 +524,12 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// One membership of `g`; its id and name are shared with every other
+/// membership of the group while [`build`] interns.
 fn membership(g: &GraphGroup) -> GroupMembership {
     GroupMembership {
-        id: Guid::from(g.id.clone()),
-        display_name: g.display_name.as_deref().unwrap_or_default().into(),
+        id: Guid(intern::shared(&g.id)),
+        display_name: intern::shared(g.display_name.as_deref().unwrap_or_default()),
         dynamic: g.is_dynamic(),
         on_premises_synced: g.on_premises_sync_enabled,
         role_assignable: g.is_assignable_to_role,
@@ -535,6 +538,8 @@ fn membership(g: &GraphGroup) -> GroupMembership {
 
 /// Builds the identities (see the module doc).
 pub(super) fn build(data: &TenantData) -> People<'_> {
+    // The groups' ids and names are shared by all their memberships.
+    let _sharing = intern::Interning::start();
     let mut b = Builder::new(data);
     b.memberships();
     if let Ok(assignments) = &data.role_assignments {

@@ -214,7 +214,7 @@ pub fn build_scan(data: TenantData, settings: &PostureSettings) -> Built {
     Built {
         scan: Scan {
             schema_version: 1,
-            tenant_id: Guid::from(data.tenant_id.clone()),
+            tenant_id: Guid::from(data.tenant_id.as_str()),
             tenant_name,
             scanned_at: data.read_at,
             identities: people.identities,
